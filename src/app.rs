@@ -1,0 +1,306 @@
+//! One function per subcommand. Loads the configuration, builds the graph, picks the steps,
+//! runs the engine and turns the result into an exit code.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, ConfigCommand, Global, OutputFormat, Phase};
+use crate::config::{Config, ConfigError};
+use crate::context::Ctx;
+use crate::engine::{self, Graph, Mode, Outcome, RunOptions, StepMeta, Status};
+use crate::phases::{self, PREFLIGHT};
+use crate::render::{self, Style};
+
+/// Exit codes: what a script can rely on.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A step (or a verify check) failed.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or configuration; nothing was changed.
+    pub const USAGE: u8 = 2;
+    /// Interrupted by Ctrl-C; a later run continues.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Errors that end the program before or instead of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is invalid (exit 2).
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    /// The command cannot run as asked (exit 2): missing earlier phase, refused confirmation.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while running (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) | AppError::Usage(_) => exit::USAGE,
+            AppError::Failed(_) => exit::FAILED,
+        }
+    }
+}
+
+/// The configuration file to read: `--config`, else ./meshctl.toml when present.
+fn config_path(global: &Global) -> Option<PathBuf> {
+    global.config.clone().or_else(|| {
+        let p = PathBuf::from("meshctl.toml");
+        p.exists().then_some(p)
+    })
+}
+
+pub fn load_config(global: &Global) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("MESHCTL_")).collect();
+    Config::load(config_path(global).as_deref(), &env, &global.set)
+}
+
+pub async fn run(cli: Cli) -> Result<u8, AppError> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "meshctl", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Config { command: ConfigCommand::Show } => {
+            print!("{}", load_config(g)?.to_toml());
+            Ok(exit::OK)
+        }
+        Command::Token { cluster, role_arn, profile, region } => {
+            let config = load_config(g)?;
+            let region = region.clone().unwrap_or(config.region);
+            crate::aws::token::print_exec_credential(cluster, role_arn.as_deref(), profile.as_deref(), &region)
+                .await
+                .map_err(|e| AppError::Failed(e.to_string()))?;
+            Ok(exit::OK)
+        }
+        Command::Plan { offline: true, down } => {
+            let ctx = Arc::new(Ctx::new(load_config(g)?));
+            let graph = build_graph(&ctx)?;
+            let mode = if *down { Mode::PlanDown } else { Mode::Plan };
+            let metas = static_metas(&graph, mode);
+            match g.output {
+                OutputFormat::Json => println!("{}", render::graph_json(mode, &metas)),
+                OutputFormat::Text => print!("{}", render::graph_text(mode, &metas)),
+            }
+            Ok(exit::OK)
+        }
+        Command::Plan { offline: false, down } => {
+            let mode = if *down { Mode::PlanDown } else { Mode::Plan };
+            run_graph(g, mode, None).await
+        }
+        Command::Status => run_graph(g, Mode::Status, None).await,
+        Command::Up { from, only } => {
+            let phases: Vec<Phase> = match (from, only.is_empty()) {
+                (Some(f), _) => Phase::ALL.into_iter().filter(|p| p >= f).collect(),
+                (None, false) => only.clone(),
+                (None, true) => return run_graph(g, Mode::Up, None).await,
+            };
+            run_phases(g, &phases, Mode::Up, false).await
+        }
+        Command::Down => {
+            confirm(g, "destroy every resource meshctl created, including the EKS clusters and their stacks")?;
+            run_graph(g, Mode::Down, None).await
+        }
+        Command::Cleanup => {
+            confirm(g, "remove everything above the stacks (mesh, SPIRE, Yelb, controller, IRSA, kubeconfig entries)")?;
+            let above: Vec<Phase> = Phase::ALL.into_iter().filter(|p| *p > Phase::Ram).collect();
+            run_phases(g, &above, Mode::Down, false).await
+        }
+        Command::Verify(args) => crate::phases::verify::run(g, args).await,
+        cmd => {
+            let (phase, args) = cmd.phase().expect("every other command is a phase");
+            if args.destroy {
+                confirm(g, &format!("destroy the resources of phase {}", phase.name()))?;
+                run_phases(g, &[phase], Mode::Down, false).await
+            } else {
+                run_phases(g, &[phase], Mode::Up, args.with_deps).await
+            }
+        }
+    }
+}
+
+fn build_graph(ctx: &Arc<Ctx>) -> Result<Graph, AppError> {
+    phases::graph(ctx).map_err(|e| AppError::Usage(format!("the configuration gives an impossible step graph: {e}")))
+}
+
+/// The graph's steps as printed by `plan --offline`: for `down`, in teardown order, each
+/// listing the steps that must be destroyed before it.
+pub fn static_metas(graph: &Graph, mode: Mode) -> Vec<StepMeta> {
+    let order = graph.topo_order().expect("validated");
+    let metas: Vec<StepMeta> = order.iter().map(|id| graph.get(id).expect("id").meta().clone()).collect();
+    if mode != Mode::PlanDown {
+        return metas;
+    }
+    let mut down: Vec<StepMeta> = metas
+        .iter()
+        .map(|m| {
+            let mut d = m.clone();
+            d.needs = metas.iter().filter(|o| o.needs.contains(&m.id)).map(|o| o.id.clone()).collect();
+            d
+        })
+        .collect();
+    down.reverse();
+    down
+}
+
+/// Asks before destroying: `--yes` answers; a terminal is asked; anything else is refused.
+fn confirm(g: &Global, what: &str) -> Result<(), AppError> {
+    if g.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(AppError::Usage(format!("refusing to {what} without --yes when not on a terminal")));
+    }
+    eprint!("meshctl will {what}. Continue? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(AppError::Usage("cancelled; nothing was changed".into()))
+    }
+}
+
+/// Runs the phases' steps (plus the read-only preflight). Needs outside them must already be
+/// in place unless `with_deps`, in which case they run too.
+async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, with_deps: bool) -> Result<u8, AppError> {
+    let ctx = Arc::new(Ctx::new(load_config(g)?));
+    let graph = build_graph(&ctx)?;
+    let mut names: Vec<&str> = phases.iter().map(|p| p.name()).collect();
+    names.push(PREFLIGHT);
+    let mut selection: BTreeSet<String> = graph.ids_in_phases(&names).into_iter().collect();
+    if mode == Mode::Up {
+        let outside = graph.outside_needs(&selection);
+        if with_deps {
+            selection.extend(outside);
+        } else if !outside.is_empty() {
+            require_done(g, &graph, outside).await?;
+        }
+    } else {
+        require_gone(g, &graph, &selection).await?;
+    }
+    execute(g, &graph, mode, Some(selection)).await
+}
+
+/// Exit 2 unless every step in `ids` checks up to date, naming each missing phase and the
+/// command that makes it.
+async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<String>) -> Result<(), AppError> {
+    let mut opts = RunOptions::new(Mode::Plan);
+    opts.concurrency = g.concurrency as usize;
+    opts.selection = Some(ids);
+    let quiet: Arc<dyn engine::EventSink> = Arc::new(Quiet);
+    let summary = engine::run(graph, &opts, quiet).await;
+    let mut missing: Vec<String> = Vec::new();
+    for (id, o) in &summary.done {
+        if !matches!(o, Outcome::Checked(Status::UpToDate)) {
+            missing.push(format!("{id}: {}", render::outcome_text(Mode::Plan, o)));
+        }
+    }
+    for (id, m) in summary.failed.iter().chain(summary.skipped.iter()) {
+        missing.push(format!("{id}: cannot check: {m}"));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut phases: Vec<&str> = missing
+        .iter()
+        .filter_map(|l| l.split('/').next())
+        .filter(|p| *p != PREFLIGHT)
+        .collect();
+    phases.sort_by_key(|p| Phase::from_name(p));
+    phases.dedup();
+    let commands: Vec<String> = phases.iter().map(|p| format!("`meshctl {p}`")).collect();
+    Err(AppError::Usage(format!(
+        "earlier steps are not in place:\n  {}\nrun {} first, or add --with-deps",
+        missing.join("\n  "),
+        if commands.is_empty() { "`meshctl up`".to_string() } else { commands.join(", then ") }
+    )))
+}
+
+/// For a partial teardown: exit 2 while a step outside the selection that needs a selected
+/// step still exists (destroying under it would strand it).
+async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<String>) -> Result<(), AppError> {
+    let dependents: BTreeSet<String> = graph
+        .metas()
+        .filter(|m| !selection.contains(&m.id) && m.phase != PREFLIGHT && graph.ancestors(&m.id).iter().any(|a| selection.contains(a)))
+        .map(|m| m.id.clone())
+        .collect();
+    if dependents.is_empty() {
+        return Ok(());
+    }
+    let mut opts = RunOptions::new(Mode::PlanDown);
+    opts.concurrency = g.concurrency as usize;
+    opts.selection = Some(dependents);
+    let summary = engine::run(graph, &opts, Arc::new(Quiet)).await;
+    let standing: Vec<&String> = summary
+        .done
+        .iter()
+        .filter(|(_, o)| !matches!(o, Outcome::Checked(Status::Missing)))
+        .map(|(id, _)| id)
+        .chain(summary.failed.iter().map(|(id, _)| id))
+        .collect();
+    if standing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<&str> = standing.iter().map(|s| s.as_str()).collect();
+    Err(AppError::Usage(format!(
+        "these steps still stand on what would be destroyed: {}; destroy them first (e.g. `meshctl cleanup` or `meshctl <phase> --destroy`)",
+        list.join(", ")
+    )))
+}
+
+async fn run_graph(g: &Global, mode: Mode, selection: Option<BTreeSet<String>>) -> Result<u8, AppError> {
+    let ctx = Arc::new(Ctx::new(load_config(g)?));
+    let graph = build_graph(&ctx)?;
+    execute(g, &graph, mode, selection).await
+}
+
+async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<String>>) -> Result<u8, AppError> {
+    let style = Style::detect(g.output == OutputFormat::Json);
+    let renderer: Arc<dyn render::Renderer> = Arc::from(render::renderer(style));
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let opts = RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, selection, cancel };
+    let check_only = matches!(mode, Mode::Plan | Mode::PlanDown | Mode::Status);
+    let sink: Arc<dyn engine::EventSink> =
+        if check_only && style != Style::Json { Arc::new(Quiet) } else { Arc::new(Forward(renderer.clone())) };
+    let summary = engine::run(graph, &opts, sink).await;
+    if check_only && style != Style::Json {
+        print!("{}", render::check_table(mode, &static_metas(graph, mode), &summary));
+    }
+    renderer.summary(mode, &summary);
+    Ok(if summary.interrupted {
+        exit::INTERRUPTED
+    } else if summary.ok() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
+struct Forward(Arc<dyn render::Renderer>);
+impl engine::EventSink for Forward {
+    fn event(&self, e: &engine::Event) {
+        self.0.event(e)
+    }
+}
+
+struct Quiet;
+impl engine::EventSink for Quiet {
+    fn event(&self, _: &engine::Event) {}
+}

@@ -1,0 +1,135 @@
+//! The step graph: construction checks (unique ids, known needs, no cycles), selections and
+//! orderings. No I/O here.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use super::{Step, StepMeta};
+
+/// A mistake in how the graph was put together; these are bugs or bad configuration,
+/// found before anything runs.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraphError {
+    /// Two steps claimed the same id.
+    #[error("two steps have the id {0}")]
+    Duplicate(String),
+    /// A step needs an id that no step has.
+    #[error("step {step} needs {need}, which is not a step")]
+    UnknownNeed { step: String, need: String },
+    /// The needs loop back on themselves.
+    #[error("dependency cycle through {0}")]
+    Cycle(String),
+}
+
+/// Steps in insertion order with their dependency edges.
+#[derive(Clone, Default)]
+pub struct Graph {
+    steps: Vec<Arc<dyn Step>>,
+    index: BTreeMap<String, usize>,
+}
+
+impl Graph {
+    pub fn new(steps: Vec<Arc<dyn Step>>) -> Result<Graph, GraphError> {
+        let mut index = BTreeMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            if index.insert(s.meta().id.clone(), i).is_some() {
+                return Err(GraphError::Duplicate(s.meta().id.clone()));
+            }
+        }
+        for s in &steps {
+            for need in &s.meta().needs {
+                if !index.contains_key(need) {
+                    return Err(GraphError::UnknownNeed { step: s.meta().id.clone(), need: need.clone() });
+                }
+            }
+        }
+        let g = Graph { steps, index };
+        g.topo_order()?;
+        Ok(g)
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn steps(&self) -> impl Iterator<Item = &Arc<dyn Step>> {
+        self.steps.iter()
+    }
+
+    pub fn metas(&self) -> impl Iterator<Item = &StepMeta> {
+        self.steps.iter().map(|s| s.meta())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Step>> {
+        self.index.get(id).map(|&i| &self.steps[i])
+    }
+
+    /// Ids in an order where every step comes after its needs (ties keep insertion order).
+    pub fn topo_order(&self) -> Result<Vec<String>, GraphError> {
+        let mut indegree: Vec<usize> = self.steps.iter().map(|s| s.meta().needs.len()).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        for (i, s) in self.steps.iter().enumerate() {
+            for need in &s.meta().needs {
+                dependents[self.index[need]].push(i);
+            }
+        }
+        let mut ready: VecDeque<usize> = (0..self.steps.len()).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(self.steps.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(self.steps[i].meta().id.clone());
+            for &d in &dependents[i] {
+                indegree[d] -= 1;
+                if indegree[d] == 0 {
+                    ready.push_back(d);
+                }
+            }
+        }
+        if order.len() != self.steps.len() {
+            let stuck = (0..self.steps.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
+            return Err(GraphError::Cycle(self.steps[stuck].meta().id.clone()));
+        }
+        Ok(order)
+    }
+
+    /// The ids a step needs, directly or through other steps.
+    pub fn ancestors(&self, id: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<String> = self.get(id).map(|s| s.meta().needs.clone()).unwrap_or_default();
+        while let Some(n) = todo.pop() {
+            if seen.insert(n.clone()) {
+                if let Some(s) = self.get(&n) {
+                    todo.extend(s.meta().needs.iter().cloned());
+                }
+            }
+        }
+        seen
+    }
+
+    /// True when one of the two steps needs the other, directly or not.
+    pub fn connected(&self, a: &str, b: &str) -> bool {
+        self.ancestors(a).contains(b) || self.ancestors(b).contains(a)
+    }
+
+    /// Ids of the steps whose phase is one of `phases`, in insertion order.
+    pub fn ids_in_phases(&self, phases: &[&str]) -> Vec<String> {
+        self.metas().filter(|m| phases.contains(&m.phase.as_str())).map(|m| m.id.clone()).collect()
+    }
+
+    /// Needs of the selected steps that lie outside the selection, with everything those
+    /// need in turn: what must already be in place for the selection to run on its own.
+    pub fn outside_needs(&self, selection: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for id in selection {
+            for a in self.ancestors(id) {
+                if !selection.contains(&a) {
+                    out.insert(a);
+                }
+            }
+        }
+        out
+    }
+}

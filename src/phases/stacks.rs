@@ -1,0 +1,344 @@
+//! Phase 1: one CloudFormation base stack per account (VPC, EKS, node group, roles; the hub's
+//! also the Transit Gateway and its share), and a small stack per spoke for its TGW
+//! attachment, routes and ingress. Base stacks need nothing from each other, so all clusters
+//! build at once; only the TGW stacks wait for the hub and the RAM acceptance.
+//!
+//! The templates live in `templates/` and are compiled into the binary. Per-peer resources
+//! (a route to each other VPC's CIDR through the Transit Gateway, and ingress from it) are
+//! generated at the `# meshctl:peers` marker, so any number of spokes works.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::ids;
+use crate::aws::cfn::{self, StackSpec};
+use crate::config::{Account, Config};
+use crate::context::Ctx;
+use crate::engine::{Status, Step, StepCx, StepError, StepMeta};
+
+pub const HUB_TEMPLATE: &str = include_str!("../../templates/hub.yaml");
+pub const SPOKE_TEMPLATE: &str = include_str!("../../templates/spoke.yaml");
+pub const SPOKE_TGW_TEMPLATE: &str = include_str!("../../templates/spoke-tgw.yaml");
+
+const PEERS_MARKER: &str = "  # meshctl:peers\n";
+
+/// Tags on every stack meshctl creates.
+pub const TAG_MANAGED_BY: &str = "meshctl:managed-by";
+pub const TAG_ACCOUNT: &str = "meshctl:account";
+
+pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
+    let c = &ctx.config;
+    let mut out: Vec<Arc<dyn Step>> = Vec::new();
+    for a in c.accounts() {
+        out.push(Arc::new(StackStep {
+            meta: StepMeta::new("stacks", &a.name, &a.name, format!("create stack {} (VPC, EKS cluster {})", a.stack_name, a.cluster_name))
+                .needs([ids::preflight()]),
+            ctx: ctx.clone(),
+            account: a.name.clone(),
+            kind: Kind::Base,
+        }));
+    }
+    for s in &c.spokes {
+        out.push(Arc::new(StackStep {
+            meta: StepMeta::new("stacks", &format!("{}-tgw", s.name), &s.name, format!("create stack {} (TGW attachment and routes)", tgw_stack_name(s)))
+                .needs([ids::stack(&c.hub.name), ids::stack(&s.name), ids::ram(&s.name)]),
+            ctx: ctx.clone(),
+            account: s.name.clone(),
+            kind: Kind::Tgw,
+        }));
+    }
+    out
+}
+
+/// The name of a spoke's TGW-attachment stack.
+pub fn tgw_stack_name(spoke: &Account) -> String {
+    format!("{}-tgw", spoke.stack_name)
+}
+
+/// The hub's node instance role (named, so spokes can trust it before it exists).
+pub fn node_role_name(account: &Account) -> String {
+    format!("{}-node-role", account.cluster_name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `stacks/<account>`: VPC, EKS, roles (hub: + Transit Gateway and its share).
+    Base,
+    /// `stacks/<spoke>-tgw`: the spoke's attachment, routes and ingress.
+    Tgw,
+}
+
+pub struct StackStep {
+    meta: StepMeta,
+    ctx: Arc<Ctx>,
+    account: String,
+    kind: Kind,
+}
+
+/// Six subnet CIDRs (3 public, then 3 private) carved out of the VPC CIDR, 16 blocks wide.
+pub fn subnet_cidrs(vpc_cidr: &str) -> Result<[String; 6], String> {
+    let (addr, len) = vpc_cidr.split_once('/').ok_or_else(|| format!("{vpc_cidr} is not a CIDR"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{vpc_cidr} is not an IPv4 CIDR"))?;
+    let len: u32 = len.parse().map_err(|_| format!("{vpc_cidr} has no prefix length"))?;
+    if !(16..=24).contains(&len) {
+        return Err(format!("{vpc_cidr}: the VPC prefix must be /16 to /24 (EKS needs room for 6 subnets)"));
+    }
+    let sub = len + 4;
+    let base = u32::from(addr) & (u32::MAX << (32 - len));
+    let size = 1u32 << (32 - sub);
+    Ok(std::array::from_fn(|i| format!("{}/{sub}", Ipv4Addr::from(base + i as u32 * size))))
+}
+
+/// Routes to each peer CIDR from the three private route tables, through the Transit
+/// Gateway, after the attachment; and ingress from each peer CIDR into the cluster SG.
+fn peer_resources(peers: &[&str], tgw: &str, route_table: &dyn Fn(usize) -> String, group: &str) -> String {
+    let mut out = String::new();
+    for (n, cidr) in peers.iter().enumerate() {
+        for az in 1..=3 {
+            out.push_str(&format!(
+                "  RouteToPeer{n}Private{az}:\n    Type: AWS::EC2::Route\n    DependsOn: TransitGatewayAttachment\n    Properties:\n      RouteTableId: {}\n      DestinationCidrBlock: {cidr}\n      TransitGatewayId: {tgw}\n",
+                route_table(az)
+            ));
+        }
+        out.push_str(&format!(
+            "  IngressFromPeer{n}:\n    Type: AWS::EC2::SecurityGroupIngress\n    Properties:\n      GroupId: {group}\n      CidrIp: {cidr}\n      IpProtocol: \"-1\"\n      Description: all traffic from peer VPC {cidr} over the Transit Gateway\n"
+        ));
+    }
+    out
+}
+
+fn with_peers(template: &str, peers: &str) -> String {
+    assert!(template.contains(PEERS_MARKER), "template has the peers marker");
+    template.replacen(PEERS_MARKER, &format!("{PEERS_MARKER}{peers}"), 1)
+}
+
+/// The hub template with routes to every spoke CIDR.
+pub fn hub_body(config: &Config) -> String {
+    let peers: Vec<&str> = config.spokes.iter().map(|s| s.vpc_cidr.as_str()).collect();
+    with_peers(HUB_TEMPLATE, &peer_resources(&peers, "!Ref TransitGateway", &|az| format!("!Ref PrivateRouteTable{az}"), "!Ref ClusterSecurityGroup"))
+}
+
+/// A spoke's TGW template with routes to the hub's and the other spokes' CIDRs.
+pub fn spoke_tgw_body(config: &Config, spoke: &Account) -> String {
+    let peers: Vec<&str> = config.accounts().filter(|a| a.name != spoke.name).map(|a| a.vpc_cidr.as_str()).collect();
+    with_peers(
+        SPOKE_TGW_TEMPLATE,
+        &peer_resources(&peers, "!Ref TransitGatewayId", &|az| format!("!Select [{}, !Ref PrivateRouteTableIds]", az - 1), "!Ref ClusterSecurityGroupId"),
+    )
+}
+
+fn tags(account: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(TAG_MANAGED_BY.to_string(), "meshctl".to_string()), (TAG_ACCOUNT.to_string(), account.to_string())])
+}
+
+fn network_params(a: &Account) -> Result<BTreeMap<String, String>, StepError> {
+    let cidrs = subnet_cidrs(&a.vpc_cidr).map_err(|e| StepError::new(format!("account {}: vpc_cidr {e}", a.name)))?;
+    Ok(BTreeMap::from([
+        ("ClusterName".to_string(), a.cluster_name.clone()),
+        ("VpcCidr".to_string(), a.vpc_cidr.clone()),
+        ("PublicSubnetCidrs".to_string(), cidrs[..3].join(",")),
+        ("PrivateSubnetCidrs".to_string(), cidrs[3..].join(",")),
+    ]))
+}
+
+fn aws_err(e: crate::aws::AwsError) -> StepError {
+    StepError::new(e.to_string())
+}
+
+impl StackStep {
+    fn acct(&self) -> &Account {
+        self.ctx.config.account(&self.account).expect("step account is configured")
+    }
+
+    fn stack_name(&self) -> String {
+        match self.kind {
+            Kind::Base => self.acct().stack_name.clone(),
+            Kind::Tgw => tgw_stack_name(self.acct()),
+        }
+    }
+
+    async fn client(&self) -> Result<aws_sdk_cloudformation::Client, StepError> {
+        self.ctx.aws.cloudformation(&self.account).await.map_err(aws_err)
+    }
+
+    /// The stack as the configuration (and, for TGW stacks, the base stacks) want it.
+    async fn spec(&self) -> Result<StackSpec, StepError> {
+        let c = &self.ctx.config;
+        let aws = &self.ctx.aws;
+        let a = self.acct();
+        let profile = a.profile.clone();
+        let partition = crate::aws::partition(aws.region());
+        let (body, params) = match self.kind {
+            Kind::Base if a.name == c.hub.name => {
+                let mut params = network_params(a)?;
+                let mut ids = Vec::new();
+                let mut roles = Vec::new();
+                for s in &c.spokes {
+                    let id = aws.account_id(&s.name).await.map_err(aws_err)?;
+                    roles.push(format!("arn:{partition}:iam::{id}:role/{}", s.access_role_name()));
+                    ids.push(id);
+                }
+                params.insert("TransitGatewayName".into(), c.network.tgw_name.clone());
+                params.insert("TransitGatewayShareName".into(), c.network.tgw_share.clone());
+                params.insert("SpokeAccountIds".into(), ids.join(","));
+                params.insert("SpokeAccessRoleArns".into(), roles.join(","));
+                (hub_body(c), params)
+            }
+            Kind::Base => {
+                let mut params = network_params(a)?;
+                params.insert("AccessRoleName".into(), a.access_role_name().to_string());
+                params.insert("HubAccountId".into(), aws.account_id(&c.hub.name).await.map_err(aws_err)?);
+                params.insert("HubNodeRoleName".into(), node_role_name(&c.hub));
+                (SPOKE_TEMPLATE.to_string(), params)
+            }
+            Kind::Tgw => {
+                let hub_cfn = aws.cloudformation(&c.hub.name).await.map_err(aws_err)?;
+                let hub_out = cfn::outputs(&hub_cfn, &c.hub.name, &c.hub.profile, &c.hub.stack_name).await?;
+                let tgw = cfn::output(&hub_out, &c.hub.name, &c.hub.stack_name, "TransitGatewayId")?.to_string();
+                let own = cfn::outputs(&self.client().await?, &a.name, &a.profile, &a.stack_name).await?;
+                let get = |k: &str| cfn::output(&own, &a.name, &a.stack_name, k).map(str::to_string);
+                let params = BTreeMap::from([
+                    ("ClusterName".to_string(), a.cluster_name.clone()),
+                    ("TransitGatewayId".to_string(), tgw),
+                    ("VpcId".to_string(), get("VpcId")?),
+                    ("PrivateSubnetIds".to_string(), get("PrivateSubnetIds")?),
+                    ("PrivateRouteTableIds".to_string(), get("PrivateRouteTableIds")?),
+                    ("ClusterSecurityGroupId".to_string(), get("ClusterSecurityGroupId")?),
+                ]);
+                (spoke_tgw_body(c, a), params)
+            }
+        };
+        Ok(StackSpec { account: a.name.clone(), profile, name: self.stack_name(), body, params, tags: tags(&a.name) })
+    }
+
+    /// Before a base stack goes: what Kubernetes left in its VPC. Listed, and deleted only
+    /// with `--yes`.
+    async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, cx: &StepCx) -> Result<(), StepError> {
+        let a = self.acct();
+        let stack = &a.stack_name;
+        let live = match cfn::describe(client, stack).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(StepError::new(format!("account {} (profile {}): stack {stack}: cannot read it: {e}", a.name, a.profile))),
+        };
+        let mut vpc = live.outputs.get("VpcId").cloned();
+        let mut own_groups: Vec<String> = live.outputs.get("ClusterSecurityGroupId").cloned().into_iter().collect();
+        if vpc.is_none() || own_groups.is_empty() {
+            // A stack whose outputs are not available (failed update, older template): ask
+            // for the resources by their logical ids.
+            if let Ok(res) = client.describe_stack_resources().stack_name(stack).send().await {
+                for r in res.stack_resources.unwrap_or_default() {
+                    match (r.logical_resource_id.as_deref(), r.physical_resource_id) {
+                        (Some("Vpc"), Some(id)) if vpc.is_none() => vpc = Some(id),
+                        (Some("ClusterSecurityGroup"), Some(id)) => own_groups.push(id),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let Some(vpc) = vpc.filter(|v| !v.is_empty()) else { return Ok(()) };
+        let ec2 = self.ctx.aws.ec2(&a.name).await.map_err(aws_err)?;
+        let elb = self.ctx.aws.elbv2(&a.name).await.map_err(aws_err)?;
+        cx.progress(format!("looking for what blocks deleting {vpc}"));
+        let found = crate::aws::vpc::blockers(&ec2, &elb, &vpc, &a.cluster_name, &own_groups)
+            .await
+            .map_err(|e| StepError::new(format!("account {} (profile {}): cannot list what is left in {vpc}: {e}", a.name, a.profile)))?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let list = found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        if !cx.yes {
+            return Err(StepError::new(format!(
+                "account {} (profile {}): VPC {vpc} of stack {stack} still holds resources Kubernetes created, which block its deletion: {list}; delete the Services of type LoadBalancer first (`meshctl down` of the app phases), or rerun with --yes to let meshctl delete these",
+                a.name, a.profile
+            )));
+        }
+        cx.progress(format!("deleting {} leftover resource(s) in {vpc}", found.len()));
+        crate::aws::vpc::delete_blockers(&ec2, &elb, &found)
+            .await
+            .map_err(|e| StepError::new(format!("account {} (profile {}): VPC {vpc}: {e}", a.name, a.profile)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for StackStep {
+    fn meta(&self) -> &StepMeta {
+        &self.meta
+    }
+
+    async fn check(&self, _cx: &StepCx) -> Result<Status, StepError> {
+        let client = self.client().await?;
+        // A missing stack needs no spec (and a TGW stack's spec needs the base stacks).
+        match cfn::describe(&client, &self.stack_name()).await {
+            Ok(None) => return Ok(Status::Missing),
+            Ok(Some(_)) => {}
+            Err(e) => {
+                let a = self.acct();
+                return Err(StepError::new(format!("account {} (profile {}): stack {}: cannot read it: {e}", a.name, a.profile, self.stack_name())));
+            }
+        }
+        let spec = self.spec().await?;
+        cfn::check(&client, &spec).await
+    }
+
+    async fn apply(&self, cx: &StepCx) -> Result<(), StepError> {
+        let spec = self.spec().await?;
+        cfn::deploy(&self.client().await?, &spec, cx).await.map(|_| ())
+    }
+
+    async fn destroy(&self, cx: &StepCx) -> Result<(), StepError> {
+        let client = self.client().await?;
+        let a = self.acct();
+        let spec = StackSpec {
+            account: a.name.clone(),
+            profile: a.profile.clone(),
+            name: self.stack_name(),
+            body: String::new(),
+            params: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        };
+        if self.kind == Kind::Base {
+            self.clear_vpc(&client, cx).await?;
+        }
+        cfn::delete(&client, &spec, cx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn subnets_are_carved_from_the_vpc() {
+        let c = subnet_cidrs("10.1.0.0/16").unwrap();
+        assert_eq!(c[0], "10.1.0.0/20");
+        assert_eq!(c[1], "10.1.16.0/20");
+        assert_eq!(c[5], "10.1.80.0/20");
+        assert!(subnet_cidrs("10.0.0.0/8").is_err());
+        assert!(subnet_cidrs("nonsense").is_err());
+    }
+
+    #[test]
+    fn templates_are_embedded_and_parse_as_yaml() {
+        let c = Config::default();
+        for (name, body) in [("hub", hub_body(&c)), ("spoke", SPOKE_TEMPLATE.to_string()), ("spoke-tgw", spoke_tgw_body(&c, &c.spokes[0]))] {
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let res = v.get("Resources").and_then(|r| r.as_mapping()).unwrap_or_else(|| panic!("{name}: no Resources"));
+            assert!(!res.is_empty());
+        }
+        let hub = hub_body(&c);
+        // one route per spoke and private route table, one ingress per spoke
+        assert_eq!(hub.matches("Type: AWS::EC2::Route\n    DependsOn: TransitGatewayAttachment").count(), 3 * c.spokes.len());
+        assert!(hub.contains(&format!("DestinationCidrBlock: {}", c.spokes[0].vpc_cidr)));
+        assert!(hub.contains("Type: AWS::RAM::ResourceShare"));
+        let tgw = spoke_tgw_body(&c, &c.spokes[0]);
+        assert!(tgw.contains(&format!("DestinationCidrBlock: {}", c.hub.vpc_cidr)));
+        assert!(tgw.contains(&format!("DestinationCidrBlock: {}", c.spokes[1].vpc_cidr)));
+        assert!(!tgw.contains(&format!("DestinationCidrBlock: {}\n", c.spokes[0].vpc_cidr)));
+        // the spoke's access role trusts the hub account with a condition, not the hub role
+        assert!(SPOKE_TEMPLATE.contains("aws:PrincipalArn"));
+        assert!(SPOKE_TEMPLATE.contains(":root"));
+    }
+}

@@ -1,0 +1,175 @@
+//! The binary as a user meets it: exit codes, offline plan, config show, bad input, --help speed.
+//! None of these contact AWS or Kubernetes.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn meshctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .env_remove("MESHCTL_CONFIG")
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run meshctl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_answers_fast() {
+    meshctl(&["--help"]);
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let o = meshctl(&["--help"]);
+        best = best.min(t.elapsed());
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("plan"));
+    }
+    println!("meshctl --help: best of 5 = {:.2} ms", best.as_secs_f64() * 1000.0);
+    // The bar is 10 ms for a release build; a debug build gets some slack.
+    let limit = if cfg!(debug_assertions) { 50 } else { 10 };
+    assert!(best < Duration::from_millis(limit), "--help took {best:?}");
+}
+
+#[test]
+fn plan_offline_prints_the_whole_up_graph() {
+    let o = meshctl(&["plan", "--offline"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for id in [
+        "preflight/accounts",
+        "stacks/shared",
+        "stacks/frontend",
+        "stacks/backend",
+        "stacks/frontend-tgw",
+        "ram/frontend",
+        "kubeconfig/spire-configmaps",
+        "aws-auth/backend",
+        "mesh/appmesh",
+        "mesh/controller-shared",
+        "spire/server",
+        "spire/agent-backend",
+        "register/node-frontend",
+        "register/yelb-ui",
+        "yelb/frontend",
+    ] {
+        assert!(text.contains(id), "{id} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn plan_offline_json_schema() {
+    let o = meshctl(&["plan", "--offline", "--output", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["plan"]["mode"], "up");
+    assert_eq!(v["plan"]["offline"], true);
+    let steps = v["plan"]["steps"].as_array().unwrap();
+    assert!(steps.len() > 30, "{} steps", steps.len());
+    for s in steps {
+        let obj = s.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["account", "description", "id", "needs", "phase"]);
+        assert!(s["needs"].is_array());
+        assert!(s["id"].as_str().unwrap().starts_with(s["phase"].as_str().unwrap()));
+    }
+    // Steps come after their needs.
+    let pos = |id: &str| steps.iter().position(|s| s["id"] == id).unwrap();
+    for s in steps {
+        for n in s["needs"].as_array().unwrap() {
+            assert!(pos(n.as_str().unwrap()) < pos(s["id"].as_str().unwrap()));
+        }
+    }
+    // Only the TGW-attachment stacks wait on the hub stack.
+    let on_hub: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["phase"] == "stacks" && s["needs"].as_array().unwrap().iter().any(|n| n == "stacks/shared"))
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(on_hub, ["stacks/frontend-tgw", "stacks/backend-tgw"]);
+}
+
+#[test]
+fn plan_offline_down_reverses_the_graph() {
+    let o = meshctl(&["plan", "--offline", "--down", "--output", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["plan"]["mode"], "down");
+    let ids: Vec<&str> = v["plan"]["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let pos = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(pos("yelb/frontend") < pos("yelb/backend"), "the caller goes before its callee");
+    assert!(pos("yelb/backend") < pos("mesh/resource-backend"));
+    assert!(pos("mesh/resource-backend") < pos("mesh/controller-backend"));
+    assert!(pos("stacks/frontend-tgw") < pos("stacks/shared"));
+    let text = stdout(&meshctl(&["plan", "--offline", "--down"]));
+    assert!(text.starts_with("meshctl down:"), "{text}");
+}
+
+#[test]
+fn three_spoke_config_builds_a_graph_per_spoke() {
+    let o = meshctl(&["--config", "examples/three-spokes.toml", "plan", "--offline"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for id in ["stacks/analytics", "stacks/analytics-tgw", "spire/agent-analytics", "register/report-worker", "yelb/analytics"] {
+        assert!(text.contains(id), "{id} missing");
+    }
+}
+
+#[test]
+fn config_show_prints_defaults_as_toml() {
+    let o = meshctl(&["config", "show"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+    assert_eq!(v["region"].as_str(), Some("us-east-2"));
+    assert_eq!(v["hub"]["stack_name"].as_str(), Some("eks-cluster-shared-services-stack"));
+    assert_eq!(v["spokes"][1]["agent_service_account"].as_str(), Some("spire-agent-back"));
+}
+
+#[test]
+fn bad_config_exits_2_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meshctl.toml");
+    std::fs::write(&path, "[[spokes]]\nname = \"frontend\"\nprofile = \"shared\"\n").unwrap();
+    let o = meshctl(&["--config", path.to_str().unwrap(), "plan", "--offline"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains(":3:") && err.contains("spokes[0].profile"), "{err}");
+}
+
+#[test]
+fn unknown_phase_and_conflicting_flags_exit_2() {
+    let o = meshctl(&["up", "--only", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("stacks") && stderr(&o).contains("aws-auth"), "{}", stderr(&o));
+    let o = meshctl(&["up", "--from", "mesh", "--only", "spire"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = meshctl(&["spire", "--destroy", "--with-deps"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = meshctl(&["--output", "yaml", "status"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn destructive_commands_refuse_without_yes_off_terminal() {
+    for args in [&["down"][..], &["cleanup"][..], &["stacks", "--destroy"][..]] {
+        let o = meshctl(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("--yes"), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn completions_are_printed() {
+    let o = meshctl(&["completions", "bash"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("meshctl"));
+}
