@@ -1,0 +1,573 @@
+//! Data-plane test of `meshctl verify` on real binaries, all on 127.0.0.1: a spire-server
+//! (trust domain am-multi-account-mesh, join-token node attestation, sqlite), a spire-agent
+//! serving SDS on its unix socket with the `unix` workload attestor, and two Envoy 1.40 —
+//! "frontend" calling "appserver" over mTLS — each fetching its SVID (secret = its SPIFFE ID)
+//! and the trust bundle (secret = `spiffe://am-multi-account-mesh`) from the agent over SDS.
+//! Both Envoys run as the same uid, so their registration entries are told apart by
+//! `unix:path`: each runs from its own copy of the envoy binary.
+//!
+//! The Envoy and SPIRE configurations are the templates in `tests/fixtures/envoy/bed/`, shared
+//! with `scripts/record-envoy-fixtures`.
+//!
+//! Binaries: `$MESHCTL_TESTBED_BIN`, else `$HOME/.cache/meshctl-testbed/bin` (envoy,
+//! spire-server, spire-agent). A missing binary fails the test: it never skips.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshctl::verify::envoy::{parse_certs, parse_clusters, parse_stats};
+use meshctl::verify::{self, AdminTransport, Backend, CheckId, HttpTarget, Report, Status, VerifyArgs, Workload};
+
+const TD: &str = "am-multi-account-mesh";
+const TPL_APPSERVER: &str = include_str!("fixtures/envoy/bed/appserver.yaml");
+const TPL_FRONTEND: &str = include_str!("fixtures/envoy/bed/frontend.yaml");
+const TPL_SDS: &str = include_str!("fixtures/envoy/bed/sds_cluster.yaml.part");
+const TPL_SERVER: &str = include_str!("fixtures/envoy/bed/spire-server.conf");
+const TPL_AGENT: &str = include_str!("fixtures/envoy/bed/spire-agent.conf");
+
+fn id(name: &str) -> String {
+    format!("spiffe://{TD}/{name}")
+}
+
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MESHCTL_TESTBED_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/meshctl-testbed/bin"));
+    let p = dir.join(name);
+    if !p.exists() {
+        panic!(
+            "test-bed binary {} is missing: build the test bed first (scripts/testbed setup), or set \
+             MESHCTL_TESTBED_BIN to a directory holding envoy, spire-server and spire-agent",
+            p.display()
+        );
+    }
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Fills `@KEY@` placeholders; a line that is exactly `@SDS_CLUSTER@` becomes the SDS cluster.
+fn fill(tpl: &str, vars: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for line in tpl.lines() {
+        if line == "@SDS_CLUSTER@" {
+            out.push_str(TPL_SDS);
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (k, v) in vars {
+        out = out.replace(&format!("@{k}@"), v);
+    }
+    assert!(!out.contains("@SDS_SOCKET@") && !out.contains("@TRUST_DOMAIN@"), "unfilled template");
+    out
+}
+
+/// A child process killed on drop, its output in a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Bed {
+    dir: tempfile::TempDir,
+    server_port: u16,
+    fe_admin: u16,
+    app_admin: u16,
+    entry_port: u16,
+    ingress_port: u16,
+    appserver_allows: String,
+    procs: Vec<(&'static str, Proc)>,
+}
+
+impl Bed {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn sock(&self) -> String {
+        self.path("agent.sock").display().to_string()
+    }
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DIR", self.dir.path().display().to_string()),
+            ("SERVER_PORT", self.server_port.to_string()),
+            ("TRUST_DOMAIN", TD.to_string()),
+            ("SDS_SOCKET", self.sock()),
+        ]
+    }
+
+    /// Runs `spire-server <sub> -socketPath … args`, panicking on failure; returns stdout.
+    fn server_cli(&self, sub: &[&str], args: &[&str]) -> String {
+        let out = Command::new(bin("spire-server"))
+            .args(sub)
+            .arg("-socketPath")
+            .arg(self.path("server.sock"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spire-server {sub:?} {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for (name, p) in &self.procs {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            s.push_str(&format!("---- {name} ({})\n", p.log.display()));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {
+        self.procs.iter_mut().find(|(n, _)| *n == name).map(|(_, p)| p)
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|(n, _)| *n == name) {
+            let (_, mut p) = self.procs.remove(i);
+            p.stop();
+            // keep the log for diagnostics
+            self.procs.push((name_static(name, "stopped"), p));
+        }
+    }
+
+    async fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+    }
+
+    fn start_agent(&mut self, token: Option<&str>) {
+        let mut cmd = Command::new(bin("spire-agent"));
+        cmd.arg("run").arg("-config").arg(self.path("agent.conf"));
+        if let Some(t) = token {
+            cmd.arg("-joinToken").arg(t);
+        }
+        let log = self.path(&format!("agent-{}.log", self.procs.len()));
+        self.procs.push(("spire-agent", Proc::spawn(&mut cmd, log)));
+    }
+
+    async fn wait_agent(&self) {
+        let sock = self.sock();
+        let agent = bin("spire-agent");
+        self.wait_for("spire-agent healthcheck", Duration::from_secs(60), || {
+            Command::new(&agent)
+                .args(["healthcheck", "-socketPath", &sock])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .await;
+    }
+
+    fn start_envoy(&mut self, which: &'static str) {
+        let mut vars = self.vars();
+        let cfg = match which {
+            "frontend" => {
+                vars.extend([
+                    ("ADMIN_PORT", self.fe_admin.to_string()),
+                    ("ENTRY_PORT", self.entry_port.to_string()),
+                    ("BACKEND_PORT", self.ingress_port.to_string()),
+                    ("SPIFFE_ID", id("frontend")),
+                    ("BACKEND_SAN", id("appserver")),
+                ]);
+                fill(TPL_FRONTEND, &vars)
+            }
+            _ => {
+                vars.extend([
+                    ("ADMIN_PORT", self.app_admin.to_string()),
+                    ("INGRESS_PORT", self.ingress_port.to_string()),
+                    ("SPIFFE_ID", id("appserver")),
+                    ("ALLOWED_SAN", self.appserver_allows.clone()),
+                ]);
+                fill(TPL_APPSERVER, &vars)
+            }
+        };
+        let cfg_path = self.path(&format!("{which}.yaml"));
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let log = self.path(&format!("{which}-{}.log", self.procs.len()));
+        let mut cmd = Command::new(self.path(&format!("{which}-envoy")));
+        cmd.arg("-c").arg(&cfg_path).args(["--disable-hot-restart", "-l", "info"]);
+        self.procs.push((which, Proc::spawn(&mut cmd, log)));
+    }
+
+    /// Starts server, agent, entries and both Envoys; the appserver accepts `appserver_allows`.
+    async fn start(appserver_allows: &str) -> Bed {
+        // Resolve every binary first: a missing one fails here with a clear message.
+        let envoy = bin("envoy");
+        bin("spire-server");
+        bin("spire-agent");
+        // Short path: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("mv").tempdir_in("/tmp").unwrap();
+        let mut bed = Bed {
+            dir,
+            server_port: free_port(),
+            fe_admin: free_port(),
+            app_admin: free_port(),
+            entry_port: free_port(),
+            ingress_port: free_port(),
+            appserver_allows: appserver_allows.to_string(),
+            procs: Vec::new(),
+        };
+        std::fs::create_dir_all(bed.path("server-data")).unwrap();
+        std::fs::create_dir_all(bed.path("agent-data")).unwrap();
+        std::fs::write(bed.path("server.conf"), fill(TPL_SERVER, &bed.vars())).unwrap();
+        std::fs::write(bed.path("agent.conf"), fill(TPL_AGENT, &bed.vars())).unwrap();
+
+        let mut cmd = Command::new(bin("spire-server"));
+        cmd.arg("run").arg("-config").arg(bed.path("server.conf"));
+        let log = bed.path("server.log");
+        bed.procs.push(("spire-server", Proc::spawn(&mut cmd, log)));
+        let server_sock = bed.path("server.sock");
+        let server = bin("spire-server");
+        bed.wait_for("spire-server healthcheck", Duration::from_secs(60), || {
+            Command::new(&server)
+                .arg("healthcheck")
+                .arg("-socketPath")
+                .arg(&server_sock)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .await;
+        let bundle = bed.server_cli(&["bundle", "show"], &[]);
+        std::fs::write(bed.path("bundle.pem"), bundle).unwrap();
+        let token_out = bed.server_cli(&["token", "generate"], &["-spiffeID", &id("node")]);
+        let token = token_out
+            .lines()
+            .find_map(|l| l.strip_prefix("Token:"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|| panic!("no token in {token_out:?}"));
+        bed.start_agent(Some(&token));
+        bed.wait_agent().await;
+
+        // Two copies of the envoy binary, so `unix:path` tells the workloads apart.
+        let real = std::fs::canonicalize(&envoy).unwrap();
+        for w in ["frontend", "appserver"] {
+            let dst = bed.path(&format!("{w}-envoy"));
+            if std::fs::hard_link(&real, &dst).is_err() {
+                std::fs::copy(&real, &dst).unwrap();
+            }
+            let sel = format!("unix:path:{}", dst.display());
+            bed.server_cli(
+                &["entry", "create"],
+                &["-parentID", &id("node"), "-spiffeID", &id(w), "-selector", &sel],
+            );
+        }
+        bed.start_envoy("frontend");
+        bed.start_envoy("appserver");
+        bed.wait_svids().await;
+        bed
+    }
+
+    /// Waits until both Envoys show their SVID in /certs.
+    async fn wait_svids(&self) {
+        for (w, port) in [("frontend", self.fe_admin), ("appserver", self.app_admin)] {
+            let want = id(w);
+            let t0 = Instant::now();
+            loop {
+                if let Ok(body) = admin_get(port, "/certs").await {
+                    if let Ok(certs) = parse_certs(&body) {
+                        if certs.iter().flat_map(|c| &c.cert_chain).any(|c| c.uris.contains(&want)) {
+                            break;
+                        }
+                    }
+                }
+                if t0.elapsed() > Duration::from_secs(90) {
+                    panic!("{w} Envoy never received its SVID {want} over SDS\n{}", self.logs());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Waits until a request through the frontend reaches the appserver.
+    async fn wait_traffic(&self) {
+        let t = HttpTarget::parse(&self.entry_url()).unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Ok((200, _)) = t.get("/").await {
+                return;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                panic!("no traffic passes frontend -> appserver\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn entry_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.entry_port)
+    }
+
+    fn transports(&self) -> Vec<(Workload, Box<dyn AdminTransport>)> {
+        verify::admin_transports(
+            &[
+                format!("frontend=http://127.0.0.1:{}", self.fe_admin),
+                format!("appserver=http://127.0.0.1:{}", self.app_admin),
+            ],
+            &workloads(&self.sock()),
+        )
+        .unwrap()
+    }
+
+    fn args(&self, traffic: bool) -> VerifyArgs {
+        VerifyArgs {
+            traffic,
+            traffic_url: vec![format!("frontend={}", self.entry_url())],
+            requests: 3,
+            timeout: "20s".into(),
+            ..VerifyArgs::default()
+        }
+    }
+
+    async fn verify(&self, traffic: bool) -> Report {
+        verify::run(&self.args(traffic), self.transports()).await.unwrap()
+    }
+}
+
+fn name_static(name: &str, _suffix: &str) -> &'static str {
+    match name {
+        "spire-agent" => "spire-agent (stopped)",
+        "spire-server" => "spire-server (stopped)",
+        "frontend" => "frontend (stopped)",
+        "appserver" => "appserver (stopped)",
+        _ => "stopped",
+    }
+}
+
+async fn admin_get(port: u16, path: &str) -> Result<String, String> {
+    let t = HttpTarget::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    match t.get(path).await? {
+        (200, body) => Ok(body),
+        (s, body) => Err(format!("{s}: {body}")),
+    }
+}
+
+/// The two workloads as the configuration would describe them.
+fn workloads(sock: &str) -> Vec<Workload> {
+    let base = |name: &str, cluster: &str| Workload {
+        name: name.into(),
+        cluster: cluster.into(),
+        namespace: "yelb".into(),
+        pod_selector: format!("app={name}"),
+        admin_port: 9901,
+        spiffe_id: id(name),
+        trust_domain: TD.into(),
+        sds_socket: sock.into(),
+        allowed_callers: vec![],
+        backends: vec![],
+    };
+    let mut fe = base("frontend", "frontend");
+    fe.backends = vec![Backend {
+        name: "appserver".into(),
+        spiffe_id: id("appserver"),
+        port: 4567,
+    }];
+    let mut app = base("appserver", "backend");
+    app.allowed_callers = vec![id("frontend")];
+    vec![fe, app]
+}
+
+fn failures(r: &Report) -> BTreeSet<(String, CheckId)> {
+    r.failures().into_iter().collect()
+}
+
+fn set(items: &[(&str, CheckId)]) -> BTreeSet<(String, CheckId)> {
+    items.iter().map(|(w, c)| (w.to_string(), *c)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_mesh_passes_every_check_with_traffic() {
+    let bed = Bed::start(&id("frontend")).await;
+    bed.wait_traffic().await;
+    let report = bed.verify(true).await;
+    let text = report.render_text(false);
+    assert!(report.passed(), "{text}\n{}", bed.logs());
+    for r in &report.results {
+        assert_eq!(r.status, Status::Pass, "{}/{} is not a pass:\n{text}", r.workload, r.check);
+    }
+    assert_eq!(report.results.len(), 12, "{text}");
+    // The handshake counters verify reports are those of /stats, read independently.
+    for (w, port) in [("frontend", bed.fe_admin), ("appserver", bed.app_admin)] {
+        let stats = parse_stats(&admin_get(port, "/stats").await.unwrap()).unwrap();
+        let hs = report.get(w, CheckId::Handshakes).unwrap();
+        assert!(!hs.counters.is_empty(), "{w}: no counters reported");
+        for (name, v) in &hs.counters {
+            assert!(name.ends_with("ssl.handshake"), "{name}");
+            assert!(*v >= 3, "{w}: {name} = {v}, expected at least the 3 traffic requests");
+            assert_eq!(stats.get(name), *v, "{w}: {name} differs from /stats");
+        }
+    }
+    let fe_hs = report.get("frontend", CheckId::Handshakes).unwrap();
+    assert!(fe_hs
+        .counters
+        .contains_key(&format!("cluster.cds_egress_{TD}_appserver_yelb_http_4567.ssl.handshake")));
+    let app_hs = report.get("appserver", CheckId::Handshakes).unwrap();
+    assert!(app_hs
+        .counters
+        .contains_key(&format!("listener.127.0.0.1_{}.ssl.handshake", bed.ingress_port)));
+    // Renderings of the same results.
+    let json = report.to_json_lines();
+    assert_eq!(json.len(), 13);
+    assert_eq!(json[12]["summary"]["passed"], 12);
+    let junit = report.to_junit();
+    assert_eq!(junit.matches("<testsuite ").count(), 2);
+    assert!(!junit.contains("<failure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
+    let bed = Bed::start(&id("intruder")).await;
+    // Before traffic: only the peers check of the appserver fails.
+    let before = bed.verify(false).await;
+    let text = before.render_text(false);
+    assert_eq!(failures(&before), set(&[("appserver", CheckId::Peers)]), "{text}");
+    let peers = before.get("appserver", CheckId::Peers).unwrap();
+    let hint = peers.hint.as_deref().unwrap();
+    assert!(hint.contains(&id("intruder")) && hint.contains(&id("frontend")), "{hint}");
+    // With traffic: no handshake completes, and the failure counters rise.
+    let after = bed.verify(true).await;
+    let text = after.render_text(false);
+    let f = failures(&after);
+    for want in [
+        ("appserver", CheckId::Peers),
+        ("appserver", CheckId::Handshakes),
+        ("frontend", CheckId::Handshakes),
+        ("appserver", CheckId::TlsFailures),
+    ] {
+        assert!(f.contains(&(want.0.to_string(), want.1)), "{want:?} did not fail:\n{text}");
+    }
+    for ok in [CheckId::Sds, CheckId::Identity, CheckId::Peers] {
+        assert_eq!(after.get("frontend", ok).unwrap().status, Status::Pass, "{text}");
+    }
+    let tf = after.get("appserver", CheckId::TlsFailures).unwrap();
+    assert!(tf.observed.contains("ssl.fail_verify_san"), "{text}");
+    assert!(tf.hint.as_deref().unwrap().contains("SAN matchers"), "{text}");
+    assert!(!after.passed());
+    let junit = after.to_junit();
+    assert!(junit.contains("<failure"), "{junit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_spire_agent_fails_sds() {
+    let mut bed = Bed::start(&id("frontend")).await;
+    bed.wait_traffic().await;
+    bed.stop("spire-agent");
+    // Envoy notices the closed stream at once; wait until no SDS connection is left.
+    for port in [bed.fe_admin, bed.app_admin] {
+        let t0 = Instant::now();
+        loop {
+            let body = admin_get(port, "/clusters?format=json").await.unwrap();
+            let cl = parse_clusters(&body).unwrap();
+            if cl.iter().filter(|c| c.name == "static_cluster_sds_unix_socket").all(|c| c.hosts.iter().all(|h| h.cx_active == 0)) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "SDS connection stays up\n{}", bed.logs());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let report = bed.verify(false).await;
+    let text = report.render_text(false);
+    assert_eq!(
+        failures(&report),
+        set(&[("frontend", CheckId::Sds), ("appserver", CheckId::Sds)]),
+        "{text}"
+    );
+    let sds = report.get("frontend", CheckId::Sds).unwrap();
+    assert!(sds.observed.contains("cx_active=0"), "{text}");
+    let hint = sds.hint.as_deref().unwrap();
+    assert!(hint.contains("SPIRE agent socket") && hint.contains(&bed.sock()) && hint.contains("daemonset spire-agent"), "{hint}");
+    let _ = bed.proc_mut("spire-agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_svid_fails_identity() {
+    let mut bed = Bed::start(&id("frontend")).await;
+    // Delete the appserver's entry, restart the agent, and restart the appserver (its pod
+    // restarting): it can no longer get an SVID.
+    let show = bed.server_cli(&["entry", "show"], &["-spiffeID", &id("appserver")]);
+    let entry_id = show
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Entry ID"))
+        .map(|s| s.trim().trim_start_matches(':').trim().to_string())
+        .unwrap_or_else(|| panic!("no entry id in {show}"));
+    bed.server_cli(&["entry", "delete"], &["-entryID", &entry_id]);
+    bed.stop("spire-agent");
+    bed.stop("appserver");
+    bed.start_agent(None);
+    bed.wait_agent().await;
+    bed.start_envoy("appserver");
+    let port = bed.app_admin;
+    bed.wait_for("appserver admin", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = bed.verify(false).await;
+    let text = report.render_text(false);
+    let f = failures(&report);
+    assert!(f.contains(&("appserver".to_string(), CheckId::Identity)), "{text}\n{}", bed.logs());
+    assert!(f.iter().all(|(w, _)| w == "appserver"), "{text}");
+    let idr = report.get("appserver", CheckId::Identity).unwrap();
+    assert!(idr.hint.as_deref().unwrap().contains("entry show"), "{text}");
+    // The frontend still holds its SVID.
+    assert_eq!(report.get("frontend", CheckId::Identity).unwrap().status, Status::Pass, "{text}");
+}
+
+#[test]
+fn unknown_admin_name_is_a_usage_error() {
+    let err = verify::admin_transports(&["nosuch=http://127.0.0.1:1".into()], &workloads("/tmp/x.sock"))
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("nosuch") && msg.contains("frontend, appserver"), "{msg}");
+}
+
+#[allow(dead_code)]
+fn _assert_path(_: &Path) {}
