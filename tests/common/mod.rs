@@ -1,0 +1,291 @@
+//! Shared helpers for integration tests that run against the local test bed
+//! (`scripts/testbed up`, then `source $MESHCTL_TESTBED_DIR/env`).
+//!
+//! Use with `mod common;` in a test file. Everything here is std + serde_json.
+//! Missing test bed => panic with a clear message: tests never skip silently.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Kube contexts (and AWS profiles) of the three clusters/accounts.
+pub const CLUSTERS: [&str; 3] = ["shared", "frontend", "backend"];
+
+/// Default timeout of `kubectl` / `helm` calls made through these helpers.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    /// State dir of the running test bed (`MESHCTL_TESTBED_DIR`).
+    pub dir: PathBuf,
+    /// Cached binaries (`MESHCTL_TESTBED_BIN`): kubectl, helm, spire-server, envoy, ...
+    pub bin_dir: PathBuf,
+    /// Kubeconfig with contexts `shared`, `frontend`, `backend` (`KUBECONFIG`).
+    pub kubeconfig: PathBuf,
+    /// moto server endpoint (`MESHCTL_TESTBED_MOTO_URL`), e.g. `http://127.0.0.1:40123`.
+    pub moto_url: String,
+    /// `(profile, account id)` for shared, frontend, backend.
+    pub accounts: [(String, String); 3],
+    pub aws_config_file: PathBuf,
+    pub aws_credentials_file: PathBuf,
+    pub region: String,
+}
+
+fn need(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "test bed not running: run scripts/testbed up and source $STATE/env \
+             (environment variable {var} is not set; scripts/test does both)"
+        ),
+    }
+}
+
+/// The running test bed, from the environment written by `scripts/testbed up`.
+/// Panics when the environment is missing or the test bed is not reachable.
+pub fn testbed() -> Testbed {
+    let dir = PathBuf::from(need("MESHCTL_TESTBED_DIR"));
+    let tb = Testbed {
+        bin_dir: PathBuf::from(need("MESHCTL_TESTBED_BIN")),
+        kubeconfig: PathBuf::from(need("KUBECONFIG")),
+        moto_url: need("MESHCTL_TESTBED_MOTO_URL"),
+        accounts: [
+            ("shared".into(), need("MESHCTL_TESTBED_ACCOUNT_SHARED")),
+            ("frontend".into(), need("MESHCTL_TESTBED_ACCOUNT_FRONTEND")),
+            ("backend".into(), need("MESHCTL_TESTBED_ACCOUNT_BACKEND")),
+        ],
+        aws_config_file: PathBuf::from(need("AWS_CONFIG_FILE")),
+        aws_credentials_file: PathBuf::from(need("AWS_SHARED_CREDENTIALS_FILE")),
+        region: std::env::var("MESHCTL_TESTBED_REGION").unwrap_or_else(|_| "us-east-2".into()),
+        dir,
+    };
+    if !tb.dir.join("env").is_file() || !tb.kubeconfig.is_file() {
+        panic!(
+            "test bed not running: run scripts/testbed up and source $STATE/env \
+             ({} has no env/kubeconfig)",
+            tb.dir.display()
+        );
+    }
+    tb
+}
+
+/// Path of a cached test-bed binary, e.g. `bin("spire-server")`. Panics when missing.
+pub fn bin(name: &str) -> PathBuf {
+    testbed().bin(name)
+}
+
+impl Testbed {
+    pub fn bin(&self, name: &str) -> PathBuf {
+        let p = self.bin_dir.join(name);
+        assert!(p.exists(), "{} missing: run scripts/testbed setup", p.display());
+        p
+    }
+
+    /// Account id of an AWS profile (`shared` / `frontend` / `backend`).
+    pub fn account(&self, profile: &str) -> &str {
+        self.accounts
+            .iter()
+            .find(|(p, _)| p == profile)
+            .map(|(_, a)| a.as_str())
+            .unwrap_or_else(|| panic!("unknown profile {profile}"))
+    }
+
+    /// A `Command` for a cached binary with the test-bed environment (PATH first).
+    pub fn command(&self, name: &str) -> Command {
+        let mut c = Command::new(self.bin(name));
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", self.bin_dir.display()));
+        c.env("KUBECONFIG", &self.kubeconfig);
+        c
+    }
+
+    /// `kubectl --context <context> <args>`; returns the output whatever the exit code.
+    pub fn kubectl_output(&self, context: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.command("kubectl");
+        c.arg("--context").arg(context).args(args);
+        run_with_timeout_input(&mut c, stdin.map(str::as_bytes), CMD_TIMEOUT)
+    }
+
+    /// `kubectl --context <context> <args>`; panics (with stderr) unless it succeeds; returns stdout.
+    pub fn kubectl(&self, context: &str, args: &[&str]) -> String {
+        self.kubectl_stdin(context, args, None)
+    }
+
+    /// Like [`Testbed::kubectl`], feeding `stdin` (e.g. a manifest for `apply -f -`).
+    pub fn kubectl_stdin(&self, context: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_output(context, args, stdin);
+        assert_success(&out, &format!("kubectl --context {context} {}", args.join(" ")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl ... -o json` parsed.
+    pub fn kubectl_json(&self, context: &str, args: &[&str]) -> serde_json::Value {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["-o", "json"]);
+        let s = self.kubectl(context, &a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("kubectl {args:?}: bad JSON ({e}): {s}"))
+    }
+
+    /// Creates a fresh namespace `<prefix>-<unique>` in `context` and returns its name.
+    pub fn create_namespace(&self, context: &str, prefix: &str) -> String {
+        let ns = unique_name(prefix);
+        self.kubectl(context, &["create", "namespace", &ns]);
+        ns
+    }
+
+    /// Deletes a namespace without waiting for finalization.
+    pub fn delete_namespace(&self, context: &str, ns: &str) {
+        let _ = self.kubectl_output(context, &["delete", "namespace", ns, "--wait=false"], None);
+    }
+}
+
+/// A name unique within this machine run: `<prefix>-<pid>-<counter><time>` (DNS-1123 safe).
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000;
+    format!("{prefix}-{}-{}{t}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A free TCP port on 127.0.0.1 (bind to port 0, then release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh empty directory under the system temp dir (short path: unix sockets fit).
+/// Removed when the returned guard drops.
+pub fn temp_dir(prefix: &str) -> TempDir {
+    let p = std::env::temp_dir().join(unique_name(prefix));
+    std::fs::create_dir_all(&p).unwrap();
+    TempDir(p)
+}
+
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills (and reaps) a child process when dropped.
+pub struct ChildGuard(pub Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` with stdout/stderr to `log` (a file); killed when the guard drops.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> ChildGuard {
+    let f = std::fs::File::create(log).unwrap();
+    let f2 = f.try_clone().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(f2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    ChildGuard(child)
+}
+
+/// Runs `cmd` to completion, killing it after `timeout` (then panics).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    run_with_timeout_input(cmd, None, timeout)
+}
+
+/// Runs `cmd` with optional stdin bytes, capturing stdout and stderr, killing it after `timeout`.
+pub fn run_with_timeout_input(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        thread::spawn(move || {
+            let _ = w.write_all(&input);
+        });
+    }
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let to = thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let te = thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = te.join().unwrap_or_default();
+            panic!(
+                "timed out after {timeout:?}: {cmd:?}\nstderr: {}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: to.join().unwrap_or_default(), stderr: te.join().unwrap_or_default() }
+}
+
+/// Panics with the command's stdout/stderr unless it exited 0.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `f` every `every` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(every);
+    }
+}
+
+/// Minimal HTTP/1.1 GET (Connection: close) on 127.0.0.1:port; returns (status code, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {buf:?}")))?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
