@@ -19,7 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshctl::verify::envoy::{parse_certs, parse_clusters, parse_stats};
-use meshctl::verify::{self, AdminTransport, Backend, CheckId, HttpTarget, Report, Status, VerifyArgs, Workload};
+use meshctl::verify::{
+    self, AdminTransport, Backend, CheckId, HttpTarget, Report, Status, VerifyArgs, Workload,
+};
 
 const TD: &str = "am-multi-account-mesh";
 const TPL_APPSERVER: &str = include_str!("fixtures/envoy/bed/appserver.yaml");
@@ -35,7 +37,10 @@ fn id(name: &str) -> String {
 fn bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("MESHCTL_TESTBED_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/meshctl-testbed/bin"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/meshctl-testbed/bin")
+        });
     let p = dir.join(name);
     if !p.exists() {
         panic!(
@@ -48,7 +53,11 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fills `@KEY@` placeholders; a line that is exactly `@SDS_CLUSTER@` becomes the SDS cluster.
@@ -65,7 +74,10 @@ fn fill(tpl: &str, vars: &[(&str, String)]) -> String {
     for (k, v) in vars {
         out = out.replace(&format!("@{k}@"), v);
     }
-    assert!(!out.contains("@SDS_SOCKET@") && !out.contains("@TRUST_DOMAIN@"), "unfilled template");
+    assert!(
+        !out.contains("@SDS_SOCKET@") && !out.contains("@TRUST_DOMAIN@"),
+        "unfilled template"
+    );
     out
 }
 
@@ -175,7 +187,10 @@ impl Bed {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            self.logs()
+        );
     }
 
     fn start_agent(&mut self, token: Option<&str>) {
@@ -228,7 +243,9 @@ impl Bed {
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = self.path(&format!("{which}-{}.log", self.procs.len()));
         let mut cmd = Command::new(self.path(&format!("{which}-envoy")));
-        cmd.arg("-c").arg(&cfg_path).args(["--disable-hot-restart", "-l", "info"]);
+        cmd.arg("-c")
+            .arg(&cfg_path)
+            .args(["--disable-hot-restart", "-l", "info"]);
         self.procs.push((which, Proc::spawn(&mut cmd, log)));
     }
 
@@ -239,7 +256,10 @@ impl Bed {
         bin("spire-server");
         bin("spire-agent");
         // Short path: unix socket paths are limited to 108 bytes.
-        let dir = tempfile::Builder::new().prefix("mv").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mv")
+            .tempdir_in("/tmp")
+            .unwrap();
         let mut bed = Bed {
             dir,
             server_port: free_port(),
@@ -292,7 +312,14 @@ impl Bed {
             let sel = format!("unix:path:{}", dst.display());
             bed.server_cli(
                 &["entry", "create"],
-                &["-parentID", &id("node"), "-spiffeID", &id(w), "-selector", &sel],
+                &[
+                    "-parentID",
+                    &id("node"),
+                    "-spiffeID",
+                    &id(w),
+                    "-selector",
+                    &sel,
+                ],
             );
         }
         bed.start_envoy("frontend");
@@ -309,13 +336,20 @@ impl Bed {
             loop {
                 if let Ok(body) = admin_get(port, "/certs").await {
                     if let Ok(certs) = parse_certs(&body) {
-                        if certs.iter().flat_map(|c| &c.cert_chain).any(|c| c.uris.contains(&want)) {
+                        if certs
+                            .iter()
+                            .flat_map(|c| &c.cert_chain)
+                            .any(|c| c.uris.contains(&want))
+                        {
                             break;
                         }
                     }
                 }
                 if t0.elapsed() > Duration::from_secs(90) {
-                    panic!("{w} Envoy never received its SVID {want} over SDS\n{}", self.logs());
+                    panic!(
+                        "{w} Envoy never received its SVID {want} over SDS\n{}",
+                        self.logs()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -363,7 +397,9 @@ impl Bed {
     }
 
     async fn verify(&self, traffic: bool) -> Report {
-        verify::run(&self.args(traffic), self.transports()).await.unwrap()
+        verify::run(&self.args(traffic), self.transports())
+            .await
+            .unwrap()
     }
 }
 
@@ -416,7 +452,13 @@ async fn healthy_mesh_passes_every_check_with_traffic() {
     let text = report.render_text(false);
     assert!(report.passed(), "{text}\n{}", bed.logs());
     for r in &report.results {
-        assert_eq!(r.status, Status::Pass, "{}/{} is not a pass:\n{text}", r.workload, r.check);
+        assert_eq!(
+            r.status,
+            Status::Pass,
+            "{}/{} is not a pass:\n{text}",
+            r.workload,
+            r.check
+        );
     }
     assert_eq!(report.results.len(), 12, "{text}");
     // The handshake counters verify reports are those of /stats, read independently.
@@ -426,18 +468,22 @@ async fn healthy_mesh_passes_every_check_with_traffic() {
         assert!(!hs.counters.is_empty(), "{w}: no counters reported");
         for (name, v) in &hs.counters {
             assert!(name.ends_with("ssl.handshake"), "{name}");
-            assert!(*v >= 3, "{w}: {name} = {v}, expected at least the 3 traffic requests");
+            assert!(
+                *v >= 3,
+                "{w}: {name} = {v}, expected at least the 3 traffic requests"
+            );
             assert_eq!(stats.get(name), *v, "{w}: {name} differs from /stats");
         }
     }
     let fe_hs = report.get("frontend", CheckId::Handshakes).unwrap();
-    assert!(fe_hs
-        .counters
-        .contains_key(&format!("cluster.cds_egress_{TD}_appserver_yelb_http_4567.ssl.handshake")));
+    assert!(fe_hs.counters.contains_key(&format!(
+        "cluster.cds_egress_{TD}_appserver_yelb_http_4567.ssl.handshake"
+    )));
     let app_hs = report.get("appserver", CheckId::Handshakes).unwrap();
-    assert!(app_hs
-        .counters
-        .contains_key(&format!("listener.127.0.0.1_{}.ssl.handshake", bed.ingress_port)));
+    assert!(app_hs.counters.contains_key(&format!(
+        "listener.127.0.0.1_{}.ssl.handshake",
+        bed.ingress_port
+    )));
     // Renderings of the same results.
     let json = report.to_json_lines();
     assert_eq!(json.len(), 13);
@@ -453,10 +499,17 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     // Before traffic: only the peers check of the appserver fails.
     let before = bed.verify(false).await;
     let text = before.render_text(false);
-    assert_eq!(failures(&before), set(&[("appserver", CheckId::Peers)]), "{text}");
+    assert_eq!(
+        failures(&before),
+        set(&[("appserver", CheckId::Peers)]),
+        "{text}"
+    );
     let peers = before.get("appserver", CheckId::Peers).unwrap();
     let hint = peers.hint.as_deref().unwrap();
-    assert!(hint.contains(&id("intruder")) && hint.contains(&id("frontend")), "{hint}");
+    assert!(
+        hint.contains(&id("intruder")) && hint.contains(&id("frontend")),
+        "{hint}"
+    );
     // With traffic: no handshake completes, and the failure counters rise.
     let after = bed.verify(true).await;
     let text = after.render_text(false);
@@ -472,13 +525,20 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
         "{text}"
     );
     for ok in [CheckId::Sds, CheckId::Identity, CheckId::Peers] {
-        assert_eq!(after.get("frontend", ok).unwrap().status, Status::Pass, "{text}");
+        assert_eq!(
+            after.get("frontend", ok).unwrap().status,
+            Status::Pass,
+            "{text}"
+        );
     }
     let tf = after.get("appserver", CheckId::TlsFailures).unwrap();
     assert!(tf.observed.contains("ssl.fail_verify_san"), "{text}");
     let fe_tf = after.get("frontend", CheckId::TlsFailures).unwrap();
     assert!(fe_tf.observed.contains("ssl.connection_error"), "{text}");
-    assert!(tf.hint.as_deref().unwrap().contains("SAN matchers"), "{text}");
+    assert!(
+        tf.hint.as_deref().unwrap().contains("SAN matchers"),
+        "{text}"
+    );
     assert!(!after.passed());
     let junit = after.to_junit();
     assert!(junit.contains("<failure"), "{junit}");
@@ -495,10 +555,18 @@ async fn stopped_spire_agent_fails_sds() {
         loop {
             let body = admin_get(port, "/clusters?format=json").await.unwrap();
             let cl = parse_clusters(&body).unwrap();
-            if cl.iter().filter(|c| c.name == "static_cluster_sds_unix_socket").all(|c| c.hosts.iter().all(|h| h.cx_active == 0)) {
+            if cl
+                .iter()
+                .filter(|c| c.name == "static_cluster_sds_unix_socket")
+                .all(|c| c.hosts.iter().all(|h| h.cx_active == 0))
+            {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "SDS connection stays up\n{}", bed.logs());
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "SDS connection stays up\n{}",
+                bed.logs()
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -512,7 +580,12 @@ async fn stopped_spire_agent_fails_sds() {
     let sds = report.get("frontend", CheckId::Sds).unwrap();
     assert!(sds.observed.contains("cx_active=0"), "{text}");
     let hint = sds.hint.as_deref().unwrap();
-    assert!(hint.contains("SPIRE agent socket") && hint.contains(&bed.sock()) && hint.contains("daemonset spire-agent"), "{hint}");
+    assert!(
+        hint.contains("SPIRE agent socket")
+            && hint.contains(&bed.sock())
+            && hint.contains("daemonset spire-agent"),
+        "{hint}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,27 +617,53 @@ async fn absent_svid_fails_identity() {
         .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let certs = parse_certs(&admin_get(port, "/certs").await.unwrap()).unwrap();
-        if !certs.iter().flat_map(|c| &c.cert_chain).any(|c| c.uris.contains(&want)) {
+        if !certs
+            .iter()
+            .flat_map(|c| &c.cert_chain)
+            .any(|c| c.uris.contains(&want))
+        {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "appserver keeps getting an SVID\n{}", bed.logs());
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "appserver keeps getting an SVID\n{}",
+            bed.logs()
+        );
         bed.stop("appserver");
     }
     let report = bed.verify(false).await;
     let text = report.render_text(false);
     let f = failures(&report);
-    assert_eq!(f, set(&[("appserver", CheckId::Identity)]), "{text}\n{}", bed.logs());
+    assert_eq!(
+        f,
+        set(&[("appserver", CheckId::Identity)]),
+        "{text}\n{}",
+        bed.logs()
+    );
     let idr = report.get("appserver", CheckId::Identity).unwrap();
-    assert!(idr.hint.as_deref().unwrap().contains("entry show"), "{text}");
+    assert!(
+        idr.hint.as_deref().unwrap().contains("entry show"),
+        "{text}"
+    );
     // The frontend still holds its SVID.
-    assert_eq!(report.get("frontend", CheckId::Identity).unwrap().status, Status::Pass, "{text}");
+    assert_eq!(
+        report.get("frontend", CheckId::Identity).unwrap().status,
+        Status::Pass,
+        "{text}"
+    );
 }
 
 #[test]
 fn unknown_admin_name_is_a_usage_error() {
-    let err = verify::admin_transports(&["nosuch=http://127.0.0.1:1".into()], &workloads("/tmp/x.sock"))
-        .err()
-        .unwrap();
+    let err = verify::admin_transports(
+        &["nosuch=http://127.0.0.1:1".into()],
+        &workloads("/tmp/x.sock"),
+    )
+    .err()
+    .unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("nosuch") && msg.contains("frontend, appserver"), "{msg}");
+    assert!(
+        msg.contains("nosuch") && msg.contains("frontend, appserver"),
+        "{msg}"
+    );
 }

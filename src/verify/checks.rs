@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::OffsetDateTime;
 
-use super::envoy::{CertContext, CertInfo, ClusterStatus, SanMatcher, Stats, TlsConfig, TlsEndpoint, TlsSide};
+use super::envoy::{
+    CertContext, CertInfo, ClusterStatus, SanMatcher, Stats, TlsConfig, TlsEndpoint, TlsSide,
+};
 use super::report::{CheckId, CheckResult, Status};
 use super::Workload;
 
@@ -34,7 +36,12 @@ pub const FAILURE_COUNTERS: [&str; 4] = [
 ];
 
 /// Runs every check on one workload's snapshot. The result has one entry per [`CheckId`].
-pub fn evaluate(w: &Workload, snap: &Snapshot, now: OffsetDateTime, show: ShowCommand<'_>) -> Vec<CheckResult> {
+pub fn evaluate(
+    w: &Workload,
+    snap: &Snapshot,
+    now: OffsetDateTime,
+    show: ShowCommand<'_>,
+) -> Vec<CheckResult> {
     let errors: Vec<&String> = [
         snap.clusters.as_ref().err(),
         snap.certs.as_ref().err(),
@@ -66,8 +73,15 @@ pub fn evaluate(w: &Workload, snap: &Snapshot, now: OffsetDateTime, show: ShowCo
         admin.observed = "all endpoints answered".into();
     } else {
         admin.status = Status::Warn;
-        admin.observed = errors.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("; ");
-        admin.hint = Some(format!("some admin endpoints failed; try `{}`", show("/help")));
+        admin.observed = errors
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        admin.hint = Some(format!(
+            "some admin endpoints failed; try `{}`",
+            show("/help")
+        ));
     }
     let mut out = vec![admin];
     out.push(match &snap.clusters {
@@ -101,7 +115,9 @@ pub fn evaluate(w: &Workload, snap: &Snapshot, now: OffsetDateTime, show: ShowCo
     // A failed `/stats` read after traffic leaves the counters of before.
     if let Some(Err(e)) = &snap.stats_after {
         for r in out.iter_mut() {
-            if matches!(r.check, CheckId::Handshakes | CheckId::TlsFailures) && r.status != Status::Skip {
+            if matches!(r.check, CheckId::Handshakes | CheckId::TlsFailures)
+                && r.status != Status::Skip
+            {
                 *r = skip(w, r.check, &format!("/stats unreadable after traffic: {e}"));
             }
         }
@@ -136,7 +152,9 @@ pub fn description(w: &Workload, id: CheckId) -> String {
             w.spiffe_id, w.trust_domain
         ),
         CheckId::Peers => "mTLS contexts accept exactly the allowed SPIFFE IDs".into(),
-        CheckId::Handshakes => "mTLS handshakes are counted on the TLS listener and egress clusters".into(),
+        CheckId::Handshakes => {
+            "mTLS handshakes are counted on the TLS listener and egress clusters".into()
+        }
         CheckId::TlsFailures => "no TLS handshake or peer-verification failures".into(),
     }
 }
@@ -166,7 +184,10 @@ pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>
         r.observed = if pipes.is_empty() {
             format!("no cluster has a host at {sock}, and none has a unix-socket host")
         } else {
-            format!("no cluster has a host at {sock}; unix-socket hosts: {}", pipes.join(", "))
+            format!(
+                "no cluster has a host at {sock}; unix-socket hosts: {}",
+                pipes.join(", ")
+            )
         };
         r.hint = Some(format!(
             "Envoy is not set up to fetch its secrets from the SPIRE agent at {sock}: SDS must be \
@@ -176,18 +197,21 @@ pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>
         ));
         return r;
     }
-    let good = hits
-        .iter()
-        .find(|(_, h)| h.cx_active >= 1 && h.healthy());
+    let good = hits.iter().find(|(_, h)| h.cx_active >= 1 && h.healthy());
     let (c, h) = good.copied().unwrap_or(hits[0]);
     r.observed = format!(
         "{}::{} cx_active={} health_flags={}",
         c.name,
         h.address,
         h.cx_active,
-        if h.health_flags.is_empty() { "?" } else { &h.health_flags }
+        if h.health_flags.is_empty() {
+            "?"
+        } else {
+            &h.health_flags
+        }
     );
-    r.counters.insert(format!("{}::{}::cx_active", c.name, h.address), h.cx_active);
+    r.counters
+        .insert(format!("{}::{}::cx_active", c.name, h.address), h.cx_active);
     if good.is_none() {
         r.status = Status::Fail;
         r.hint = Some(format!(
@@ -204,8 +228,11 @@ pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>
 }
 
 fn fmt_time(t: Option<OffsetDateTime>) -> String {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| "?".into())
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "?".into())
 }
 
 fn fmt_dur(d: time::Duration) -> String {
@@ -234,11 +261,19 @@ fn validity(c: &CertInfo, now: OffsetDateTime) -> (Status, String) {
         return (Status::Fail, format!("expired at {}", fmt_time(Some(to))));
     }
     if now < from {
-        return (Status::Fail, format!("not valid before {}", fmt_time(Some(from))));
+        return (
+            Status::Fail,
+            format!("not valid before {}", fmt_time(Some(from))),
+        );
     }
     let total = to - from;
     let left = to - now;
-    let text = format!("expires {} ({} of {} left)", fmt_time(Some(to)), fmt_dur(left), fmt_dur(total));
+    let text = format!(
+        "expires {} ({} of {} left)",
+        fmt_time(Some(to)),
+        fmt_dur(left),
+        fmt_dur(total)
+    );
     if left * 10 < total {
         (Status::Warn, text)
     } else {
@@ -262,10 +297,18 @@ fn worst(a: Status, b: Status) -> Status {
 
 /// Check 2: `/certs` has a chain whose URI SAN is the workload's SPIFFE ID and a CA for the
 /// trust domain, neither expired; warns under 10% remaining lifetime.
-pub fn check_identity(w: &Workload, certs: &[CertContext], now: OffsetDateTime, show: ShowCommand<'_>) -> CheckResult {
+pub fn check_identity(
+    w: &Workload,
+    certs: &[CertContext],
+    now: OffsetDateTime,
+    show: ShowCommand<'_>,
+) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Identity, description(w, CheckId::Identity));
     let td_id = format!("spiffe://{}", w.trust_domain);
-    r.expected = format!("cert_chain with URI SAN {}, ca_cert with URI SAN {td_id}, valid", w.spiffe_id);
+    r.expected = format!(
+        "cert_chain with URI SAN {}, ca_cert with URI SAN {td_id}, valid",
+        w.spiffe_id
+    );
     let chain_sans: BTreeSet<&str> = certs
         .iter()
         .flat_map(|c| c.cert_chain.iter())
@@ -279,11 +322,11 @@ pub fn check_identity(w: &Workload, certs: &[CertContext], now: OffsetDateTime, 
     let svid = certs
         .iter()
         .flat_map(|c| c.cert_chain.iter())
-        .find(|c| c.uris.iter().any(|u| *u == w.spiffe_id));
+        .find(|c| c.uris.contains(&w.spiffe_id));
     let ca = certs
         .iter()
         .flat_map(|c| c.ca_cert.iter())
-        .find(|c| c.uris.iter().any(|u| *u == td_id));
+        .find(|c| c.uris.contains(&td_id));
     let mut status = Status::Pass;
     let mut observed = Vec::new();
     let mut hints = Vec::new();
@@ -291,7 +334,10 @@ pub fn check_identity(w: &Workload, certs: &[CertContext], now: OffsetDateTime, 
         Some(c) => {
             let (s, text) = validity(c, now);
             status = worst(status, s);
-            observed.push(format!("cert_chain {} (serial {}) {text}", w.spiffe_id, c.serial_number));
+            observed.push(format!(
+                "cert_chain {} (serial {}) {text}",
+                w.spiffe_id, c.serial_number
+            ));
             if s != Status::Pass {
                 hints.push(format!(
                     "the SVID is not being rotated: the SPIRE agent renews it at half its lifetime; \
@@ -334,7 +380,10 @@ pub fn check_identity(w: &Workload, certs: &[CertContext], now: OffsetDateTime, 
             observed.push(if ca_sans.is_empty() {
                 "no CA certificate loaded".to_string()
             } else {
-                format!("ca_cert URI SANs {:?}, none is {td_id}", ca_sans.iter().collect::<Vec<_>>())
+                format!(
+                    "ca_cert URI SANs {:?}, none is {td_id}",
+                    ca_sans.iter().collect::<Vec<_>>()
+                )
             });
             hints.push(format!(
                 "Envoy has no trust bundle for {td_id}: the validation trust SDS secret must be named \
@@ -365,7 +414,14 @@ fn show_matchers(matchers: &[SanMatcher]) -> String {
     if matchers.is_empty() {
         "any peer of the trust bundle (no SAN matcher)".into()
     } else {
-        format!("[{}]", matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "))
+        format!(
+            "[{}]",
+            matchers
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
@@ -373,7 +429,11 @@ fn show_matchers(matchers: &[SanMatcher]) -> String {
 /// the backend name, preferring those ending in `_<port>` (App Mesh names them
 /// `cds_egress_<mesh>_<virtual service>_<namespace>_<protocol>_<port>`).
 pub fn clusters_for_backend<'a>(tls: &'a TlsConfig, b: &super::Backend) -> Vec<&'a TlsEndpoint> {
-    let named: Vec<&TlsEndpoint> = tls.clusters.iter().filter(|c| c.name.contains(&b.name)).collect();
+    let named: Vec<&TlsEndpoint> = tls
+        .clusters
+        .iter()
+        .filter(|c| c.name.contains(&b.name))
+        .collect();
     let with_port: Vec<&TlsEndpoint> = named
         .iter()
         .copied()
@@ -404,22 +464,27 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
             allowed.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    if tls.listeners.is_empty() {
-        if !allowed.is_empty() {
-            ok = false;
-            observed.push("no listener terminates TLS".into());
-            hints.push(format!(
-                "{} must serve mTLS to [{}] but no listener has a DownstreamTlsContext: set the \
-                 virtual node listener's tls (mode STRICT)",
-                w.name,
-                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
+    if tls.listeners.is_empty() && !allowed.is_empty() {
+        ok = false;
+        observed.push("no listener terminates TLS".into());
+        hints.push(format!(
+            "{} must serve mTLS to [{}] but no listener has a DownstreamTlsContext: set the \
+             virtual node listener's tls (mode STRICT)",
+            w.name,
+            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     for l in &tls.listeners {
         let exact = exact_set(&l.san_matchers);
-        let has_other = l.san_matchers.iter().any(|m| matches!(m, SanMatcher::Other(_)));
-        observed.push(format!("listener {} accepts {}", l.name, show_matchers(&l.san_matchers)));
+        let has_other = l
+            .san_matchers
+            .iter()
+            .any(|m| matches!(m, SanMatcher::Other(_)));
+        observed.push(format!(
+            "listener {} accepts {}",
+            l.name,
+            show_matchers(&l.san_matchers)
+        ));
         if exact != allowed || has_other || l.san_matchers.is_empty() {
             ok = false;
             let unexpected: Vec<String> = exact.difference(&allowed).cloned().collect();
@@ -437,7 +502,10 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
         }
         if !l.require_client_certificate {
             ok = false;
-            observed.push(format!("listener {} does not require a client certificate", l.name));
+            observed.push(format!(
+                "listener {} does not require a client certificate",
+                l.name
+            ));
             hints.push(format!(
                 "listener {} does not require a client certificate, so callers are not authenticated: use tls mode STRICT",
                 l.name
@@ -449,7 +517,11 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
         let cls = clusters_for_backend(tls, b);
         if cls.is_empty() {
             ok = false;
-            let plain: Vec<&String> = tls.plain_clusters.iter().filter(|c| c.contains(&b.name)).collect();
+            let plain: Vec<&String> = tls
+                .plain_clusters
+                .iter()
+                .filter(|c| c.contains(&b.name))
+                .collect();
             if plain.is_empty() {
                 observed.push(format!("no egress cluster for backend {}", b.name));
                 hints.push(format!(
@@ -459,7 +531,11 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
             } else {
                 observed.push(format!(
                     "egress cluster {} to {} does not originate TLS",
-                    plain.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    plain
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     b.name
                 ));
                 hints.push(format!(
@@ -470,7 +546,11 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
             }
         }
         for c in cls {
-            observed.push(format!("cluster {} requires {}", c.name, show_matchers(&c.san_matchers)));
+            observed.push(format!(
+                "cluster {} requires {}",
+                c.name,
+                show_matchers(&c.san_matchers)
+            ));
             let exact = exact_set(&c.san_matchers);
             if !exact.contains(&b.spiffe_id) {
                 ok = false;
@@ -591,9 +671,10 @@ pub fn check_handshakes(
                     let reused = s.side == TlsSide::Upstream
                         && b > 0
                         && a.get(&rq) > before.get(&rq)
-                        && FAILURE_COUNTERS
-                            .iter()
-                            .all(|f| a.get(&format!("{}{f}", s.stat_prefix)) == before.get(&format!("{}{f}", s.stat_prefix)));
+                        && FAILURE_COUNTERS.iter().all(|f| {
+                            a.get(&format!("{}{f}", s.stat_prefix))
+                                == before.get(&format!("{}{f}", s.stat_prefix))
+                        });
                     if reused {
                         status = worst(status, Status::Warn);
                         hints.push(format!(
@@ -639,7 +720,11 @@ pub fn check_tls_failures(
     after: Option<&Stats>,
     show: ShowCommand<'_>,
 ) -> CheckResult {
-    let mut r = CheckResult::new(w, CheckId::TlsFailures, description(w, CheckId::TlsFailures));
+    let mut r = CheckResult::new(
+        w,
+        CheckId::TlsFailures,
+        description(w, CheckId::TlsFailures),
+    );
     if subjects.is_empty() {
         r.status = Status::Skip;
         r.observed = "no TLS listener with allowed callers and no TLS egress cluster".into();
@@ -648,7 +733,11 @@ pub fn check_tls_failures(
     r.expected = format!(
         "{} {}",
         FAILURE_COUNTERS.join(", "),
-        if after.is_some() { "do not rise during traffic" } else { "are 0" }
+        if after.is_some() {
+            "do not rise during traffic"
+        } else {
+            "are 0"
+        }
     );
     let mut status = Status::Pass;
     let mut bad = Vec::new();
@@ -665,15 +754,26 @@ pub fn check_tls_failures(
             r.counters.insert(name.clone(), v);
             if rose {
                 status = Status::Fail;
-                bad.push(if after.is_some() { format!("{name}: {b} → {v}") } else { format!("{name}: {v}") });
-                causes.entry(f).or_default().push(format!("{} {}", kind(s), s.name));
+                bad.push(if after.is_some() {
+                    format!("{name}: {b} → {v}")
+                } else {
+                    format!("{name}: {v}")
+                });
+                causes
+                    .entry(f)
+                    .or_default()
+                    .push(format!("{} {}", kind(s), s.name));
             } else if v > 0 {
                 status = worst(status, Status::Warn);
                 bad.push(format!("{name}: {v} (unchanged)"));
             }
         }
     }
-    r.observed = if bad.is_empty() { "all failure counters are 0 or unchanged".into() } else { bad.join("; ") };
+    r.observed = if bad.is_empty() {
+        "all failure counters are 0 or unchanged".into()
+    } else {
+        bad.join("; ")
+    };
     for (f, on) in &causes {
         let on = on.join(", ");
         hints.push(match *f {

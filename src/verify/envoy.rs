@@ -150,7 +150,10 @@ fn json_address(v: &Value) -> String {
             format!("{ip}:{port}")
         }
     } else if let Some(p) = v.get("pipe") {
-        p.get("path").and_then(Value::as_str).unwrap_or("").to_string()
+        p.get("path")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
     } else if let Some(s) = v.get("envoy_internal_address") {
         s.get("server_listener_name")
             .and_then(Value::as_str)
@@ -172,7 +175,10 @@ fn json_health_flags(v: Option<&Value>) -> String {
         ("failed_active_degraded_check", "/degraded_active_hc"),
         ("pending_dynamic_removal", "/pending_dynamic_removal"),
         ("pending_active_hc", "/pending_active_hc"),
-        ("excluded_via_immediate_hc_fail", "/excluded_via_immediate_hc_fail"),
+        (
+            "excluded_via_immediate_hc_fail",
+            "/excluded_via_immediate_hc_fail",
+        ),
         ("active_hc_timeout", "/active_hc_timeout"),
     ];
     let mut flags = String::new();
@@ -202,9 +208,18 @@ pub fn parse_clusters_json(body: &str) -> Result<Vec<ClusterStatus>, VerifyError
         .ok_or_else(|| parse_err("/clusters?format=json", "no cluster_statuses array"))?;
     let mut out = Vec::new();
     for c in statuses {
-        let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let mut hosts = Vec::new();
-        for h in c.get("host_statuses").and_then(Value::as_array).into_iter().flatten() {
+        for h in c
+            .get("host_statuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let address = h.get("address").map(json_address).unwrap_or_default();
             let cx_active = h
                 .get("stats")
@@ -489,7 +504,13 @@ fn string_matcher(m: &Value) -> SanMatcher {
     SanMatcher::Other(m.to_string())
 }
 
-fn tls_endpoint(side: TlsSide, name: String, stat_prefix: String, state: &str, obj: &Value) -> TlsEndpoint {
+fn tls_endpoint(
+    side: TlsSide,
+    name: String,
+    stat_prefix: String,
+    state: &str,
+    obj: &Value,
+) -> TlsEndpoint {
     let suffix = match side {
         TlsSide::Downstream => "DownstreamTlsContext",
         TlsSide::Upstream => "UpstreamTlsContext",
@@ -577,8 +598,14 @@ fn listener_stat_prefix(l: &Value) -> String {
         }
     }
     let sa = l.get("address").and_then(|a| a.get("socket_address"));
-    let ip = sa.and_then(|s| s.get("address")).and_then(Value::as_str).unwrap_or("");
-    let port = sa.and_then(|s| s.get("port_value")).and_then(json_u64).unwrap_or(0);
+    let ip = sa
+        .and_then(|s| s.get("address"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let port = sa
+        .and_then(|s| s.get("port_value"))
+        .and_then(json_u64)
+        .unwrap_or(0);
     if ip.contains(':') {
         format!("listener.[{ip}]_{port}.")
     } else {
@@ -598,12 +625,22 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
         let ty = c.get("@type").and_then(Value::as_str).unwrap_or("");
         if ty.ends_with("ListenersConfigDump") {
             let mut listeners: Vec<(&Value, &str)> = Vec::new();
-            for l in c.get("static_listeners").and_then(Value::as_array).into_iter().flatten() {
+            for l in c
+                .get("static_listeners")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(l) = l.get("listener") {
                     listeners.push((l, "static"));
                 }
             }
-            for l in c.get("dynamic_listeners").and_then(Value::as_array).into_iter().flatten() {
+            for l in c
+                .get("dynamic_listeners")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(l) = l.get("active_state").and_then(|s| s.get("listener")) {
                     listeners.push((l, "active"));
                 } else if let Some(l) = l.get("warming_state").and_then(|s| s.get("listener")) {
@@ -611,7 +648,11 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
                 }
             }
             for (l, state) in listeners {
-                let name = l.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let name = l
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let mut found = Vec::new();
                 find_typed(l, "DownstreamTlsContext", &mut found);
                 if !found.is_empty() {
@@ -626,7 +667,12 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
             }
         } else if ty.ends_with("ClustersConfigDump") {
             let mut clusters: Vec<(&Value, &str)> = Vec::new();
-            for cl in c.get("static_clusters").and_then(Value::as_array).into_iter().flatten() {
+            for cl in c
+                .get("static_clusters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(cl) = cl.get("cluster") {
                     clusters.push((cl, "static"));
                 }
@@ -652,7 +698,11 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
                 }
             }
             for (cl, state) in clusters {
-                let name = cl.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let name = cl
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let stat_name = cl
                     .get("alt_stat_name")
                     .and_then(Value::as_str)

@@ -29,6 +29,9 @@ pub use checks::Snapshot;
 pub use report::{CheckId, CheckResult, Report, Status, Summary};
 pub use transport::{AdminTransport, HttpAdmin, HttpTarget, PortForwardAdmin};
 
+/// A workload and how to reach its Envoy admin interface.
+pub type Target = (Workload, Box<dyn AdminTransport>);
+
 /// Flags of `meshctl verify`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct VerifyArgs {
@@ -114,8 +117,14 @@ pub enum VerifyError {
 /// Parses `30s`, `2m`, `1h`, `500ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, VerifyError> {
     let t = s.trim();
-    let bad = || VerifyError::Usage(format!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"));
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let bad = || {
+        VerifyError::Usage(format!(
+            "invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"
+        ))
+    };
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit.trim() {
@@ -147,15 +156,19 @@ pub fn parse_name_url(flag: &str, spec: &str) -> Result<(String, String), Verify
 pub fn admin_transports(
     specs: &[String],
     workloads: &[Workload],
-) -> Result<Vec<(Workload, Box<dyn AdminTransport>)>, VerifyError> {
-    let mut out: Vec<(Workload, Box<dyn AdminTransport>)> = Vec::new();
+) -> Result<Vec<Target>, VerifyError> {
+    let mut out: Vec<Target> = Vec::new();
     for spec in specs {
         let (name, url) = parse_name_url("admin", spec)?;
         let Some(w) = workloads.iter().find(|w| w.name == name) else {
             let known: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
             return Err(VerifyError::Usage(format!(
                 "--admin {spec}: unknown workload {name:?}; known workloads: {}",
-                if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         if out.iter().any(|(o, _)| o.name == name) {
@@ -202,7 +215,7 @@ fn timed_out(d: Duration) -> String {
 }
 
 fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 != 0 {
+    if d.subsec_millis() != 0 {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs())
@@ -212,7 +225,11 @@ fn humanize(d: Duration) -> String {
 /// Sends the `--traffic-url` requests: `requests` GETs to each URL, each on a new connection,
 /// URLs concurrently. Returns one line per request; failures are reported, not fatal (a broken
 /// mesh is what verify is for).
-pub async fn send_traffic(targets: &[(String, HttpTarget)], requests: u32, timeout: Duration) -> Vec<String> {
+pub async fn send_traffic(
+    targets: &[(String, HttpTarget)],
+    requests: u32,
+    timeout: Duration,
+) -> Vec<String> {
     let per_target = targets.iter().map(|(name, t)| async move {
         let mut lines = Vec::new();
         for _ in 0..requests.max(1) {
@@ -222,11 +239,18 @@ pub async fn send_traffic(targets: &[(String, HttpTarget)], requests: u32, timeo
                 Ok(Err(e)) => format!("error: {e}"),
                 Err(_) => format!("error: {}", timed_out(timeout)),
             };
-            lines.push(format!("{name}: GET http://{}:{}{} → {what}", t.host, t.port, t.path_and_query));
+            lines.push(format!(
+                "{name}: GET http://{}:{}{} → {what}",
+                t.host, t.port, t.path_and_query
+            ));
         }
         lines
     });
-    futures::future::join_all(per_target).await.into_iter().flatten().collect()
+    futures::future::join_all(per_target)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Runs every check on every workload and returns the report (and writes `--junit` when
@@ -234,10 +258,7 @@ pub async fn send_traffic(targets: &[(String, HttpTarget)], requests: u32, timeo
 /// `--traffic-url` requests are sent after all workloads were read once, then `/stats` is read
 /// again. Only bad flags and an unwritable JUnit file are errors; everything the mesh does
 /// wrong is in the report.
-pub async fn run(
-    args: &VerifyArgs,
-    workloads: Vec<(Workload, Box<dyn AdminTransport>)>,
-) -> Result<Report, VerifyError> {
+pub async fn run(args: &VerifyArgs, workloads: Vec<Target>) -> Result<Report, VerifyError> {
     let timeout = parse_duration(&args.timeout)?;
     let mut traffic_targets = Vec::new();
     for spec in &args.traffic_url {
@@ -245,7 +266,8 @@ pub async fn run(
             Some((n, u)) if !n.contains("://") => (n.to_string(), u.to_string()),
             _ => (spec.clone(), spec.clone()),
         };
-        let t = HttpTarget::parse(&url).map_err(|e| VerifyError::Usage(format!("--traffic-url {spec}: {e}")))?;
+        let t = HttpTarget::parse(&url)
+            .map_err(|e| VerifyError::Usage(format!("--traffic-url {spec}: {e}")))?;
         traffic_targets.push((name, t));
     }
     if args.traffic && traffic_targets.is_empty() {
@@ -257,27 +279,35 @@ pub async fn run(
         return Err(VerifyError::Usage("no workloads to verify".into()));
     }
 
-    let mut snaps: Vec<Option<Snapshot>> = futures::future::join_all(
-        workloads
-            .iter()
-            .map(|(_, t)| async move { tokio::time::timeout(timeout, read_snapshot(t.as_ref())).await.ok() }),
-    )
-    .await;
+    let mut snaps: Vec<Option<Snapshot>> =
+        futures::future::join_all(workloads.iter().map(|(_, t)| async move {
+            tokio::time::timeout(timeout, read_snapshot(t.as_ref()))
+                .await
+                .ok()
+        }))
+        .await;
 
     let mut report = Report::default();
     if args.traffic {
         report.traffic = send_traffic(&traffic_targets, args.requests, timeout).await;
-        let afters = futures::future::join_all(workloads.iter().zip(snaps.iter()).map(|((_, t), s)| async move {
-            if s.is_none() {
-                return None;
-            }
-            Some(
-                match tokio::time::timeout(timeout, read_parsed(t.as_ref(), STATS_PATH, envoy::parse_stats)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(timed_out(timeout)),
-                },
-            )
-        }))
+        let afters = futures::future::join_all(workloads.iter().zip(snaps.iter()).map(
+            |((_, t), s)| async move {
+                if s.is_none() {
+                    return None;
+                }
+                Some(
+                    match tokio::time::timeout(
+                        timeout,
+                        read_parsed(t.as_ref(), STATS_PATH, envoy::parse_stats),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(timed_out(timeout)),
+                    },
+                )
+            },
+        ))
         .await;
         for (s, a) in snaps.iter_mut().zip(afters) {
             if let (Some(s), Some(a)) = (s.as_mut(), a) {
@@ -300,7 +330,9 @@ pub async fn run(
                 stats_after: None,
             }
         });
-        report.results.extend(checks::evaluate(w, &snap, now, &show));
+        report
+            .results
+            .extend(checks::evaluate(w, &snap, now, &show));
     }
 
     if let Some(path) = &args.junit {

@@ -116,7 +116,11 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    pub(crate) fn new(workload: &super::Workload, check: CheckId, description: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        workload: &super::Workload,
+        check: CheckId,
+        description: impl Into<String>,
+    ) -> Self {
         CheckResult {
             workload: workload.name.clone(),
             cluster: workload.cluster.clone(),
@@ -139,6 +143,9 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
 }
+
+/// A cluster with its workloads and their results.
+type Group<'a> = (String, Vec<(String, Vec<&'a CheckResult>)>);
 
 /// Everything `meshctl verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,8 +195,8 @@ impl Report {
     }
 
     /// Clusters then workloads, in first-seen order.
-    fn groups(&self) -> Vec<(String, Vec<(String, Vec<&CheckResult>)>)> {
-        let mut out: Vec<(String, Vec<(String, Vec<&CheckResult>)>)> = Vec::new();
+    fn groups(&self) -> Vec<Group<'_>> {
+        let mut out: Vec<Group<'_>> = Vec::new();
         for r in &self.results {
             let ci = match out.iter().position(|(c, _)| *c == r.cluster) {
                 Some(i) => i,
@@ -213,7 +220,11 @@ impl Report {
 
     /// Human output, grouped per cluster and workload, in the spirit of `linkerd check`.
     pub fn render_text(&self, color: bool) -> String {
-        let (bold, reset) = if color { ("\x1b[1m", "\x1b[0m") } else { ("", "") };
+        let (bold, reset) = if color {
+            ("\x1b[1m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         let mut s = String::new();
         if !self.traffic.is_empty() {
             let _ = writeln!(s, "{bold}traffic{reset}");
@@ -263,7 +274,11 @@ impl Report {
             s.push('\n');
         }
         let sum = self.summary();
-        let verdict = if self.passed() { "verify passed" } else { "verify FAILED" };
+        let verdict = if self.passed() {
+            "verify passed"
+        } else {
+            "verify FAILED"
+        };
         let _ = writeln!(
             s,
             "{bold}{verdict}{reset}: {} passed, {} warnings, {} failed, {} skipped",

@@ -45,7 +45,9 @@ fn id(n: &str) -> String {
 /// The agent socket path of the recording (a temp dir).
 fn sock() -> String {
     let c = parse_clusters(FE_CLUSTERS_TXT).unwrap();
-    c.iter().find(|c| c.name == SDS).unwrap().hosts[0].address.clone()
+    c.iter().find(|c| c.name == SDS).unwrap().hosts[0]
+        .address
+        .clone()
 }
 
 fn frontend() -> Workload {
@@ -110,11 +112,20 @@ fn statuses(rs: &[CheckResult]) -> BTreeMap<CheckId, Status> {
 
 #[test]
 fn clusters_text_and_json_agree_on_the_sds_cluster() {
-    for body in [FE_CLUSTERS_TXT, FE_CLUSTERS_JSON, APP_CLUSTERS_TXT, APP_CLUSTERS_JSON] {
+    for body in [
+        FE_CLUSTERS_TXT,
+        FE_CLUSTERS_JSON,
+        APP_CLUSTERS_TXT,
+        APP_CLUSTERS_JSON,
+    ] {
         let c = parse_clusters(body).unwrap();
         let sds = c.iter().find(|c| c.name == SDS).expect("sds cluster");
         assert_eq!(sds.hosts.len(), 1);
-        assert!(sds.hosts[0].address.ends_with("/agent.sock"), "{:?}", sds.hosts[0]);
+        assert!(
+            sds.hosts[0].address.ends_with("/agent.sock"),
+            "{:?}",
+            sds.hosts[0]
+        );
         assert_eq!(sds.hosts[0].cx_active, 1);
         assert!(sds.hosts[0].healthy());
     }
@@ -160,7 +171,10 @@ fn certs_show_the_svid_and_the_trust_domain_ca() {
     assert_eq!(fe[0].ca_cert[0].uris, vec![format!("spiffe://{TD}")]);
     let c = &fe[0].cert_chain[0];
     let life = c.expiration_time.unwrap() - c.valid_from.unwrap();
-    assert!(life > time::Duration::minutes(50) && life <= time::Duration::minutes(61), "{life}");
+    assert!(
+        life > time::Duration::minutes(50) && life <= time::Duration::minutes(61),
+        "{life}"
+    );
     assert!(c.days_until_expiration.is_some());
     let app = parse_certs(APP_CERTS).unwrap();
     assert_eq!(app[0].cert_chain[0].uris, vec![id("appserver")]);
@@ -169,7 +183,10 @@ fn certs_show_the_svid_and_the_trust_domain_ca() {
 
 #[test]
 fn stats_text_and_json_agree() {
-    for (txt, json) in [(FE_STATS_TXT, FE_STATS_JSON), (APP_STATS_TXT, APP_STATS_JSON)] {
+    for (txt, json) in [
+        (FE_STATS_TXT, FE_STATS_JSON),
+        (APP_STATS_TXT, APP_STATS_JSON),
+    ] {
         let t = parse_stats(txt).unwrap();
         let j = parse_stats(json).unwrap();
         let ssl = |s: &Stats| -> BTreeMap<String, u64> {
@@ -215,7 +232,10 @@ fn config_dump_of_the_appserver_has_one_mtls_listener() {
     let stats = parse_stats(APP_STATS_TXT).unwrap();
     assert_eq!(stats.get(&format!("{}ssl.handshake", l.stat_prefix)), 3);
     let mismatch = parse_config_dump(MISMATCH_APP_CONFIG).unwrap();
-    assert_eq!(mismatch.listeners[0].san_matchers, vec![SanMatcher::Exact(id("intruder"))]);
+    assert_eq!(
+        mismatch.listeners[0].san_matchers,
+        vec![SanMatcher::Exact(id("intruder"))]
+    );
 }
 
 #[test]
@@ -255,23 +275,44 @@ fn config_dump_reads_dynamic_listeners_and_untyped_matchers() {
 #[test]
 fn healthy_fixtures_pass_every_check() {
     let now = recorded_now();
-    let fe = checks::evaluate(&frontend(), &snapshot(FE_CLUSTERS_JSON, FE_CERTS, FE_CONFIG, FE_STATS_TXT), now, &show);
-    let app = checks::evaluate(&appserver(), &snapshot(APP_CLUSTERS_TXT, APP_CERTS, APP_CONFIG, APP_STATS_JSON), now, &show);
+    let fe = checks::evaluate(
+        &frontend(),
+        &snapshot(FE_CLUSTERS_JSON, FE_CERTS, FE_CONFIG, FE_STATS_TXT),
+        now,
+        &show,
+    );
+    let app = checks::evaluate(
+        &appserver(),
+        &snapshot(APP_CLUSTERS_TXT, APP_CERTS, APP_CONFIG, APP_STATS_JSON),
+        now,
+        &show,
+    );
     for r in fe.iter().chain(app.iter()) {
         assert_eq!(r.status, Status::Pass, "{r:#?}");
     }
     assert_eq!(fe.len(), CheckId::ALL.len());
     let hs = fe.iter().find(|r| r.check == CheckId::Handshakes).unwrap();
-    assert_eq!(hs.counters.get(&format!("cluster.{FE_EGRESS}.ssl.handshake")), Some(&3));
+    assert_eq!(
+        hs.counters
+            .get(&format!("cluster.{FE_EGRESS}.ssl.handshake")),
+        Some(&3)
+    );
 }
 
 #[test]
 fn stopped_agent_fails_sds_with_the_agent_hint() {
-    let r = checks::check_sds(&frontend(), &parse_clusters(STOPPED_FE_CLUSTERS_JSON).unwrap(), &show);
+    let r = checks::check_sds(
+        &frontend(),
+        &parse_clusters(STOPPED_FE_CLUSTERS_JSON).unwrap(),
+        &show,
+    );
     assert_eq!(r.status, Status::Fail);
     assert!(r.observed.contains("cx_active=0"), "{}", r.observed);
     let hint = r.hint.unwrap();
-    assert!(hint.contains("SPIRE agent socket") && hint.contains("daemonset spire-agent"), "{hint}");
+    assert!(
+        hint.contains("SPIRE agent socket") && hint.contains("daemonset spire-agent"),
+        "{hint}"
+    );
     assert!(hint.contains("curl -s 'http://admin/clusters'"), "{hint}");
 }
 
@@ -281,7 +322,12 @@ fn sds_fails_when_no_cluster_points_at_the_socket() {
     w.sds_socket = "/run/spire/sockets/agent.sock".into();
     let r = checks::check_sds(&w, &parse_clusters(FE_CLUSTERS_TXT).unwrap(), &show);
     assert_eq!(r.status, Status::Fail);
-    assert!(r.observed.contains("no cluster has a host at /run/spire/sockets/agent.sock"), "{}", r.observed);
+    assert!(
+        r.observed
+            .contains("no cluster has a host at /run/spire/sockets/agent.sock"),
+        "{}",
+        r.observed
+    );
     assert!(r.observed.contains(SDS), "{}", r.observed);
     assert!(r.hint.unwrap().contains("sds.udsPath"));
 }
@@ -292,7 +338,10 @@ fn identity_fails_expired_warns_near_expiry_and_fails_on_missing_svid() {
     let leaf = &certs[0].cert_chain[0];
     let (from, to) = (leaf.valid_from.unwrap(), leaf.expiration_time.unwrap());
     let w = frontend();
-    assert_eq!(checks::check_identity(&w, &certs, recorded_now(), &show).status, Status::Pass);
+    assert_eq!(
+        checks::check_identity(&w, &certs, recorded_now(), &show).status,
+        Status::Pass
+    );
     let late = to - (to - from) / 20; // 5% left
     let r = checks::check_identity(&w, &certs, late, &show);
     assert_eq!(r.status, Status::Warn, "{r:#?}");
@@ -303,11 +352,16 @@ fn identity_fails_expired_warns_near_expiry_and_fails_on_missing_svid() {
     // Another workload's SVID is not ours.
     let r = checks::check_identity(&appserver(), &certs, recorded_now(), &show);
     assert_eq!(r.status, Status::Fail);
-    assert!(r.observed.contains(&id("frontend")) && r.hint.as_deref().unwrap().contains("entry show"));
+    assert!(
+        r.observed.contains(&id("frontend")) && r.hint.as_deref().unwrap().contains("entry show")
+    );
     // Nothing loaded.
     let r = checks::check_identity(&w, &[], recorded_now(), &show);
     assert_eq!(r.status, Status::Fail);
-    assert!(r.observed.contains("no certificate chain loaded") && r.observed.contains("no CA certificate loaded"));
+    assert!(
+        r.observed.contains("no certificate chain loaded")
+            && r.observed.contains("no CA certificate loaded")
+    );
 }
 
 #[test]
@@ -316,7 +370,10 @@ fn san_mismatch_fails_peers_naming_both_ids() {
     let r = checks::check_peers(&appserver(), &tls, &show);
     assert_eq!(r.status, Status::Fail);
     let hint = r.hint.unwrap();
-    assert!(hint.contains(&id("intruder")) && hint.contains(&id("frontend")), "{hint}");
+    assert!(
+        hint.contains(&id("intruder")) && hint.contains(&id("frontend")),
+        "{hint}"
+    );
     assert!(r.observed.contains(&id("intruder")));
     assert!(r.expected.contains(&id("frontend")));
 }
@@ -328,15 +385,27 @@ fn peers_fail_for_wrong_backend_id_and_missing_or_plain_egress() {
     w.backends[0].spiffe_id = id("yelbapp");
     let r = checks::check_peers(&w, &tls, &show);
     assert_eq!(r.status, Status::Fail);
-    assert!(r.hint.as_deref().unwrap().contains(&id("yelbapp")) && r.hint.as_deref().unwrap().contains(&id("appserver")));
+    assert!(
+        r.hint.as_deref().unwrap().contains(&id("yelbapp"))
+            && r.hint.as_deref().unwrap().contains(&id("appserver"))
+    );
     let mut w = frontend();
     w.backends[0].name = "redis-server".into();
     let r = checks::check_peers(&w, &tls, &show);
-    assert!(r.observed.contains("no egress cluster for backend redis-server"), "{}", r.observed);
+    assert!(
+        r.observed
+            .contains("no egress cluster for backend redis-server"),
+        "{}",
+        r.observed
+    );
     let mut w = frontend();
     w.backends[0].name = "static_cluster_sds".into();
     let r = checks::check_peers(&w, &tls, &show);
-    assert!(r.observed.contains("does not originate TLS"), "{}", r.observed);
+    assert!(
+        r.observed.contains("does not originate TLS"),
+        "{}",
+        r.observed
+    );
     // A workload that must accept callers but terminates no TLS.
     let mut w = frontend();
     w.allowed_callers = vec![id("x")];
@@ -353,7 +422,10 @@ fn handshakes_must_rise_with_traffic() {
     assert_eq!(subjects.len(), 1);
     let before = parse_stats(FE_STATS_TXT).unwrap();
     // no traffic: 3 > 0 passes; zero warns
-    assert_eq!(checks::check_handshakes(&w, &subjects, &before, None, &show).status, Status::Pass);
+    assert_eq!(
+        checks::check_handshakes(&w, &subjects, &before, None, &show).status,
+        Status::Pass
+    );
     let r = checks::check_handshakes(&w, &subjects, &Stats::default(), None, &show);
     assert_eq!(r.status, Status::Warn);
     assert!(r.hint.unwrap().contains("--traffic"));
@@ -362,22 +434,35 @@ fn handshakes_must_rise_with_traffic() {
     assert_eq!(r.status, Status::Fail);
     // risen
     let mut after = before.clone();
-    *after.0.get_mut(&format!("cluster.{FE_EGRESS}.ssl.handshake")).unwrap() += 3;
+    *after
+        .0
+        .get_mut(&format!("cluster.{FE_EGRESS}.ssl.handshake"))
+        .unwrap() += 3;
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&after), &show);
     assert_eq!(r.status, Status::Pass);
     assert!(r.observed.contains("3 → 6"), "{}", r.observed);
     assert_eq!(r.counters.values().copied().collect::<Vec<_>>(), vec![6]);
     // requests over a pooled connection: warn, not fail
     let mut pooled = before.clone();
-    *pooled.0.get_mut(&format!("cluster.{FE_EGRESS}.upstream_rq_total")).unwrap() += 3;
+    *pooled
+        .0
+        .get_mut(&format!("cluster.{FE_EGRESS}.upstream_rq_total"))
+        .unwrap() += 3;
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&pooled), &show);
     assert_eq!(r.status, Status::Warn, "{r:#?}");
     // the recorded SAN mismatch: frontend counters 3 → 3 with connection errors
     let mismatch = parse_stats(MISMATCH_FE_STATS).unwrap();
-    assert_eq!(checks::check_handshakes(&w, &subjects, &before, Some(&mismatch), &show).status, Status::Fail);
+    assert_eq!(
+        checks::check_handshakes(&w, &subjects, &before, Some(&mismatch), &show).status,
+        Status::Fail
+    );
     let r = checks::check_tls_failures(&w, &subjects, &before, Some(&mismatch), &show);
     assert_eq!(r.status, Status::Fail);
-    assert!(r.observed.contains("ssl.connection_error: 0 → 3"), "{}", r.observed);
+    assert!(
+        r.observed.contains("ssl.connection_error: 0 → 3"),
+        "{}",
+        r.observed
+    );
 }
 
 #[test]
@@ -388,7 +473,11 @@ fn tls_failures_fail_when_non_zero_or_rising_and_warn_when_old() {
     let stats = parse_stats(MISMATCH_APP_STATS).unwrap();
     let r = checks::check_tls_failures(&w, &subjects, &stats, None, &show);
     assert_eq!(r.status, Status::Fail);
-    assert!(r.observed.contains("ssl.fail_verify_san: 3"), "{}", r.observed);
+    assert!(
+        r.observed.contains("ssl.fail_verify_san: 3"),
+        "{}",
+        r.observed
+    );
     assert!(r.hint.unwrap().contains("SAN matchers"));
     let r = checks::check_tls_failures(&w, &subjects, &stats, Some(&stats), &show);
     assert_eq!(r.status, Status::Warn);
@@ -428,10 +517,20 @@ fn unreachable_admin_fails_admin_and_skips_the_rest() {
 
 fn mixed_report() -> Report {
     let now = recorded_now();
-    let mut results = checks::evaluate(&frontend(), &snapshot(STOPPED_FE_CLUSTERS_TXT, FE_CERTS, FE_CONFIG, FE_STATS_TXT), now, &show);
+    let mut results = checks::evaluate(
+        &frontend(),
+        &snapshot(STOPPED_FE_CLUSTERS_TXT, FE_CERTS, FE_CONFIG, FE_STATS_TXT),
+        now,
+        &show,
+    );
     results.extend(checks::evaluate(
         &appserver(),
-        &snapshot(APP_CLUSTERS_JSON, APP_CERTS, MISMATCH_APP_CONFIG, MISMATCH_APP_STATS),
+        &snapshot(
+            APP_CLUSTERS_JSON,
+            APP_CERTS,
+            MISMATCH_APP_CONFIG,
+            MISMATCH_APP_STATS,
+        ),
         now,
         &show,
     ));
@@ -458,10 +557,22 @@ fn report_renders_text_grouped_with_symbols_and_hints() {
     let text = r.render_text(false);
     assert!(text.starts_with("frontend\n--------\nfrontend\n"), "{text}");
     assert!(text.contains("\nbackend\n-------\nappserver\n"), "{text}");
-    assert!(text.contains("  ✖ SDS cluster to the SPIRE agent socket"), "{text}");
-    assert!(text.contains("  ✔ Envoy holds the SVID spiffe://am-multi-account-mesh/frontend"), "{text}");
-    assert!(text.contains("      hint: the SPIRE agent socket"), "{text}");
-    assert!(text.contains("verify FAILED: 8 passed, 1 warnings, 3 failed, 0 skipped"), "{text}");
+    assert!(
+        text.contains("  ✖ SDS cluster to the SPIRE agent socket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  ✔ Envoy holds the SVID spiffe://am-multi-account-mesh/frontend"),
+        "{text}"
+    );
+    assert!(
+        text.contains("      hint: the SPIRE agent socket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verify FAILED: 8 passed, 1 warnings, 3 failed, 0 skipped"),
+        "{text}"
+    );
     let colored = r.render_text(true);
     assert!(colored.contains("\x1b[31m✖\x1b[0m"));
 }
@@ -479,7 +590,10 @@ fn report_json_lines_have_one_object_per_check_and_a_summary() {
     assert!(sds["hint"].as_str().unwrap().contains("spire-agent"));
     assert!(sds["expected"].as_str().unwrap().contains("cx_active ≥ 1"));
     let last = lines.last().unwrap();
-    assert_eq!(last["summary"], serde_json::json!({"passed": 8, "warned": 1, "failed": 3, "skipped": 0}));
+    assert_eq!(
+        last["summary"],
+        serde_json::json!({"passed": 8, "warned": 1, "failed": 3, "skipped": 0})
+    );
     for l in &lines {
         serde_json::to_string(l).unwrap();
     }
@@ -490,29 +604,64 @@ fn report_junit_has_a_suite_per_workload_and_failures_with_hints() {
     let r = mixed_report();
     let x = r.to_junit();
     assert!(x.starts_with("<?xml"));
-    assert!(x.contains("<testsuites name=\"meshctl verify\" tests=\"12\" failures=\"3\" skipped=\"0\">"), "{x}");
-    assert!(x.contains("<testsuite name=\"frontend/frontend\" tests=\"6\" failures=\"1\""), "{x}");
-    assert!(x.contains("<testsuite name=\"backend/appserver\" tests=\"6\" failures=\"2\""), "{x}");
+    assert!(
+        x.contains(
+            "<testsuites name=\"meshctl verify\" tests=\"12\" failures=\"3\" skipped=\"0\">"
+        ),
+        "{x}"
+    );
+    assert!(
+        x.contains("<testsuite name=\"frontend/frontend\" tests=\"6\" failures=\"1\""),
+        "{x}"
+    );
+    assert!(
+        x.contains("<testsuite name=\"backend/appserver\" tests=\"6\" failures=\"2\""),
+        "{x}"
+    );
     assert_eq!(x.matches("<testcase ").count(), 12);
     assert_eq!(x.matches("<failure ").count(), 3);
     assert!(x.contains("type=\"peers\""));
     // hint text is escaped
-    assert!(x.contains("curl -s &apos;http://admin/config_dump&apos;"), "{x}");
+    assert!(
+        x.contains("curl -s &apos;http://admin/config_dump&apos;"),
+        "{x}"
+    );
     assert!(!x.contains("'http://admin"));
-    assert_eq!(report::xml_escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
+    assert_eq!(
+        report::xml_escape("a<b>&\"'"),
+        "a&lt;b&gt;&amp;&quot;&apos;"
+    );
 }
 
 // ------------------------------------------------------------------------------ flags and run
 
 #[test]
 fn durations_parse() {
-    assert_eq!(parse_duration("30s").unwrap(), std::time::Duration::from_secs(30));
-    assert_eq!(parse_duration("2m").unwrap(), std::time::Duration::from_secs(120));
-    assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
-    assert_eq!(parse_duration("1h").unwrap(), std::time::Duration::from_secs(3600));
-    assert_eq!(parse_duration("15").unwrap(), std::time::Duration::from_secs(15));
+    assert_eq!(
+        parse_duration("30s").unwrap(),
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(
+        parse_duration("2m").unwrap(),
+        std::time::Duration::from_secs(120)
+    );
+    assert_eq!(
+        parse_duration("500ms").unwrap(),
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(
+        parse_duration("1h").unwrap(),
+        std::time::Duration::from_secs(3600)
+    );
+    assert_eq!(
+        parse_duration("15").unwrap(),
+        std::time::Duration::from_secs(15)
+    );
     for bad in ["", "s", "3x", "-1s", "0s"] {
-        assert!(matches!(parse_duration(bad), Err(VerifyError::Usage(_))), "{bad}");
+        assert!(
+            matches!(parse_duration(bad), Err(VerifyError::Usage(_))),
+            "{bad}"
+        );
     }
 }
 
@@ -520,19 +669,35 @@ fn durations_parse() {
 fn admin_flags_pick_named_workloads() {
     let ws = vec![frontend(), appserver()];
     let pairs = admin_transports(
-        &["appserver=http://127.0.0.1:19001".into(), "frontend=http://127.0.0.1:19000/".into()],
+        &[
+            "appserver=http://127.0.0.1:19001".into(),
+            "frontend=http://127.0.0.1:19000/".into(),
+        ],
         &ws,
     )
     .unwrap();
     assert_eq!(pairs.len(), 2);
     assert_eq!(pairs[0].0.name, "appserver");
     assert_eq!(pairs[0].1.describe(), "http://127.0.0.1:19001");
-    assert_eq!(pairs[1].1.show_command("/certs"), "curl -s 'http://127.0.0.1:19000/certs'");
-    let e = admin_transports(&["db=http://x:1".into()], &ws).err().unwrap().to_string();
-    assert!(e.contains("unknown workload \"db\"") && e.contains("frontend, appserver"), "{e}");
+    assert_eq!(
+        pairs[1].1.show_command("/certs"),
+        "curl -s 'http://127.0.0.1:19000/certs'"
+    );
+    let e = admin_transports(&["db=http://x:1".into()], &ws)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("unknown workload \"db\"") && e.contains("frontend, appserver"),
+        "{e}"
+    );
     assert!(admin_transports(&["frontend".into()], &ws).is_err());
     assert!(admin_transports(&["frontend=https://x:1".into()], &ws).is_err());
-    assert!(admin_transports(&["frontend=http://a:1".into(), "frontend=http://b:1".into()], &ws).is_err());
+    assert!(admin_transports(
+        &["frontend=http://a:1".into(), "frontend=http://b:1".into()],
+        &ws
+    )
+    .is_err());
 }
 
 /// Serves recorded bodies by path.
@@ -541,10 +706,13 @@ struct FakeAdmin(BTreeMap<&'static str, &'static str>);
 #[async_trait::async_trait]
 impl AdminTransport for FakeAdmin {
     async fn get(&self, path: &str) -> Result<String, VerifyError> {
-        self.0.get(path).map(|s| s.to_string()).ok_or_else(|| VerifyError::Admin {
-            target: "fake".into(),
-            message: format!("GET {path} answered 404"),
-        })
+        self.0
+            .get(path)
+            .map(|s| s.to_string())
+            .ok_or_else(|| VerifyError::Admin {
+                target: "fake".into(),
+                message: format!("GET {path} answered 404"),
+            })
     }
     fn describe(&self) -> String {
         "fake".into()
@@ -567,11 +735,25 @@ async fn run_reads_every_workload_and_writes_junit() {
         timeout: "5s".into(),
         ..VerifyArgs::default()
     };
-    let report = run(&args, vec![(frontend(), Box::new(fe)), (appserver(), Box::new(dead))]).await.unwrap();
+    let report = run(
+        &args,
+        vec![(frontend(), Box::new(fe)), (appserver(), Box::new(dead))],
+    )
+    .await
+    .unwrap();
     assert_eq!(report.results.len(), 12);
-    assert_eq!(report.get("frontend", CheckId::Sds).unwrap().status, Status::Fail);
-    assert_eq!(report.get("appserver", CheckId::Admin).unwrap().status, Status::Fail);
-    assert_eq!(report.get("appserver", CheckId::Peers).unwrap().status, Status::Skip);
+    assert_eq!(
+        report.get("frontend", CheckId::Sds).unwrap().status,
+        Status::Fail
+    );
+    assert_eq!(
+        report.get("appserver", CheckId::Admin).unwrap().status,
+        Status::Fail
+    );
+    assert_eq!(
+        report.get("appserver", CheckId::Peers).unwrap().status,
+        Status::Skip
+    );
     assert_eq!(report.targets["frontend"], "fake");
     let x = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(x, report.to_junit());
@@ -581,6 +763,12 @@ async fn run_reads_every_workload_and_writes_junit() {
         timeout: "5s".into(),
         ..VerifyArgs::default()
     };
-    let e = run(&args, vec![(frontend(), Box::new(FakeAdmin(BTreeMap::new())))]).await.err().unwrap();
+    let e = run(
+        &args,
+        vec![(frontend(), Box::new(FakeAdmin(BTreeMap::new())))],
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(matches!(e, VerifyError::Usage(_)));
 }

@@ -25,7 +25,11 @@ pub trait AdminTransport: Send + Sync {
 }
 
 /// One HTTP/1.1 GET over an established byte stream. Returns status and body.
-pub async fn http1_get<IO>(io: IO, authority: &str, path_and_query: &str) -> Result<(u16, String), String>
+pub async fn http1_get<IO>(
+    io: IO,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<(u16, String), String>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -42,7 +46,10 @@ where
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("building request: {e}"))?;
     let result = async {
-        let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -70,10 +77,16 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some(s) => return Err(format!("invalid URL {url:?}: scheme {s} is not supported, use http://")),
+            Some(s) => {
+                return Err(format!(
+                    "invalid URL {url:?}: scheme {s} is not supported, use http://"
+                ))
+            }
             None => return Err(format!("invalid URL {url:?}: expected http://HOST:PORT")),
         }
         let host = uri
@@ -153,7 +166,10 @@ impl AdminTransport for HttpAdmin {
             .map_err(|_| err(format!("GET {path} timed out after {:?}", self.timeout)))?
             .map_err(err)?;
         if !(200..300).contains(&status) {
-            return Err(err(format!("GET {path} answered {status}: {}", body.trim())));
+            return Err(err(format!(
+                "GET {path} answered {status}: {}",
+                body.trim()
+            )));
         }
         Ok(body)
     }
@@ -208,8 +224,8 @@ impl PortForwardAdmin {
     }
 
     async fn pod_name(&self) -> Result<String, VerifyError> {
-        use k8s_openapi::api::core::v1::Pod;
         use ::kube::api::{Api, ListParams};
+        use k8s_openapi::api::core::v1::Pod;
         let mut cached = self.pod.lock().await;
         if let Some(p) = cached.as_ref() {
             return Ok(p.clone());
@@ -218,7 +234,12 @@ impl PortForwardAdmin {
         let list = pods
             .list(&ListParams::default().labels(&self.selector))
             .await
-            .map_err(|e| VerifyError::Kube(format!("listing pods {} in {}: {e}", self.selector, self.namespace)))?;
+            .map_err(|e| {
+                VerifyError::Kube(format!(
+                    "listing pods {} in {}: {e}",
+                    self.selector, self.namespace
+                ))
+            })?;
         let running = list.items.iter().find(|p| {
             p.metadata.deletion_timestamp.is_none()
                 && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -242,8 +263,8 @@ impl PortForwardAdmin {
 #[async_trait::async_trait]
 impl AdminTransport for PortForwardAdmin {
     async fn get(&self, path_and_query: &str) -> Result<String, VerifyError> {
-        use k8s_openapi::api::core::v1::Pod;
         use ::kube::api::Api;
+        use k8s_openapi::api::core::v1::Pod;
         let pod = self.pod_name().await?;
         let err = |message: String| VerifyError::Admin {
             target: format!("pod {}/{pod}:{}", self.namespace, self.port),
@@ -261,13 +282,19 @@ impl AdminTransport for PortForwardAdmin {
         pf.abort();
         let (status, body) = res.map_err(err)?;
         if !(200..300).contains(&status) {
-            return Err(err(format!("GET {path_and_query} answered {status}: {}", body.trim())));
+            return Err(err(format!(
+                "GET {path_and_query} answered {status}: {}",
+                body.trim()
+            )));
         }
         Ok(body)
     }
 
     fn describe(&self) -> String {
-        format!("pod {}/{} port {} (port-forward)", self.namespace, self.selector, self.port)
+        format!(
+            "pod {}/{} port {} (port-forward)",
+            self.namespace, self.selector, self.port
+        )
     }
 
     fn show_command(&self, path_and_query: &str) -> String {
