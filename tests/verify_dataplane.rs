@@ -450,6 +450,7 @@ async fn healthy_mesh_passes_every_check_with_traffic() {
     bed.wait_traffic().await;
     let report = bed.verify(true).await;
     let text = report.render_text(false);
+    eprintln!("{text}");
     assert!(report.passed(), "{text}\n{}", bed.logs());
     for r in &report.results {
         assert_eq!(
@@ -499,6 +500,7 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     // Before traffic: only the peers check of the appserver fails.
     let before = bed.verify(false).await;
     let text = before.render_text(false);
+    eprintln!("{text}");
     assert_eq!(
         failures(&before),
         set(&[("appserver", CheckId::Peers)]),
@@ -513,6 +515,7 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     // With traffic: no handshake completes, and the failure counters rise.
     let after = bed.verify(true).await;
     let text = after.render_text(false);
+    eprintln!("{text}");
     assert_eq!(
         failures(&after),
         set(&[
@@ -572,6 +575,7 @@ async fn stopped_spire_agent_fails_sds() {
     }
     let report = bed.verify(false).await;
     let text = report.render_text(false);
+    eprintln!("{text}");
     assert_eq!(
         failures(&report),
         set(&[("frontend", CheckId::Sds), ("appserver", CheckId::Sds)]),
@@ -633,6 +637,7 @@ async fn absent_svid_fails_identity() {
     }
     let report = bed.verify(false).await;
     let text = report.render_text(false);
+    eprintln!("{text}");
     let f = failures(&report);
     assert_eq!(
         f,
