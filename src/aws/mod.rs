@@ -141,7 +141,6 @@ where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
     if let Some(svc) = err.as_service_error() {
         let code = svc.code().unwrap_or("Error");
         return match svc.message() {
@@ -177,7 +176,6 @@ pub fn error_code<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
 {
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
     err.as_service_error().and_then(|e| e.code()).map(str::to_string)
 }
 

@@ -1,0 +1,467 @@
+//! CloudFormation stacks, the way meshctl deploys them: compare the live stack with the wanted
+//! template, parameters and tags; create or update through a change set ("no changes" is up to
+//! date and the empty change set is deleted); wait with backoff, showing the stack's status;
+//! on failure say which resources failed and why, and the command that shows more.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, StackStatus, Tag, TemplateStage};
+use aws_sdk_cloudformation::Client;
+
+use super::{error_code, error_text, is_throttling, Backoff};
+use crate::engine::{Status, StepCx, StepError};
+
+/// First interval between two polls of a stack or change set, and the longest one.
+pub const POLL_FIRST: Duration = Duration::from_secs(5);
+pub const POLL_MAX: Duration = Duration::from_secs(30);
+
+/// A stack as meshctl wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    /// The account role (`shared`, `frontend`, ...), for messages.
+    pub account: String,
+    /// The account's profile, for the commands messages suggest.
+    pub profile: String,
+    pub name: String,
+    pub body: String,
+    pub params: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl StackSpec {
+    fn who(&self) -> String {
+        format!("account {} (profile {}): stack {}", self.account, self.profile, self.name)
+    }
+
+    /// The console-free command that shows what CloudFormation did.
+    pub fn events_hint(&self) -> String {
+        format!("see `aws cloudformation describe-stack-events --stack-name {} --profile {}`", self.name, self.profile)
+    }
+}
+
+/// What a stack status means for meshctl. Derived by an exhaustive match, so a status AWS
+/// adds later is reported rather than misread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Settled and usable: the last operation succeeded (or rolled back to a usable state).
+    Stable,
+    /// An operation is running: wait for it.
+    InProgress,
+    /// Creation failed and was rolled back: only deleting it helps.
+    RollbackComplete,
+    /// Settled in a failed state that needs a human (or a delete).
+    Failed,
+    /// Created by a CREATE change set that was never executed: no resources yet.
+    Review,
+    /// Deleted.
+    Gone,
+    /// A status this version of meshctl does not know.
+    Unknown,
+}
+
+pub fn classify(status: &StackStatus) -> Phase {
+    match status {
+        StackStatus::CreateComplete
+        | StackStatus::UpdateComplete
+        | StackStatus::ImportComplete
+        | StackStatus::UpdateRollbackComplete
+        | StackStatus::ImportRollbackComplete => Phase::Stable,
+        StackStatus::CreateInProgress
+        | StackStatus::DeleteInProgress
+        | StackStatus::ImportInProgress
+        | StackStatus::ImportRollbackInProgress
+        | StackStatus::RollbackInProgress
+        | StackStatus::UpdateCompleteCleanupInProgress
+        | StackStatus::UpdateInProgress
+        | StackStatus::UpdateRollbackCompleteCleanupInProgress
+        | StackStatus::UpdateRollbackInProgress => Phase::InProgress,
+        StackStatus::RollbackComplete => Phase::RollbackComplete,
+        StackStatus::CreateFailed
+        | StackStatus::DeleteFailed
+        | StackStatus::ImportRollbackFailed
+        | StackStatus::RollbackFailed
+        | StackStatus::UpdateFailed
+        | StackStatus::UpdateRollbackFailed => Phase::Failed,
+        StackStatus::ReviewInProgress => Phase::Review,
+        StackStatus::DeleteComplete => Phase::Gone,
+        _ => Phase::Unknown,
+    }
+}
+
+/// The live stack, as far as meshctl reads it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveStack {
+    pub id: String,
+    pub status: Option<StackStatus>,
+    pub reason: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl LiveStack {
+    pub fn phase(&self) -> Phase {
+        self.status.as_ref().map(classify).unwrap_or(Phase::Unknown)
+    }
+    pub fn status_str(&self) -> &str {
+        self.status.as_ref().map(|s| s.as_str()).unwrap_or("UNKNOWN")
+    }
+}
+
+/// Reads a stack; `None` when it does not exist.
+pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, String> {
+    let out = match client.describe_stacks().stack_name(name).send().await {
+        Ok(o) => o,
+        Err(e) => {
+            let text = error_text(&e);
+            if error_code(&e).as_deref() == Some("ValidationError") && text.contains("does not exist") {
+                return Ok(None);
+            }
+            return Err(text);
+        }
+    };
+    let Some(s) = out.stacks.unwrap_or_default().into_iter().next() else { return Ok(None) };
+    let live = LiveStack {
+        id: s.stack_id.unwrap_or_default(),
+        status: s.stack_status,
+        reason: s.stack_status_reason,
+        params: s
+            .parameters
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| Some((p.parameter_key?, p.parameter_value.unwrap_or_default())))
+            .collect(),
+        tags: s.tags.unwrap_or_default().into_iter().filter_map(|t| Some((t.key?, t.value.unwrap_or_default()))).collect(),
+        outputs: s.outputs.unwrap_or_default().into_iter().filter_map(|o| Some((o.output_key?, o.output_value.unwrap_or_default()))).collect(),
+    };
+    Ok(Some(live))
+}
+
+/// How the live stack differs from the spec; `None` when it matches. Reads the template
+/// CloudFormation stored (GetTemplate, Original stage).
+pub async fn diff(client: &Client, spec: &StackSpec, live: &LiveStack) -> Result<Option<String>, String> {
+    let mut why = Vec::new();
+    for (k, want) in &spec.params {
+        match live.params.get(k) {
+            Some(have) if have == want => {}
+            Some(have) => why.push(format!("parameter {k}: {have} → {want}")),
+            None => why.push(format!("parameter {k}: (none) → {want}")),
+        }
+    }
+    for (k, want) in &spec.tags {
+        if live.tags.get(k) != Some(want) {
+            why.push(format!("tag {k}"));
+        }
+    }
+    let tpl = client
+        .get_template()
+        .stack_name(&live.id)
+        .template_stage(TemplateStage::Original)
+        .send()
+        .await
+        .map_err(|e| error_text(&e))?;
+    if tpl.template_body.as_deref().map(str::trim_end) != Some(spec.body.trim_end()) {
+        why.push("template changed".into());
+    }
+    Ok((!why.is_empty()).then(|| why.join("; ")))
+}
+
+/// The check of a stack step: live state against the spec.
+pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, StepError> {
+    let live = describe(client, &spec.name).await.map_err(|e| StepError::new(format!("{}: cannot read it: {e}", spec.who())))?;
+    let Some(live) = live else { return Ok(Status::Missing) };
+    Ok(match live.phase() {
+        Phase::Gone | Phase::Review => Status::Missing,
+        Phase::RollbackComplete => Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into()),
+        Phase::Failed | Phase::Unknown => Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default())),
+        Phase::InProgress => Status::Drifted(format!("{}: an operation is running", live.status_str())),
+        Phase::Stable => match diff(client, spec, &live).await.map_err(|e| StepError::new(format!("{}: cannot read its template: {e}", spec.who())))? {
+            None => Status::UpToDate,
+            Some(why) => Status::Drifted(why),
+        },
+    })
+}
+
+/// Failed events of the stack's latest operation, oldest first: `Logical (Type): reason`.
+pub async fn failure_reasons(client: &Client, stack: &str) -> Vec<String> {
+    let Ok(out) = client.describe_stack_events().stack_name(stack).send().await else { return Vec::new() };
+    let mut reasons = Vec::new();
+    for e in out.stack_events.unwrap_or_default() {
+        let status = e.resource_status.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default();
+        let is_stack = e.resource_type.as_deref() == Some("AWS::CloudFormation::Stack");
+        if is_stack && e.resource_status_reason.as_deref() == Some("User Initiated") {
+            break; // the start of the latest operation
+        }
+        if status.ends_with("_FAILED") {
+            if let Some(r) = e.resource_status_reason.filter(|r| !r.is_empty() && !r.contains("Resource creation cancelled")) {
+                reasons.push(format!("{} ({}): {r}", e.logical_resource_id.unwrap_or_default(), e.resource_type.unwrap_or_default()));
+            }
+        }
+        if reasons.len() >= 5 {
+            break;
+        }
+    }
+    reasons.reverse();
+    reasons
+}
+
+async fn failure(client: &Client, spec: &StackSpec, live: &LiveStack, what: &str) -> StepError {
+    let reasons = failure_reasons(client, if live.id.is_empty() { &spec.name } else { &live.id }).await;
+    let detail = if reasons.is_empty() {
+        live.reason.clone().unwrap_or_else(|| "no failed resource events".into())
+    } else {
+        reasons.join("; ")
+    };
+    StepError::new(format!("{}: {what} ended in {}: {detail}; {}", spec.who(), live.status_str(), spec.events_hint()))
+}
+
+/// What a wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Any settled state (before starting an operation).
+    Settled,
+    /// A successful create or update.
+    Success,
+    /// The stack is gone.
+    Deleted,
+}
+
+/// Polls the stack until it reaches the goal: first read at once, then every 5 s growing
+/// to 30 s (doubling on throttling), showing its status on the progress line.
+async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx: &StepCx) -> Result<Option<LiveStack>, StepError> {
+    let mut backoff = Backoff::new(POLL_FIRST, POLL_MAX);
+    loop {
+        let mut throttled = false;
+        match client.describe_stacks().stack_name(stack_ref).send().await {
+            Ok(out) => {
+                let Some(s) = out.stacks.unwrap_or_default().into_iter().next() else {
+                    if goal == Goal::Deleted {
+                        return Ok(None);
+                    }
+                    return Err(StepError::new(format!("{}: disappeared while waiting", spec.who())));
+                };
+                let live = LiveStack {
+                    id: s.stack_id.unwrap_or_default(),
+                    status: s.stack_status,
+                    reason: s.stack_status_reason,
+                    ..Default::default()
+                };
+                cx.progress(format!("{} {}", live.status_str(), spec.name));
+                match (live.phase(), goal) {
+                    (Phase::InProgress, _) => {}
+                    (Phase::Gone, Goal::Deleted) => return Ok(None),
+                    (_, Goal::Settled) => return Ok(Some(live)),
+                    (Phase::Stable, Goal::Success) => {
+                        // UPDATE_ROLLBACK_COMPLETE is settled but means the update failed.
+                        if live.status == Some(StackStatus::UpdateRollbackComplete) {
+                            return Err(failure(client, spec, &live, "the update").await);
+                        }
+                        return Ok(Some(live));
+                    }
+                    (_, Goal::Success) => return Err(failure(client, spec, &live, "the deployment").await),
+                    (_, Goal::Deleted) => return Err(failure(client, spec, &live, "the deletion").await),
+                }
+            }
+            Err(e) => {
+                let code = error_code(&e);
+                let text = error_text(&e);
+                if goal == Goal::Deleted && code.as_deref() == Some("ValidationError") && text.contains("does not exist") {
+                    return Ok(None);
+                }
+                if !is_throttling(code.as_deref()) {
+                    return Err(StepError::new(format!("{}: cannot read it while waiting: {text}", spec.who())));
+                }
+                throttled = true;
+                cx.progress(format!("throttled, backing off ({})", spec.name));
+            }
+        }
+        if cx.cancelled() {
+            return Err(StepError::new(format!(
+                "{}: interrupted while waiting; the operation goes on in CloudFormation; {}",
+                spec.who(),
+                spec.events_hint()
+            )));
+        }
+        backoff.wait(throttled).await;
+    }
+}
+
+/// Deletes the stack and waits until it is gone. Absent is success.
+pub async fn delete(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<(), StepError> {
+    let live = describe(client, &spec.name).await.map_err(|e| StepError::new(format!("{}: cannot read it: {e}", spec.who())))?;
+    let Some(live) = live else { return Ok(()) };
+    if live.phase() == Phase::Gone {
+        return Ok(());
+    }
+    if live.phase() == Phase::InProgress {
+        wait(client, spec, &live.id, Goal::Settled, cx).await?;
+    }
+    cx.progress(format!("DELETE_IN_PROGRESS {}", spec.name));
+    client
+        .delete_stack()
+        .stack_name(&live.id)
+        .send()
+        .await
+        .map_err(|e| StepError::new(format!("{}: DeleteStack failed: {}; {}", spec.who(), error_text(&e), spec.events_hint())))?;
+    wait(client, spec, &live.id, Goal::Deleted, cx).await?;
+    Ok(())
+}
+
+fn no_changes(reason: &str) -> bool {
+    reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
+}
+
+/// Creates or updates the stack through a change set and waits for it. Returns `false`
+/// when CloudFormation found nothing to change (the empty change set is deleted).
+pub async fn deploy(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<bool, StepError> {
+    let who = spec.who();
+    let read_err = |e: String| StepError::new(format!("{who}: cannot read it: {e}"));
+    let mut live = describe(client, &spec.name).await.map_err(read_err)?;
+    if let Some(l) = &live {
+        if l.phase() == Phase::InProgress {
+            wait(client, spec, &l.id, Goal::Settled, cx).await?;
+            live = describe(client, &spec.name).await.map_err(|e| StepError::new(format!("{}: cannot read it: {e}", spec.who())))?;
+        }
+    }
+    let kind = match &live {
+        None => ChangeSetType::Create,
+        Some(l) => match l.phase() {
+            Phase::Gone | Phase::Review => ChangeSetType::Create,
+            Phase::Stable => ChangeSetType::Update,
+            Phase::RollbackComplete => {
+                if !cx.yes {
+                    return Err(failure(client, spec, l, "its creation")
+                        .await
+                        .with_suffix("; it must be deleted before it can be created again: rerun with --yes to let meshctl delete and recreate it"));
+                }
+                cx.progress(format!("deleting {} (ROLLBACK_COMPLETE) to recreate it", spec.name));
+                delete(client, spec, cx).await?;
+                ChangeSetType::Create
+            }
+            Phase::Failed | Phase::Unknown | Phase::InProgress => {
+                return Err(StepError::new(format!(
+                    "{who}: is {} ({}); fix or delete it first; {}",
+                    l.status_str(),
+                    l.reason.clone().unwrap_or_default(),
+                    spec.events_hint()
+                )))
+            }
+        },
+    };
+    let cs_name = format!("meshctl-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+    let params: Vec<Parameter> =
+        spec.params.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build()).collect();
+    let tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    cx.progress(format!("creating change set {cs_name} ({})", kind.as_str()));
+    let created = client
+        .create_change_set()
+        .stack_name(&spec.name)
+        .change_set_name(&cs_name)
+        .change_set_type(kind.clone())
+        .template_body(&spec.body)
+        .set_parameters(Some(params))
+        .set_tags(Some(tags))
+        .capabilities(Capability::CapabilityNamedIam)
+        .description("meshctl up")
+        .send()
+        .await
+        .map_err(|e| StepError::new(format!("{who}: CreateChangeSet failed: {}", error_text(&e))))?;
+    let cs_id = created.id.unwrap_or(cs_name);
+    // Wait for the change set to be computed.
+    let mut backoff = Backoff::new(POLL_FIRST, POLL_MAX);
+    loop {
+        let mut throttled = false;
+        match client.describe_change_set().change_set_name(&cs_id).stack_name(&spec.name).send().await {
+            Ok(cs) => {
+                let status = cs.status.clone();
+                let reason = cs.status_reason.clone().unwrap_or_default();
+                match status {
+                    Some(ChangeSetStatus::CreateComplete) => break,
+                    Some(ChangeSetStatus::Failed) if no_changes(&reason) => {
+                        client.delete_change_set().change_set_name(&cs_id).stack_name(&spec.name).send().await.map_err(|e| {
+                            StepError::new(format!("{who}: DeleteChangeSet of the empty change set failed: {}", error_text(&e)))
+                        })?;
+                        return Ok(false);
+                    }
+                    Some(ChangeSetStatus::Failed) | Some(ChangeSetStatus::DeleteFailed) => {
+                        return Err(StepError::new(format!(
+                            "{who}: change set {cs_id} failed: {reason}; see `aws cloudformation describe-change-set --change-set-name {cs_id} --profile {}`",
+                            spec.profile
+                        )))
+                    }
+                    Some(ChangeSetStatus::DeleteComplete) => {
+                        return Err(StepError::new(format!("{who}: change set {cs_id} was deleted by someone else")))
+                    }
+                    Some(ChangeSetStatus::CreateInProgress)
+                    | Some(ChangeSetStatus::CreatePending)
+                    | Some(ChangeSetStatus::DeleteInProgress)
+                    | Some(ChangeSetStatus::DeletePending)
+                    | None => cx.progress(format!("change set {}", status.as_ref().map(|s| s.as_str()).unwrap_or("PENDING"))),
+                    Some(other) => cx.progress(format!("change set {}", other.as_str())),
+                }
+            }
+            Err(e) => {
+                let code = error_code(&e);
+                if !is_throttling(code.as_deref()) {
+                    return Err(StepError::new(format!("{who}: DescribeChangeSet failed: {}", error_text(&e))));
+                }
+                throttled = true;
+            }
+        }
+        if cx.cancelled() {
+            return Err(StepError::new(format!("{who}: interrupted before the change set {cs_id} was executed")));
+        }
+        backoff.wait(throttled).await;
+    }
+    cx.progress(format!("{}_IN_PROGRESS {}", if kind == ChangeSetType::Create { "CREATE" } else { "UPDATE" }, spec.name));
+    client
+        .execute_change_set()
+        .change_set_name(&cs_id)
+        .stack_name(&spec.name)
+        .send()
+        .await
+        .map_err(|e| StepError::new(format!("{who}: ExecuteChangeSet failed: {}; {}", error_text(&e), spec.events_hint())))?;
+    wait(client, spec, &spec.name, Goal::Success, cx).await?;
+    Ok(true)
+}
+
+/// The outputs of a stack that must exist (for steps that build on it).
+pub async fn outputs(client: &Client, account: &str, profile: &str, stack: &str) -> Result<BTreeMap<String, String>, StepError> {
+    let live = describe(client, stack)
+        .await
+        .map_err(|e| StepError::new(format!("account {account} (profile {profile}): stack {stack}: cannot read it: {e}")))?;
+    match live {
+        Some(l) if l.phase() == Phase::Stable => Ok(l.outputs),
+        Some(l) => Err(StepError::new(format!(
+            "account {account} (profile {profile}): stack {stack} is {}; run `meshctl up --only stacks` first",
+            l.status_str()
+        ))),
+        None => Err(StepError::new(format!(
+            "account {account} (profile {profile}): stack {stack} does not exist; run `meshctl up --only stacks` first"
+        ))),
+    }
+}
+
+/// One output of a stack's outputs, or an error naming it.
+pub fn output<'a>(outputs: &'a BTreeMap<String, String>, account: &str, stack: &str, key: &str) -> Result<&'a str, StepError> {
+    outputs.get(key).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
+        StepError::new(format!(
+            "account {account}: stack {stack} has no output {key} (outputs: {}); was it created by this meshctl's template?",
+            outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+trait WithSuffix {
+    fn with_suffix(self, s: &str) -> Self;
+}
+impl WithSuffix for StepError {
+    fn with_suffix(mut self, s: &str) -> Self {
+        self.message.push_str(s);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! Change-set deployment paths with AWS-shaped responses (aws-smithy-mocks), including the
+//! ones moto cannot show: an empty change set, ROLLBACK_COMPLETE with and without --yes, and
+//! a failed creation's events.
+
+use super::*;
+use aws_sdk_cloudformation::error::ErrorMetadata;
+use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
+use aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput;
+use aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput;
+use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
+use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
+use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
+use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
+use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
+
+const ID: &str = "arn:aws:cloudformation:us-east-2:222222222222:stack/eks-cluster-frontend-stack/6a1f0c80-0000-11ef-a000-0a1b2c3d4e5f";
+const CS: &str = "arn:aws:cloudformation:us-east-2:222222222222:changeSet/meshctl-1/0c4e1a2b-0000-4d6e-8f00-112233445566";
+
+fn client(rules: &[&Rule]) -> Client {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
+    for r in rules {
+        interceptor = interceptor.with_rule(r);
+    }
+    let conf = aws_sdk_cloudformation::Config::builder()
+        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudformation::config::Region::new("us-east-2"))
+        .credentials_provider(aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"))
+        .http_client(aws_smithy_mocks::create_mock_http_client())
+        .interceptor(interceptor)
+        .build();
+    Client::from_conf(conf)
+}
+
+fn spec() -> StackSpec {
+    StackSpec {
+        account: "frontend".into(),
+        profile: "frontend".into(),
+        name: "eks-cluster-frontend-stack".into(),
+        body: "Resources: {}\n".into(),
+        params: BTreeMap::from([("ClusterName".to_string(), "eks-cluster-frontend".to_string())]),
+        tags: BTreeMap::from([("meshctl:managed-by".to_string(), "meshctl".to_string())]),
+    }
+}
+
+fn stack(status: StackStatus) -> DescribeStacksOutput {
+    DescribeStacksOutput::builder()
+        .stacks(
+            Stack::builder()
+                .stack_id(ID)
+                .stack_name("eks-cluster-frontend-stack")
+                .stack_status(status)
+                .creation_time(aws_smithy_types::DateTime::from_secs(1))
+                .parameters(Parameter::builder().parameter_key("ClusterName").parameter_value("eks-cluster-frontend").build())
+                .tags(Tag::builder().key("meshctl:managed-by").value("meshctl").build())
+                .build(),
+        )
+        .build()
+}
+
+fn not_found() -> DescribeStacksError {
+    DescribeStacksError::generic(ErrorMetadata::builder().code("ValidationError").message("Stack with id eks-cluster-frontend-stack does not exist").build())
+}
+
+fn failed_events() -> DescribeStackEventsOutput {
+    let ev = |logical: &str, ty: &str, status: ResourceStatus, reason: &str| {
+        StackEvent::builder()
+            .stack_id(ID)
+            .event_id(format!("{logical}-{}", status.as_str()))
+            .stack_name("eks-cluster-frontend-stack")
+            .logical_resource_id(logical)
+            .resource_type(ty)
+            .resource_status(status)
+            .resource_status_reason(reason)
+            .timestamp(aws_smithy_types::DateTime::from_secs(2))
+            .build()
+    };
+    // newest first, as AWS returns them
+    DescribeStackEventsOutput::builder()
+        .stack_events(ev("eks-cluster-frontend-stack", "AWS::CloudFormation::Stack", ResourceStatus::RollbackComplete, ""))
+        .stack_events(ev("Cluster", "AWS::EKS::Cluster", ResourceStatus::CreateFailed, "Resource handler returned message: \"Cannot create cluster because us-east-2d does not have sufficient capacity\""))
+        .stack_events(ev("NodeRole", "AWS::IAM::Role", ResourceStatus::CreateFailed, "Resource creation cancelled"))
+        .stack_events(ev("eks-cluster-frontend-stack", "AWS::CloudFormation::Stack", ResourceStatus::CreateInProgress, "User Initiated"))
+        .stack_events(ev("OldThing", "AWS::EC2::VPC", ResourceStatus::CreateFailed, "from an older operation"))
+        .build()
+}
+
+#[test]
+fn every_known_status_is_classified() {
+    for s in StackStatus::values() {
+        let status = StackStatus::from(*s);
+        assert_ne!(classify(&status), Phase::Unknown, "{s} is not classified");
+    }
+    assert_eq!(classify(&StackStatus::from("SOMETHING_NEW")), Phase::Unknown);
+    assert_eq!(classify(&StackStatus::RollbackComplete), Phase::RollbackComplete);
+    assert_eq!(classify(&StackStatus::UpdateRollbackComplete), Phase::Stable);
+}
+
+#[tokio::test]
+async fn an_empty_change_set_is_up_to_date_and_deleted() {
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
+    let create = mock!(Client::create_change_set)
+        .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Update) && r.capabilities().contains(&Capability::CapabilityNamedIam))
+        .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
+    let cs = mock!(Client::describe_change_set).then_output(|| {
+        DescribeChangeSetOutput::builder()
+            .change_set_id(CS)
+            .status(ChangeSetStatus::Failed)
+            .status_reason("The submitted information didn't contain changes. Submit different information to create a change set.")
+            .build()
+    });
+    let delete = mock!(Client::delete_change_set).match_requests(|r| r.change_set_name() == Some(CS)).then_output(|| DeleteChangeSetOutput::builder().build());
+    let c = client(&[&describe, &create, &cs, &delete]);
+    let changed = deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap();
+    assert!(!changed);
+    assert_eq!(delete.num_calls(), 1, "the empty change set is deleted");
+}
+
+#[tokio::test]
+async fn a_new_stack_is_created_through_a_change_set() {
+    let describe = mock!(Client::describe_stacks).then_error(not_found);
+    let create = mock!(Client::create_change_set)
+        .match_requests(|r| {
+            r.change_set_type() == Some(&ChangeSetType::Create)
+                && r.tags().iter().any(|t| t.key() == Some("meshctl:managed-by"))
+                && r.parameters().iter().any(|p| p.parameter_key() == Some("ClusterName"))
+        })
+        .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
+    let cs = mock!(Client::describe_change_set)
+        .then_output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build());
+    let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
+    let c = client(&[&describe, &create, &cs, &exec, &done]);
+    assert!(deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap());
+    assert_eq!(exec.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn rollback_complete_is_reported_without_yes() {
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
+    let events = mock!(Client::describe_stack_events).then_output(failed_events);
+    let c = client(&[&describe, &events]);
+    let err = deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap_err().message;
+    assert!(err.contains("account frontend (profile frontend): stack eks-cluster-frontend-stack"), "{err}");
+    assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
+    assert!(err.contains("Cluster (AWS::EKS::Cluster): Resource handler returned message"), "{err}");
+    assert!(!err.contains("Resource creation cancelled") && !err.contains("older operation"), "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(err.contains("aws cloudformation describe-stack-events --stack-name eks-cluster-frontend-stack --profile frontend"), "{err}");
+}
+
+#[tokio::test]
+async fn rollback_complete_is_deleted_and_recreated_with_yes() {
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
+    // delete(): reads the stack again, deletes, waits for it to be gone
+    let describe2 = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
+    let del = mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
+    let gone = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::DeleteComplete));
+    let create = mock!(Client::create_change_set)
+        .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Create))
+        .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
+    let cs = mock!(Client::describe_change_set)
+        .then_output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build());
+    let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
+    let c = client(&[&describe, &describe2, &del, &gone, &create, &cs, &exec, &done]);
+    let mut cx = StepCx::detached("stacks/frontend");
+    cx.yes = true;
+    assert!(deploy(&c, &spec(), &cx).await.unwrap());
+    assert_eq!(del.num_calls(), 1);
+    assert_eq!(exec.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn check_compares_template_parameters_and_tags() {
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
+    let tpl = mock!(Client::get_template).then_output(|| GetTemplateOutput::builder().template_body("Resources: {}\n").build());
+    let c = client(&[&describe, &tpl]);
+    assert_eq!(check(&c, &spec()).await.unwrap(), Status::UpToDate);
+
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
+    let tpl = mock!(Client::get_template).then_output(|| GetTemplateOutput::builder().template_body("Resources: {Old: 1}\n").build());
+    let c = client(&[&describe, &tpl]);
+    let mut s = spec();
+    s.params.insert("ClusterName".into(), "renamed".into());
+    match check(&c, &s).await.unwrap() {
+        Status::Drifted(why) => {
+            assert!(why.contains("parameter ClusterName: eks-cluster-frontend → renamed"), "{why}");
+            assert!(why.contains("template changed"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
+    let c = client(&[&describe]);
+    assert!(matches!(check(&c, &spec()).await.unwrap(), Status::Drifted(w) if w.contains("--yes")));
+
+    let describe = mock!(Client::describe_stacks).then_error(not_found);
+    let c = client(&[&describe]);
+    assert_eq!(check(&c, &spec()).await.unwrap(), Status::Missing);
+}
+
+#[tokio::test]
+async fn delete_of_an_absent_stack_succeeds() {
+    let describe = mock!(Client::describe_stacks).then_error(not_found);
+    let c = client(&[&describe]);
+    delete(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap();
+}
+
+/// Polls at most every 5 s: this test waits one interval.
+#[tokio::test]
+async fn a_failed_creation_names_the_failed_resources_and_the_next_command() {
+    let describe = mock!(Client::describe_stacks).then_error(not_found);
+    let create = mock!(Client::create_change_set).then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
+    let cs = mock!(Client::describe_change_set)
+        .then_output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build());
+    let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let running = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateInProgress));
+    let failed = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
+    let events = mock!(Client::describe_stack_events).then_output(failed_events);
+    let c = client(&[&describe, &create, &cs, &exec, &running, &failed, &events]);
+    let t = std::time::Instant::now();
+    let err = deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap_err().message;
+    assert!(t.elapsed() >= POLL_FIRST, "polled after {:?}", t.elapsed());
+    assert!(err.contains("ended in ROLLBACK_COMPLETE"), "{err}");
+    assert!(err.contains("Cluster (AWS::EKS::Cluster)"), "{err}");
+    assert!(err.contains("describe-stack-events --stack-name eks-cluster-frontend-stack --profile frontend"), "{err}");
+}

@@ -1,0 +1,143 @@
+//! What keeps CloudFormation from deleting a cluster's VPC: things Kubernetes created inside
+//! it that no stack knows about — load balancers of `LoadBalancer` Services, their leftover
+//! network interfaces, and the security groups the controllers made for them.
+
+use std::fmt;
+
+use aws_sdk_ec2::types::{Filter, NetworkInterfaceStatus};
+
+use super::error_text;
+
+/// One resource in the VPC that the stack did not create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    LoadBalancer { arn: String, name: String },
+    NetworkInterface { id: String, description: String },
+    SecurityGroup { id: String, name: String },
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocker::LoadBalancer { name, arn } => write!(f, "load balancer {name} ({arn})"),
+            Blocker::NetworkInterface { id, description } => write!(f, "network interface {id} ({description})"),
+            Blocker::SecurityGroup { id, name } => write!(f, "security group {id} ({name})"),
+        }
+    }
+}
+
+/// True for a security group a Kubernetes controller created (in-tree service controller,
+/// AWS Load Balancer Controller), never one of the stack's own.
+fn is_kubernetes_group(name: &str, tags: &[(String, String)], cluster: &str) -> bool {
+    name.starts_with("k8s-")
+        || tags.iter().any(|(k, _)| k == &format!("kubernetes.io/cluster/{cluster}") || k == "elbv2.k8s.aws/cluster" || k == "service.k8s.aws/stack")
+}
+
+/// Lists the blockers in `vpc_id`; `own_groups` are the stack's security groups (kept).
+pub async fn blockers(
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    vpc_id: &str,
+    cluster: &str,
+    own_groups: &[String],
+) -> Result<Vec<Blocker>, String> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = elb.describe_load_balancers().set_marker(marker.clone()).send().await.map_err(|e| error_text(&e))?;
+        for lb in page.load_balancers.unwrap_or_default() {
+            if lb.vpc_id.as_deref() == Some(vpc_id) {
+                out.push(Blocker::LoadBalancer {
+                    arn: lb.load_balancer_arn.unwrap_or_default(),
+                    name: lb.load_balancer_name.unwrap_or_default(),
+                });
+            }
+        }
+        marker = page.next_marker;
+        if marker.is_none() {
+            break;
+        }
+    }
+    let vpc_filter = Filter::builder().name("vpc-id").values(vpc_id).build();
+    let enis = ec2.describe_network_interfaces().filters(vpc_filter.clone()).send().await.map_err(|e| error_text(&e))?;
+    for eni in enis.network_interfaces.unwrap_or_default() {
+        // In-use interfaces belong to instances, load balancers or EKS and go with them;
+        // detached ones left behind by the VPC CNI or a deleted load balancer block subnets.
+        if eni.status == Some(NetworkInterfaceStatus::Available) {
+            out.push(Blocker::NetworkInterface {
+                id: eni.network_interface_id.unwrap_or_default(),
+                description: eni.description.unwrap_or_default(),
+            });
+        }
+    }
+    let groups = ec2.describe_security_groups().filters(vpc_filter).send().await.map_err(|e| error_text(&e))?;
+    for g in groups.security_groups.unwrap_or_default() {
+        let id = g.group_id.unwrap_or_default();
+        let name = g.group_name.unwrap_or_default();
+        if name == "default" || own_groups.contains(&id) {
+            continue;
+        }
+        let tags: Vec<(String, String)> =
+            g.tags.unwrap_or_default().into_iter().map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default())).collect();
+        if is_kubernetes_group(&name, &tags, cluster) {
+            out.push(Blocker::SecurityGroup { id, name });
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the blockers: load balancers first (their interfaces go with them), then the
+/// detached interfaces, then the security groups. Already gone counts as deleted.
+pub async fn delete_blockers(
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    blockers: &[Blocker],
+) -> Result<(), String> {
+    let gone = |text: &str| text.contains("NotFound") || text.contains("does not exist");
+    for b in blockers {
+        if let Blocker::LoadBalancer { arn, .. } = b {
+            if let Err(e) = elb.delete_load_balancer().load_balancer_arn(arn).send().await {
+                let t = error_text(&e);
+                if !gone(&t) {
+                    return Err(format!("deleting {b}: {t}"));
+                }
+            }
+        }
+    }
+    for b in blockers {
+        if let Blocker::NetworkInterface { id, .. } = b {
+            if let Err(e) = ec2.delete_network_interface().network_interface_id(id).send().await {
+                let t = error_text(&e);
+                if !gone(&t) {
+                    return Err(format!("deleting {b}: {t}"));
+                }
+            }
+        }
+    }
+    for b in blockers {
+        if let Blocker::SecurityGroup { id, .. } = b {
+            if let Err(e) = ec2.delete_security_group().group_id(id).send().await {
+                let t = error_text(&e);
+                if !gone(&t) {
+                    return Err(format!("deleting {b}: {t}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_groups_are_recognised() {
+        let none: Vec<(String, String)> = vec![];
+        assert!(is_kubernetes_group("k8s-elb-a1b2c3", &none, "c"));
+        assert!(is_kubernetes_group("sg-web", &[("kubernetes.io/cluster/c".into(), "owned".into())], "c"));
+        assert!(is_kubernetes_group("sg-web", &[("elbv2.k8s.aws/cluster".into(), "c".into())], "c"));
+        assert!(!is_kubernetes_group("c-cluster-sg", &none, "c"));
+        assert!(!is_kubernetes_group("sg-web", &[("kubernetes.io/cluster/other".into(), "owned".into())], "c"));
+    }
+}

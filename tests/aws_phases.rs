@@ -1,0 +1,368 @@
+//! The AWS phases (preflight, stacks, mesh AWS side) against the test bed's moto: `up`,
+//! `plan` (everything up to date), a second `up` with zero mutating AWS calls, then `down`
+//! leaving nothing behind in any of the three accounts. See tests/README.md, "AWS phases",
+//! for what moto cannot do and where those code paths are tested instead.
+//!
+//! Needs the test bed's AWS part: `scripts/testbed up` and `source $MESHCTL_TESTBED_DIR/env`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use meshctl::config::Config;
+use meshctl::context::Ctx;
+use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, Status};
+use meshctl::phases;
+
+fn need(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "test bed not running: run `scripts/testbed up` and `source $MESHCTL_TESTBED_DIR/env` \
+             (environment variable {var} is not set; scripts/test does both)"
+        ),
+    }
+}
+
+struct Testbed {
+    accounts: [(String, String); 3],
+    region: String,
+}
+
+fn testbed() -> Testbed {
+    need("MESHCTL_TESTBED_MOTO_URL");
+    need("AWS_CONFIG_FILE");
+    need("AWS_SHARED_CREDENTIALS_FILE");
+    Testbed {
+        accounts: [
+            ("shared".into(), need("MESHCTL_TESTBED_ACCOUNT_SHARED")),
+            ("frontend".into(), need("MESHCTL_TESTBED_ACCOUNT_FRONTEND")),
+            ("backend".into(), need("MESHCTL_TESTBED_ACCOUNT_BACKEND")),
+        ],
+        region: std::env::var("MESHCTL_TESTBED_REGION").unwrap_or_else(|_| "us-east-2".into()),
+    }
+}
+
+/// Prints every event, keeps them for assertions.
+#[derive(Default)]
+struct Sink {
+    events: Mutex<Vec<Event>>,
+}
+impl EventSink for Sink {
+    fn event(&self, e: &Event) {
+        match &e.kind {
+            EventKind::Started => {}
+            k => eprintln!("  {:<22} {}", e.step, serde_json::to_string(k).unwrap_or_default()),
+        }
+        self.events.lock().unwrap().push(e.clone());
+    }
+}
+
+fn config(tb: &Testbed) -> Config {
+    let mut c = Config::default();
+    c.region = tb.region.clone();
+    for (profile, _) in &tb.accounts {
+        assert!(c.account(profile).is_some_and(|a| &a.profile == profile), "default profiles are the test bed's");
+    }
+    c
+}
+
+/// The steps of this issue that moto can run (see tests/README.md for the rest).
+fn selection(c: &Config) -> BTreeSet<String> {
+    let mut s = BTreeSet::from([
+        phases::ids::preflight(),
+        "mesh/appmesh".to_string(),
+        "mesh/share".to_string(),
+        phases::ids::mesh_cloudmap(),
+    ]);
+    for a in c.accounts() {
+        s.insert(phases::ids::stack(&a.name));
+        s.insert(format!("mesh/irsa-{}", a.name));
+    }
+    s
+}
+
+async fn run(c: &Config, mode: Mode, yes: bool) -> (Arc<Ctx>, engine::Summary, std::time::Duration) {
+    eprintln!("== {mode:?}");
+    let ctx = Arc::new(Ctx::new(c.clone()));
+    let graph = phases::graph(&ctx).expect("graph builds");
+    let mut opts = RunOptions::new(mode);
+    opts.selection = Some(selection(c));
+    opts.yes = yes;
+    let t = Instant::now();
+    let summary = engine::run(&graph, &opts, Arc::new(Sink::default())).await;
+    let took = t.elapsed();
+    (ctx, summary, took)
+}
+
+async fn sdk(profile: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .profile_name(profile)
+        .region(aws_config::Region::new(region.to_string()))
+        .load()
+        .await
+}
+
+/// moto's CloudFormation skips AWS::EKS::Cluster; the test creates each cluster through
+/// moto's EKS API under the stack's cluster name, so DescribeCluster (OIDC issuer) works.
+async fn create_clusters(tb: &Testbed, c: &Config) {
+    for a in c.accounts() {
+        let eks = aws_sdk_eks::Client::new(&sdk(&a.profile, &tb.region).await);
+        if eks.describe_cluster().name(&a.cluster_name).send().await.is_ok() {
+            continue;
+        }
+        let id = &tb.accounts.iter().find(|(p, _)| p == &a.profile).unwrap().1;
+        eks.create_cluster()
+            .name(&a.cluster_name)
+            .role_arn(format!("arn:aws:iam::{id}:role/{}-cluster-role", a.cluster_name))
+            .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().subnet_ids("subnet-00000000").build())
+            .send()
+            .await
+            .expect("moto EKS CreateCluster");
+    }
+}
+
+async fn delete_clusters(tb: &Testbed, c: &Config) {
+    for a in c.accounts() {
+        let eks = aws_sdk_eks::Client::new(&sdk(&a.profile, &tb.region).await);
+        let _ = eks.delete_cluster().name(&a.cluster_name).send().await;
+    }
+}
+
+fn assert_ok(what: &str, s: &engine::Summary) {
+    assert!(s.ok(), "{what} failed: failed={:#?} skipped={:#?}", s.failed, s.skipped);
+}
+
+fn account_id<'a>(tb: &'a Testbed, profile: &str) -> &'a str {
+    &tb.accounts.iter().find(|(p, _)| p == profile).unwrap().1
+}
+
+async fn assert_live_state(tb: &Testbed, c: &Config) {
+    let spoke_ids: BTreeSet<String> = c.spokes.iter().map(|s| account_id(tb, &s.profile).to_string()).collect();
+    for a in c.accounts() {
+        let conf = sdk(&a.profile, &tb.region).await;
+        let cfn = aws_sdk_cloudformation::Client::new(&conf);
+        let st = cfn.describe_stacks().stack_name(&a.stack_name).send().await.expect("stack exists");
+        let st = &st.stacks()[0];
+        assert_eq!(st.stack_status().map(|s| s.as_str()), Some("CREATE_COMPLETE"), "{}", a.stack_name);
+        let tags: Vec<(&str, &str)> = st.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))).collect();
+        assert!(tags.contains(&("meshctl:managed-by", "meshctl")), "{tags:?}");
+        assert!(tags.contains(&("meshctl:account", a.name.as_str())), "{tags:?}");
+        let params: Vec<(&str, &str)> =
+            st.parameters().iter().map(|p| (p.parameter_key().unwrap_or(""), p.parameter_value().unwrap_or(""))).collect();
+        assert!(params.contains(&("ClusterName", a.cluster_name.as_str())), "{params:?}");
+        assert!(params.contains(&("VpcCidr", a.vpc_cidr.as_str())), "{params:?}");
+
+        let res = cfn.list_stack_resources().stack_name(&a.stack_name).send().await.unwrap();
+        let logical: BTreeSet<&str> = res.stack_resource_summaries().iter().filter_map(|r| r.logical_resource_id()).collect();
+        for want in ["Vpc", "InternetGateway", "NatGateway", "PublicSubnet1", "PublicSubnet3", "PrivateSubnet1", "PrivateSubnet3", "PrivateRouteTable3", "ClusterRole", "ClusterSecurityGroup", "NodeRole", "NodeLaunchTemplate"] {
+            assert!(logical.contains(want), "{}: no {want} in {logical:?}", a.stack_name);
+        }
+        // the VPC and its six subnets, live
+        let ec2 = aws_sdk_ec2::Client::new(&conf);
+        let vpc_id = res.stack_resource_summaries().iter().find(|r| r.logical_resource_id() == Some("Vpc")).unwrap().physical_resource_id().unwrap().to_string();
+        let vpcs = ec2.describe_vpcs().vpc_ids(&vpc_id).send().await.unwrap();
+        assert_eq!(vpcs.vpcs()[0].cidr_block(), Some(a.vpc_cidr.as_str()));
+        let subnets = ec2
+            .describe_subnets()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(&vpc_id).build())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(subnets.subnets().len(), 6, "{}: subnets", a.stack_name);
+
+        let iam = aws_sdk_iam::Client::new(&conf);
+        // node role with the name spokes trust
+        iam.get_role().role_name(format!("{}-node-role", a.cluster_name)).send().await.expect("node role");
+        if a.name == c.hub.name {
+            assert!(logical.contains("TransitGateway"), "{logical:?}");
+            let tgws = ec2.describe_transit_gateways().send().await.unwrap();
+            assert!(
+                tgws.transit_gateways().iter().any(|t| t.tags().iter().any(|tag| tag.key() == Some("Name") && tag.value() == Some(c.network.tgw_name.as_str()))),
+                "a transit gateway tagged Name={}",
+                c.network.tgw_name
+            );
+            let share_ids: BTreeSet<String> = params.iter().find(|(k, _)| *k == "SpokeAccountIds").unwrap().1.split(',').map(str::to_string).collect();
+            assert_eq!(share_ids, spoke_ids, "the TGW share names the spoke accounts");
+        } else {
+            assert!(logical.contains("AccessRole"), "{logical:?}");
+            let role = iam.get_role().role_name(a.access_role_name()).send().await.expect("access role").role.unwrap();
+            let doc = role.assume_role_policy_document.unwrap();
+            let doc = meshctl::mesh::appmesh::aws::decode_policy(&doc).expect("trust policy JSON");
+            let hub_id = account_id(tb, &c.hub.profile);
+            let st = &doc["Statement"][0];
+            assert_eq!(st["Principal"]["AWS"], format!("arn:aws:iam::{hub_id}:root"), "{doc}");
+            assert_eq!(st["Condition"]["ArnLike"]["aws:PrincipalArn"], format!("arn:aws:iam::{hub_id}:role/{}-node-role", c.hub.cluster_name), "{doc}");
+        }
+
+        // IRSA: OIDC provider of the cluster's issuer, role trust scoped to the controller SA
+        let eks = aws_sdk_eks::Client::new(&conf);
+        let issuer = eks.describe_cluster().name(&a.cluster_name).send().await.unwrap().cluster.unwrap().identity.unwrap().oidc.unwrap().issuer.unwrap();
+        let host = issuer.trim_start_matches("https://");
+        let providers = iam.list_open_id_connect_providers().send().await.unwrap();
+        let arn = format!("arn:aws:iam::{}:oidc-provider/{host}", account_id(tb, &a.profile));
+        assert!(providers.open_id_connect_provider_list().iter().any(|p| p.arn() == Some(arn.as_str())), "provider {arn}");
+        let p = iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.unwrap();
+        assert!(p.client_id_list().contains(&"sts.amazonaws.com".to_string()));
+        let role_name = format!("{}-appmesh-controller", a.cluster_name);
+        let role = iam.get_role().role_name(&role_name).send().await.expect("IRSA role").role.unwrap();
+        let doc = meshctl::mesh::appmesh::aws::decode_policy(role.assume_role_policy_document().unwrap()).unwrap();
+        let st = &doc["Statement"][0];
+        assert_eq!(st["Principal"]["Federated"], arn.as_str());
+        assert_eq!(st["Condition"]["StringEquals"][format!("{host}:sub")], "system:serviceaccount:appmesh-system:appmesh-controller", "{doc}");
+        assert_eq!(st["Condition"]["StringEquals"][format!("{host}:aud")], "sts.amazonaws.com", "{doc}");
+        let attached = iam.list_attached_role_policies().role_name(&role_name).send().await.unwrap();
+        let names: BTreeSet<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_name()).collect();
+        assert_eq!(names, BTreeSet::from(["AWSAppMeshFullAccess", "AWSCloudMapFullAccess"]));
+    }
+    // mesh, share, namespace
+    let hub = sdk(&c.hub.profile, &tb.region).await;
+    let mesh = aws_sdk_appmesh::Client::new(&hub).describe_mesh().mesh_name(&c.mesh.name).send().await.expect("mesh").mesh.unwrap();
+    assert_eq!(mesh.status.and_then(|s| s.status).map(|s| s.as_str().to_string()).as_deref(), Some("ACTIVE"));
+    let mesh_arn = mesh.metadata.unwrap().arn;
+    let ram = aws_sdk_ram::Client::new(&hub);
+    let shares = ram
+        .get_resource_shares()
+        .resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue)
+        .name(&c.network.mesh_share)
+        .send()
+        .await
+        .unwrap();
+    let active: Vec<_> = shares.resource_shares().iter().filter(|s| s.status().map(|s| s.as_str()) == Some("ACTIVE")).collect();
+    assert_eq!(active.len(), 1, "one active {}", c.network.mesh_share);
+    let share_arn = active[0].resource_share_arn().unwrap();
+    let assoc = |kind| {
+        let ram = ram.clone();
+        let share_arn = share_arn.to_string();
+        async move {
+            ram.get_resource_share_associations()
+                .association_type(kind)
+                .resource_share_arns(share_arn)
+                .send()
+                .await
+                .unwrap()
+                .resource_share_associations()
+                .iter()
+                .filter_map(|a| a.associated_entity().map(str::to_string))
+                .collect::<BTreeSet<String>>()
+        }
+    };
+    assert_eq!(assoc(aws_sdk_ram::types::ResourceShareAssociationType::Principal).await, spoke_ids);
+    assert_eq!(assoc(aws_sdk_ram::types::ResourceShareAssociationType::Resource).await, BTreeSet::from([mesh_arn]));
+    let cm = c.account(&c.cloudmap.account).unwrap();
+    let sd = aws_sdk_servicediscovery::Client::new(&sdk(&cm.profile, &tb.region).await);
+    let ns = sd.list_namespaces().send().await.unwrap();
+    assert!(ns.namespaces().iter().any(|n| n.name() == Some(c.cloudmap.namespace.as_str())), "namespace {}", c.cloudmap.namespace);
+}
+
+async fn assert_all_gone(tb: &Testbed, c: &Config) {
+    for a in c.accounts() {
+        let conf = sdk(&a.profile, &tb.region).await;
+        let cfn = aws_sdk_cloudformation::Client::new(&conf);
+        let live = cfn.describe_stacks().send().await.unwrap();
+        for s in live.stacks() {
+            let name = s.stack_name().unwrap_or("");
+            let gone = s.stack_status().map(|s| s.as_str()) == Some("DELETE_COMPLETE");
+            assert!(gone || !name.starts_with(&a.stack_name), "{}: stack {name} is left ({:?})", a.name, s.stack_status());
+        }
+        let iam = aws_sdk_iam::Client::new(&conf);
+        for role in [format!("{}-appmesh-controller", a.cluster_name), format!("{}-node-role", a.cluster_name), a.access_role_name().to_string()] {
+            if role.is_empty() {
+                continue;
+            }
+            assert!(iam.get_role().role_name(&role).send().await.is_err(), "{}: role {role} is left", a.name);
+        }
+        let providers = iam.list_open_id_connect_providers().send().await.unwrap();
+        assert!(providers.open_id_connect_provider_list().is_empty(), "{}: OIDC providers left: {:?}", a.name, providers.open_id_connect_provider_list());
+        let sd = aws_sdk_servicediscovery::Client::new(&conf);
+        let ns = sd.list_namespaces().send().await.unwrap();
+        assert!(!ns.namespaces().iter().any(|n| n.name() == Some(c.cloudmap.namespace.as_str())), "{}: namespace left", a.name);
+        let meshes = aws_sdk_appmesh::Client::new(&conf).list_meshes().send().await.unwrap();
+        assert!(!meshes.meshes().iter().any(|m| m.mesh_name() == c.mesh.name), "{}: mesh left", a.name);
+        let ram = aws_sdk_ram::Client::new(&conf);
+        let shares = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.unwrap();
+        let left: Vec<_> = shares
+            .resource_shares()
+            .iter()
+            .filter(|s| s.name() == Some(c.network.mesh_share.as_str()) && s.status().map(|s| s.as_str()) == Some("ACTIVE"))
+            .collect();
+        assert!(left.is_empty(), "{}: shares left: {left:?}", a.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aws_phases_up_plan_rerun_down_against_moto() {
+    let tb = testbed();
+    let c = config(&tb);
+
+    // Start from nothing, whatever an earlier run left (down of absent things succeeds).
+    let (_, pre, _) = run(&c, Mode::Down, true).await;
+    assert_ok("initial down", &pre);
+    create_clusters(&tb, &c).await;
+
+    let (ctx, up, up_time) = run(&c, Mode::Up, false).await;
+    assert_ok("up", &up);
+    for id in selection(&c) {
+        assert!(up.outcome(&id).is_some(), "{id} ran");
+    }
+    eprintln!("full up: {:.2}s, {} mutating AWS calls", up_time.as_secs_f64(), ctx.aws.writes().count());
+    assert!(ctx.aws.writes().count() > 0, "up made changes");
+    assert_live_state(&tb, &c).await;
+
+    let (_, plan, _) = run(&c, Mode::Plan, false).await;
+    assert_ok("plan", &plan);
+    for (id, outcome) in &plan.done {
+        assert_eq!(outcome, &Outcome::Checked(Status::UpToDate), "{id} is not up to date after up");
+    }
+
+    let (ctx2, rerun, rerun_time) = run(&c, Mode::Up, false).await;
+    assert_ok("second up", &rerun);
+    eprintln!("no-op up: {:.2}s, {} mutating AWS calls", rerun_time.as_secs_f64(), ctx2.aws.writes().count());
+    assert_eq!(ctx2.aws.writes().calls(), Vec::<String>::new(), "the second up changes nothing");
+    for (id, outcome) in &rerun.done {
+        assert_eq!(outcome, &Outcome::UpToDate, "{id}");
+    }
+
+    let (_, down, down_time) = run(&c, Mode::Down, false).await;
+    assert_ok("down", &down);
+    eprintln!("down: {:.2}s", down_time.as_secs_f64());
+    delete_clusters(&tb, &c).await;
+    assert_all_gone(&tb, &c).await;
+
+    let (ctx3, down2, _) = run(&c, Mode::Down, false).await;
+    assert_ok("second down", &down2);
+    assert_eq!(ctx3.aws.writes().count(), 0, "down of nothing deletes nothing: {:?}", ctx3.aws.writes().calls());
+
+    eprintln!("timings: full up {:.2}s (target < 20s), no-op up {:.2}s (target < 2s)", up_time.as_secs_f64(), rerun_time.as_secs_f64());
+    assert!(rerun_time.as_secs_f64() < 2.0 * 5.0, "no-op rerun took {rerun_time:?}");
+}
+
+/// The three base stacks (and so the clusters in them) have no path between them, and only
+/// the TGW-attachment stacks wait on the hub's stack. No test bed needed.
+#[test]
+fn base_stacks_are_independent_and_only_tgw_stacks_need_the_hub() {
+    let c = Config::default();
+    let ctx = Arc::new(Ctx::new(c.clone()));
+    let g = phases::graph(&ctx).expect("graph builds");
+    let bases: Vec<String> = c.accounts().map(|a| phases::ids::stack(&a.name)).collect();
+    for a in &bases {
+        for b in &bases {
+            if a != b {
+                assert!(!g.connected(a, b), "{a} and {b} must build at once");
+            }
+        }
+    }
+    let hub = phases::ids::stack(&c.hub.name);
+    for m in g.metas().filter(|m| m.phase == "stacks") {
+        let waits = g.ancestors(&m.id).contains(&hub);
+        assert_eq!(waits, m.id.ends_with("-tgw"), "{}: waits on the hub stack = {waits}", m.id);
+    }
+    for s in &c.spokes {
+        let tgw = phases::ids::tgw_stack(&s.name);
+        let anc = g.ancestors(&tgw);
+        assert!(anc.contains(&phases::ids::ram(&s.name)) && anc.contains(&phases::ids::stack(&s.name)), "{tgw}: {anc:?}");
+        // the spoke's IRSA waits for its own stack only
+        let irsa = g.ancestors(&format!("mesh/irsa-{}", s.name));
+        assert!(!irsa.contains(&hub), "mesh/irsa-{} must not wait on the hub", s.name);
+    }
+}
