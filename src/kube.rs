@@ -31,8 +31,8 @@ pub enum KubeError {
     #[error("cluster {cluster} (account {account}): cannot use kubeconfig context {context:?} from {file}: {message}; run `meshctl kubeconfig` first or set kube_context for this account")]
     Context { account: String, cluster: String, context: String, file: String, message: String },
     /// A manifest (template or built object) is not a valid Kubernetes object.
-    #[error("manifest {source}: {message}")]
-    Manifest { source: String, message: String },
+    #[error("manifest {origin}: {message}")]
+    Manifest { origin: String, message: String },
     /// The API server does not serve the kind (its CRD is not installed or not established).
     #[error("context {context}: the API server does not serve {api_version} {kind}: {message}")]
     Discovery { context: String, api_version: String, kind: String, message: String },

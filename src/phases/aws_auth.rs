@@ -110,6 +110,9 @@ fn split_blocks(text: &str) -> Option<Blocks> {
             None => head.push_str(line),
         }
     }
+    if items.is_empty() && head.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+        return None; // `[]` or another flow form: nothing to append to in place
+    }
     let blocks = Blocks { head, items, indent: indent.unwrap_or_default() };
     // The split must mean the same as the whole, else we fall back to re-serializing.
     let whole: Value = serde_yaml_ng::from_str(text).ok()?;
@@ -223,7 +226,7 @@ pub async fn access_entry_status(eks: &aws_sdk_eks::Client, cluster: &str, princ
             want.sort();
             Ok(if have == want { Status::UpToDate } else { Status::Drifted(format!("access entry groups are {have:?}, want {want:?}")) })
         }
-        Err(e) if crate::aws::error_code(&e).as_deref() == Some("ResourceNotFoundException") => Ok(Status::Missing),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(Status::Missing),
         Err(e) => Err(format!("EKS DescribeAccessEntry {principal} in {cluster}: {}", crate::aws::error_text(&e))),
     }
 }
@@ -271,7 +274,7 @@ pub async fn ensure_access_entry(eks: &aws_sdk_eks::Client, cluster: &str, princ
 pub async fn delete_access_entry(eks: &aws_sdk_eks::Client, cluster: &str, principal: &str) -> Result<(), String> {
     match eks.delete_access_entry().cluster_name(cluster).principal_arn(principal).send().await {
         Ok(_) => Ok(()),
-        Err(e) if crate::aws::error_code(&e).as_deref() == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
         Err(e) => Err(format!("EKS DeleteAccessEntry {principal} in {cluster}: {}", crate::aws::error_text(&e))),
     }
 }
