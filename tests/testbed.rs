@@ -147,8 +147,10 @@ fn kwok_pods_exec_and_port_forward() {
                     .spawn()
                     .unwrap(),
             );
+            // keep reading end open until done: kubectl dies of EPIPE when it logs the connection
+            let mut out = BufReader::new(child.0.stdout.take().unwrap());
             let mut line = String::new();
-            BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).ok()?;
+            out.read_line(&mut line).ok()?;
             // "Forwarding from 127.0.0.1:41234 -> 7070"
             let port: u16 = line.split("127.0.0.1:").nth(1)?.split_whitespace().next()?.parse().ok()?;
             let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
