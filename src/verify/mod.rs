@@ -33,7 +33,7 @@ pub use transport::{AdminTransport, HttpAdmin, HttpTarget, PortForwardAdmin};
 pub type Target = (Workload, Box<dyn AdminTransport>);
 
 /// Flags of `meshctl verify`.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// NAME=URL: reach a workload's Envoy admin directly (repeatable)
     #[arg(long = "admin", value_name = "NAME=URL")]
@@ -53,6 +53,20 @@ pub struct VerifyArgs {
     /// time allowed per workload (and per traffic request), e.g. 30s, 2m, 500ms
     #[arg(long, default_value = "30s")]
     pub timeout: String,
+}
+
+impl Default for VerifyArgs {
+    /// The same values as the flags' defaults.
+    fn default() -> Self {
+        VerifyArgs {
+            admin: Vec::new(),
+            traffic: false,
+            traffic_url: Vec::new(),
+            requests: 3,
+            junit: None,
+            timeout: "30s".into(),
+        }
+    }
 }
 
 /// One meshed workload to verify (built from the configuration).

@@ -636,6 +636,26 @@ fn report_junit_has_a_suite_per_workload_and_failures_with_hints() {
 // ------------------------------------------------------------------------------ flags and run
 
 #[test]
+fn default_args_match_the_flag_defaults() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        v: VerifyArgs,
+    }
+    let parsed = Cli::parse_from(["verify"]).v;
+    let d = VerifyArgs::default();
+    assert_eq!(
+        (parsed.requests, parsed.timeout.as_str()),
+        (d.requests, d.timeout.as_str())
+    );
+    assert_eq!(
+        parse_duration(&d.timeout).unwrap(),
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[test]
 fn durations_parse() {
     assert_eq!(
         parse_duration("30s").unwrap(),
