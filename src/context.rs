@@ -13,6 +13,14 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(config: Config) -> Ctx {
+        install_crypto_provider();
         Ctx { aws: Aws::new(&config), kube: Kube::new(&config), config }
     }
+}
+
+/// kube-rs brings rustls with *ring*, the AWS SDK with aws-lc-rs; with two providers compiled
+/// in, rustls cannot pick one by itself and panics on the first TLS client. Pick *ring* once
+/// per process (a second call is a harmless no-op).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
