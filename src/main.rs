@@ -6,6 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = meshctl::cli::Cli::parse();
+    meshctl::context::install_crypto_provider();
     let filter = match cli.global.verbose {
         0 => "warn",
         1 => "meshctl=info",
