@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 use crate::config::Config;
 
 pub mod apply;
+pub mod template;
 pub mod wait;
 
 pub use apply::{parse_manifests, typed, Target};

@@ -440,7 +440,7 @@ impl Step for SpireConfigMaps {
         Ok(())
     }
 
-    async fn destroy(&self, _: &StepCx) -> Result<(), StepError> {
+    async fn destroy(&self, cx: &StepCx) -> Result<(), StepError> {
         let c = &self.ctx.config;
         let kc = self.ctx.kube.cluster_client(&c.hub.name).await?;
         for spoke in &c.spokes {
@@ -449,7 +449,9 @@ impl Step for SpireConfigMaps {
             cm.metadata.namespace = Some(c.spire.namespace.clone());
             kc.delete(&crate::kube::typed(&cm)?).await.context(format!("delete ConfigMap {}/{}", c.spire.namespace, spoke.kubeconfig_configmap()))?;
         }
-        Ok(())
+        // Last user of the hub's spire namespace on the way down (the SPIRE server needs
+        // this step): remove it when meshctl created it.
+        crate::mesh::appmesh::cluster::delete_our_namespace(&kc, &c.spire.namespace, cx).await
     }
 }
 

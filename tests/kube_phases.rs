@@ -1,0 +1,312 @@
+//! The cluster-side phases against the test bed's three real API servers (and moto for AWS):
+//! `meshctl token`, kubeconfig, aws-auth, mesh (controller + Mesh) and yelb. Each test
+//! asserts on live state: the phase applies, `plan` then reports up to date, a second run
+//! changes nothing (resourceVersions unchanged), and `down` leaves the clusters as the test
+//! bed started them. Needs a running test bed (`scripts/test`, or `scripts/testbed up` and
+//! `source $MESHCTL_TESTBED_DIR/env`); without it every test panics saying so.
+//!
+//! The appmesh-controller image cannot run here: the local chart
+//! tests/fixtures/charts/appmesh-controller installs the App Mesh CRDs and a Deployment kwok
+//! runs, and the tests set the status fields the real controller would set themselves.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use meshctl::config::Config;
+use meshctl::context::Ctx;
+use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, Status};
+use meshctl::phases;
+
+#[derive(Default)]
+struct Sink {
+    events: Mutex<Vec<Event>>,
+}
+impl EventSink for Sink {
+    fn event(&self, e: &Event) {
+        if !matches!(e.kind, EventKind::Started) {
+            eprintln!("  {:<28} {}", e.step, serde_json::to_string(&e.kind).unwrap_or_default());
+        }
+        self.events.lock().unwrap().push(e.clone());
+    }
+}
+
+/// A config for the test bed: every account through its existing context, unique namespaces
+/// so parallel tests (and other phases' tests) never collide.
+fn config(tb: &Testbed, extra: &str) -> (Config, TempDir) {
+    let dir = temp_dir("kp-config");
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/appmesh-controller");
+    let toml = format!(
+        r#"region = "{region}"
+kubeconfig = "{kubeconfig}"
+{extra}
+[controller]
+chart_path = "{chart}"
+
+[hub]
+kube_context = "shared"
+
+[[spokes]]
+name = "frontend"
+kube_context = "frontend"
+
+[[spokes]]
+name = "backend"
+kube_context = "backend"
+"#,
+        region = tb.region,
+        kubeconfig = tb.kubeconfig.display(),
+        chart = chart.display(),
+    );
+    let path = dir.path().join("meshctl.toml");
+    std::fs::write(&path, toml).unwrap();
+    let c = Config::load(Some(&path), &[], &[]).unwrap_or_else(|e| panic!("config: {e}"));
+    (c, dir)
+}
+
+async fn run(c: &Config, mode: Mode, ids: &[String]) -> engine::Summary {
+    eprintln!("== {mode:?} {ids:?}");
+    let ctx = Arc::new(Ctx::new(c.clone()));
+    let graph = phases::graph(&ctx).expect("graph builds");
+    let mut opts = RunOptions::new(mode);
+    opts.selection = Some(ids.iter().cloned().collect::<BTreeSet<_>>());
+    engine::run(&graph, &opts, Arc::new(Sink::default())).await
+}
+
+fn assert_ok(what: &str, s: &engine::Summary) {
+    assert!(s.ok(), "{what} failed: failed={:#?} skipped={:#?}", s.failed, s.skipped);
+}
+
+/// `plan` reports every selected step up to date.
+async fn assert_planned_up_to_date(c: &Config, ids: &[String]) {
+    let s = run(c, Mode::Plan, ids).await;
+    assert_ok("plan", &s);
+    for id in ids {
+        assert_eq!(s.outcome(id), Some(&Outcome::Checked(Status::UpToDate)), "{id} after up: {:?}", s.done);
+    }
+}
+
+/// A second `up` finds every step up to date.
+async fn assert_rerun_noop(c: &Config, ids: &[String]) {
+    let s = run(c, Mode::Up, ids).await;
+    assert_ok("second up", &s);
+    for id in ids {
+        assert_eq!(s.outcome(id), Some(&Outcome::UpToDate), "{id} on the second run: {:?}", s.done);
+    }
+}
+
+fn rv(tb: &Testbed, ctx: &str, args: &[&str]) -> String {
+    let v = tb.kubectl_json(ctx, args);
+    v["metadata"]["resourceVersion"].as_str().unwrap_or_else(|| panic!("{args:?}: {v}")).to_string()
+}
+
+fn absent(tb: &Testbed, ctx: &str, args: &[&str]) -> bool {
+    let mut a = vec!["get"];
+    a.extend(args);
+    a.extend(["--ignore-not-found", "-o", "name"]);
+    tb.kubectl(ctx, &a).trim().is_empty()
+}
+
+// ------------------------------------------------------------------------------ token
+
+/// The token decodes to a presigned GetCallerIdentity URL that moto answers, with the
+/// cluster header, as the profile's account.
+#[tokio::test]
+async fn token_presigned_url_answers_get_caller_identity() {
+    let tb = testbed();
+    for (profile, account) in &tb.accounts {
+        let t = meshctl::aws::token::token("eks-cluster-test", None, Some(profile), &tb.region).await.unwrap_or_else(|e| panic!("{profile}: {e}"));
+        let url = meshctl::aws::token::url_from_token(&t.token).expect("a k8s-aws-v1 token");
+        assert!(url.starts_with(&tb.moto_url), "the profile's endpoint_url is used: {url}");
+        assert!(url.contains("X-Amz-Expires=60") && url.contains("x-k8s-aws-id"), "{url}");
+        let rest = url.strip_prefix("http://").unwrap();
+        let (hostport, path) = rest.split_at(rest.find('/').unwrap());
+        let mut s = std::net::TcpStream::connect(hostport).unwrap();
+        use std::io::{Read, Write};
+        // moto routes a request by the credential scope of its Authorization header and
+        // ignores query-string signatures (it sends such a GET to S3): restate the URL's own
+        // X-Amz-Credential / SignedHeaders / Signature as that header, nothing else changes.
+        let q = |k: &str| url.split(['?', '&']).find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("{k} in {url}")).replace("%2F", "/").replace("%3B", ";");
+        let auth = format!("AWS4-HMAC-SHA256 Credential={}, SignedHeaders={}, Signature={}", q("X-Amz-Credential"), q("X-Amz-SignedHeaders"), q("X-Amz-Signature"));
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nx-k8s-aws-id: eks-cluster-test\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"), "{profile}: {body}");
+        assert!(body.contains("GetCallerIdentityResponse") && body.contains(&format!("<Account>{account}</Account>")), "{profile}: {body}");
+        let exec = meshctl::aws::token::exec_credential(&t);
+        assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1beta1");
+        let exp = time::OffsetDateTime::parse(exec["status"]["expirationTimestamp"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let ahead = exp - time::OffsetDateTime::now_utc();
+        assert!(ahead > time::Duration::minutes(13) && ahead <= time::Duration::minutes(14), "{ahead}");
+    }
+    // AssumeRole first: the URL is signed with the assumed role's session.
+    let frontend = tb.account("frontend");
+    let role = format!("arn:aws:iam::{frontend}:role/meshctl-token-test");
+    let t = meshctl::aws::token::token("c", Some(&role), Some("shared"), &tb.region).await.expect("assume role through moto");
+    assert!(meshctl::aws::token::url_from_token(&t.token).unwrap().contains("X-Amz-Security-Token"));
+}
+
+// ------------------------------------------------------------------------------ kubeconfig
+
+/// kube_context accounts: the contexts are checked, never written; the spoke kubeconfig
+/// ConfigMaps carry each spoke's server, CA and the `aws eks get-token --role-arn` exec.
+#[tokio::test]
+async fn kubeconfig_phase_writes_spire_configmaps() {
+    let tb = testbed();
+    let ns = unique_name("kp-spire");
+    let (c, _dir) = config(&tb, &format!("[spire]\nnamespace = \"{ns}\"\n"));
+    let before = std::fs::read(&tb.kubeconfig).unwrap();
+    let ids: Vec<String> = c.accounts().map(|a| phases::ids::kubeconfig(&a.name)).chain([phases::ids::spire_configmaps()]).collect();
+    assert_ok("up", &run(&c, Mode::Up, &ids).await);
+    assert_eq!(std::fs::read(&tb.kubeconfig).unwrap(), before, "kube_context accounts: the kubeconfig is not written");
+
+    let labels = tb.kubectl_json("shared", &["get", "namespace", &ns]);
+    assert_eq!(labels["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshctl");
+    let kc: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&before).unwrap();
+    for spoke in &c.spokes {
+        let cm = tb.kubectl_json("shared", &["-n", &ns, "get", "configmap", spoke.kubeconfig_configmap()]);
+        let text = cm["data"][spoke.kubeconfig_key()].as_str().unwrap_or_else(|| panic!("{cm}"));
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap();
+        let ctx = kc["contexts"].as_sequence().unwrap().iter().find(|x| x["name"].as_str() == Some(&spoke.name)).unwrap();
+        let cluster_name = ctx["context"]["cluster"].as_str().unwrap();
+        let want = kc["clusters"].as_sequence().unwrap().iter().find(|x| x["name"].as_str() == Some(cluster_name)).unwrap();
+        assert_eq!(doc["clusters"][0]["cluster"]["server"], want["cluster"]["server"], "{text}");
+        assert!(!doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap().is_empty());
+        let exec = &doc["users"][0]["user"]["exec"];
+        assert_eq!(exec["apiVersion"].as_str(), Some("client.authentication.k8s.io/v1beta1"));
+        assert_eq!(exec["command"].as_str(), Some("aws"));
+        let args: Vec<&str> = exec["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let role = format!("arn:aws:iam::{}:role/{}", tb.account(&spoke.name), spoke.access_role_name());
+        assert!(args.windows(2).any(|w| w == ["--role-arn", role.as_str()]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--cluster-name", spoke.cluster_name.as_str()]), "{args:?}");
+        assert!(!text.contains("profile"), "no profile: {text}");
+    }
+    let rvs: Vec<String> = c.spokes.iter().map(|s| rv(&tb, "shared", &["-n", &ns, "get", "configmap", s.kubeconfig_configmap()])).collect();
+    assert_planned_up_to_date(&c, &ids).await;
+    assert_rerun_noop(&c, &ids).await;
+    let after: Vec<String> = c.spokes.iter().map(|s| rv(&tb, "shared", &["-n", &ns, "get", "configmap", s.kubeconfig_configmap()])).collect();
+    assert_eq!(rvs, after, "a second run changes nothing");
+
+    // Drift: an edited ConfigMap is reported and repaired.
+    tb.kubectl("shared", &["-n", &ns, "patch", "configmap", c.spokes[0].kubeconfig_configmap(), "--type=merge", "-p", &format!("{{\"data\":{{\"{}\":\"x\"}}}}", c.spokes[0].kubeconfig_key())]);
+    let s = run(&c, Mode::Plan, &ids).await;
+    assert!(matches!(s.outcome(&phases::ids::spire_configmaps()), Some(Outcome::Checked(Status::Drifted(_)))), "{:?}", s.done);
+    assert_ok("repair", &run(&c, Mode::Up, &ids).await);
+    assert_planned_up_to_date(&c, &ids).await;
+
+    assert_ok("down", &run(&c, Mode::Down, &ids).await);
+    wait_for("namespace deleted", Duration::from_secs(60), Duration::from_millis(500), || absent(&tb, "shared", &["namespace", &ns]).then_some(()));
+    assert_eq!(std::fs::read(&tb.kubeconfig).unwrap(), before);
+    assert_ok("down again", &run(&c, Mode::Down, &ids).await);
+}
+
+/// Without kube_context: the context is merged into a kubeconfig file from EKS
+/// DescribeCluster (moto), foreign entries kept, mode 0600, a backup kept; down removes it.
+#[tokio::test]
+async fn kubeconfig_context_merged_from_eks() {
+    let tb = testbed();
+    let dir = temp_dir("kp-kubeconfig");
+    let file = dir.path().join("config");
+    let foreign = "apiVersion: v1\nkind: Config\ncurrent-context: other\nclusters:\n- name: other\n  cluster:\n    server: https://example.invalid\ncontexts:\n- name: other\n  context: {cluster: other, user: other}\nusers:\n- name: other\n  user:\n    token: secret\n";
+    std::fs::write(&file, foreign).unwrap();
+    let cluster = unique_name("kp-eks");
+    let c = Config::load(None, &[], &[format!("kubeconfig={}", file.display()), format!("hub.cluster_name={cluster}"), format!("region={}", tb.region)]).unwrap();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).profile_name("shared").region(aws_config::Region::new(tb.region.clone())).load().await;
+    let eks = aws_sdk_eks::Client::new(&conf);
+    eks.create_cluster()
+        .name(&cluster)
+        .role_arn(format!("arn:aws:iam::{}:role/kp-cluster-role", tb.account("shared")))
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().subnet_ids("subnet-00000000").build())
+        .send()
+        .await
+        .expect("moto EKS CreateCluster");
+    let described = eks.describe_cluster().name(&cluster).send().await.unwrap().cluster.unwrap();
+    let ids = vec![phases::ids::kubeconfig("shared")];
+    assert_ok("up", &run(&c, Mode::Up, &ids).await);
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let entry = |list: &str| doc[list].as_sequence().unwrap().iter().find(|x| x["name"].as_str() == Some(&cluster)).cloned().unwrap_or_else(|| panic!("{list}: {doc:?}"));
+    assert_eq!(entry("clusters")["cluster"]["server"].as_str(), described.endpoint.as_deref());
+    let exec = entry("users")["user"]["exec"].clone();
+    assert_eq!(exec["command"].as_str(), Some("meshctl"));
+    let args: Vec<&str> = exec["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args, ["token", "--cluster", cluster.as_str(), "--profile", "shared", "--region", tb.region.as_str()]);
+    assert_eq!(doc["current-context"].as_str(), Some("other"), "current-context kept");
+    let foreign_doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(foreign).unwrap();
+    for list in ["clusters", "users", "contexts"] {
+        assert!(doc[list].as_sequence().unwrap().contains(&foreign_doc[list][0]), "{list} kept the foreign entry");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(dir.path().join("config.bak")).unwrap(), foreign);
+    let written = std::fs::read(&file).unwrap();
+    assert_planned_up_to_date(&c, &ids).await;
+    assert_rerun_noop(&c, &ids).await;
+    assert_eq!(std::fs::read(&file).unwrap(), written, "a second run does not rewrite the file");
+    assert_ok("down", &run(&c, Mode::Down, &ids).await);
+    let after: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(after, foreign_doc, "down removes exactly our entries");
+    let _ = eks.delete_cluster().name(&cluster).send().await;
+}
+
+// ------------------------------------------------------------------------------ aws-auth
+
+fn map_roles(tb: &Testbed, ctx: &str) -> String {
+    tb.kubectl_json(ctx, &["-n", "kube-system", "get", "configmap", "aws-auth"])["data"]["mapRoles"].as_str().unwrap().to_string()
+}
+
+/// The access role is mapped to the least-privilege group next to the seeded node role,
+/// whose text survives byte for byte; RBAC grants exactly TokenReview + pod/node reads;
+/// down restores the ConfigMap's original text.
+#[tokio::test]
+async fn aws_auth_maps_access_role_least_privilege() {
+    let tb = testbed();
+    let (c, _dir) = config(&tb, "");
+    let ids: Vec<String> = c.spokes.iter().map(|s| phases::ids::aws_auth(&s.name)).collect();
+    let original: BTreeMap<String, String> = c.spokes.iter().map(|s| (s.name.clone(), map_roles(&tb, &s.name))).collect();
+    assert_ok("up", &run(&c, Mode::Up, &ids).await);
+    for s in &c.spokes {
+        let text = map_roles(&tb, &s.name);
+        assert!(text.starts_with(&original[&s.name]), "{}: seeded entries kept byte for byte:\n{text}", s.name);
+        assert!(text.contains(&format!("rolearn: arn:aws:iam::{}:role/{}-node-role", tb.account(&s.name), s.name)));
+        let list: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(&text).unwrap();
+        let role = format!("arn:aws:iam::{}:role/{}", tb.account(&s.name), s.access_role_name());
+        let ours = list.iter().find(|e| e["rolearn"].as_str() == Some(&role)).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(ours["groups"][0].as_str(), Some("meshctl:spire-server"));
+        let cr = tb.kubectl_json(&s.name, &["get", "clusterrole", "meshctl:spire-server"]);
+        assert_eq!(cr["rules"].as_array().unwrap().len(), 2, "{cr}");
+        // The mapped group can do what the SPIRE server needs, and no more.
+        let can = |verb: &str, res: &str| tb.kubectl_output(&s.name, &["auth", "can-i", verb, res, "--as", "x", "--as-group", "meshctl:spire-server"], None).status.success();
+        assert!(can("create", "tokenreviews.authentication.k8s.io") && can("list", "pods") && can("get", "nodes"));
+        assert!(!can("create", "pods") && !can("get", "secrets") && !can("delete", "nodes"));
+    }
+    let rvs: Vec<String> = c.spokes.iter().map(|s| rv(&tb, &s.name, &["-n", "kube-system", "get", "configmap", "aws-auth"])).collect();
+    assert_planned_up_to_date(&c, &ids).await;
+    assert_rerun_noop(&c, &ids).await;
+    let after: Vec<String> = c.spokes.iter().map(|s| rv(&tb, &s.name, &["-n", "kube-system", "get", "configmap", "aws-auth"])).collect();
+    assert_eq!(rvs, after, "a second run changes nothing");
+    assert_ok("down", &run(&c, Mode::Down, &ids).await);
+    for s in &c.spokes {
+        assert_eq!(map_roles(&tb, &s.name), original[&s.name], "{}: down restores the seeded text", s.name);
+        assert!(absent(&tb, &s.name, &["clusterrole", "meshctl:spire-server"]));
+        assert!(absent(&tb, &s.name, &["clusterrolebinding", "meshctl:spire-server"]));
+    }
+
+    // auth.access = system-masters maps the walkthrough's group (no RBAC objects needed).
+    let (c, _dir2) = config(&tb, "[auth]\naccess = \"system-masters\"\n");
+    let spoke = c.spokes[0].clone();
+    let ids = vec![phases::ids::aws_auth(&spoke.name)];
+    assert_ok("up (system-masters)", &run(&c, Mode::Up, &ids).await);
+    let text = map_roles(&tb, &spoke.name);
+    let list: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(&text).unwrap();
+    let role = format!("arn:aws:iam::{}:role/{}", tb.account(&spoke.name), spoke.access_role_name());
+    let ours = list.iter().find(|e| e["rolearn"].as_str() == Some(&role)).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(ours["groups"][0].as_str(), Some("system:masters"));
+    assert!(text.starts_with(&original[&spoke.name]));
+    assert_planned_up_to_date(&c, &ids).await;
+    assert_ok("down (system-masters)", &run(&c, Mode::Down, &ids).await);
+    assert_eq!(map_roles(&tb, &spoke.name), original[&spoke.name]);
+}
+
