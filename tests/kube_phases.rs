@@ -310,3 +310,66 @@ async fn aws_auth_maps_access_role_least_privilege() {
     assert_eq!(map_roles(&tb, &spoke.name), original[&spoke.name]);
 }
 
+
+// ------------------------------------------------------------------------------ mesh
+
+/// The controller release (stand-in chart) with the walkthrough's values and the IRSA
+/// annotation, the Mesh resource and the labelled app namespace in all three clusters; a
+/// second run changes nothing; down removes the Mesh, the release, the App Mesh CRDs and
+/// both namespaces.
+#[tokio::test]
+async fn mesh_phase_controller_and_mesh_resource() {
+    let tb = testbed();
+    let app_ns = unique_name("kp-yelb");
+    let ctl_ns = unique_name("kp-appmesh");
+    let (c, _dir) = config(&tb, &format!("[mesh]\napp_namespace = \"{app_ns}\"\n"));
+    let mut c = c;
+    c.controller.namespace = ctl_ns.clone();
+    let ids: Vec<String> = c.accounts().flat_map(|a| [format!("mesh/controller-{}", a.name), phases::ids::mesh_resource(&a.name)]).collect();
+    assert_ok("up", &run(&c, Mode::Up, &ids).await);
+    let hub_id = tb.account("shared").to_string();
+    for a in c.accounts() {
+        let ctx = a.kube_context.as_deref().unwrap();
+        let mut helm = tb.command("helm");
+        helm.args(["--kube-context", ctx, "-n", &ctl_ns, "get", "values", &c.controller.release, "-o", "json"]);
+        let out = run_with_timeout(&mut helm, Duration::from_secs(60));
+        assert_success(&out, "helm get values");
+        let values: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(values["sds"]["enabled"], true, "{values}");
+        assert_eq!(values["region"], tb.region.as_str());
+        assert_eq!(values["accountId"], tb.account(&a.name));
+        assert_eq!(values["serviceAccount"]["create"], true);
+        assert_eq!(values["serviceAccount"]["name"], c.controller.service_account.as_str());
+        assert_eq!(
+            values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"],
+            format!("arn:aws:iam::{}:role/{}-appmesh-controller", tb.account(&a.name), a.cluster_name)
+        );
+        let d = tb.kubectl_json(ctx, &["-n", &ctl_ns, "get", "deployment", &c.controller.release]);
+        assert_eq!(d["status"]["updatedReplicas"], 1, "{d}");
+        let mesh = tb.kubectl_json(ctx, &["get", "meshes.appmesh.k8s.aws", &c.mesh.name]);
+        assert_eq!(mesh["spec"]["meshOwner"], hub_id.as_str(), "{mesh}");
+        assert_eq!(mesh["spec"]["namespaceSelector"]["matchLabels"]["mesh"], c.mesh.name.as_str());
+        assert_eq!(mesh["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshctl");
+        let ns = tb.kubectl_json(ctx, &["get", "namespace", &app_ns]);
+        assert_eq!(ns["metadata"]["labels"]["mesh"], c.mesh.name.as_str(), "{ns}");
+        assert_eq!(ns["metadata"]["labels"]["appmesh.k8s.aws/sidecarInjectorWebhook"], "enabled");
+        // Stand-in for the controller: the ARN it would write once the mesh is reconciled.
+        let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}", tb.region, c.mesh.name);
+        tb.kubectl(ctx, &["patch", "meshes.appmesh.k8s.aws", &c.mesh.name, "--subresource=status", "--type=merge", "-p", &format!("{{\"status\":{{\"meshARN\":\"{arn}\"}}}}")]);
+    }
+    let rvs: Vec<String> = c.accounts().map(|a| rv(&tb, a.kube_context.as_deref().unwrap(), &["get", "meshes.appmesh.k8s.aws", &c.mesh.name])).collect();
+    assert_planned_up_to_date(&c, &ids).await;
+    assert_rerun_noop(&c, &ids).await;
+    let after: Vec<String> = c.accounts().map(|a| rv(&tb, a.kube_context.as_deref().unwrap(), &["get", "meshes.appmesh.k8s.aws", &c.mesh.name])).collect();
+    assert_eq!(rvs, after, "a second run changes nothing");
+
+    assert_ok("down", &run(&c, Mode::Down, &ids).await);
+    for a in c.accounts() {
+        let ctx = a.kube_context.as_deref().unwrap();
+        let crds = tb.kubectl(ctx, &["get", "crd", "-o", "name"]);
+        assert!(!crds.contains("appmesh.k8s.aws"), "{ctx}: App Mesh CRDs left: {crds}");
+        assert!(absent(&tb, ctx, &["namespace", &app_ns]), "{ctx}: {app_ns} left");
+        assert!(absent(&tb, ctx, &["namespace", &ctl_ns]), "{ctx}: {ctl_ns} left");
+    }
+    assert_ok("down again", &run(&c, Mode::Down, &ids).await);
+}

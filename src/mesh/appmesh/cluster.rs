@@ -134,12 +134,13 @@ impl Step for ControllerStep {
         let kc = self.ctx.kube.cluster_client(&self.account.name).await?;
         let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(kc.client.clone(), &c.namespace);
         let d = api.get_opt(&c.release).await.map_err(|e| StepError::new(format!("context {}: get Deployment {}/{}: {e}", kc.context, c.namespace, c.release)))?;
-        let available = crate::kube::wait::is_deployment_available();
-        Ok(if kube::runtime::wait::Condition::matches_object(&available, d.as_ref()) {
-            Status::UpToDate
-        } else {
-            Status::Drifted(format!("Deployment {}/{} is not available", c.namespace, c.release))
-        })
+        // Rolled out for the current spec is "up to date"; momentary unavailability is health,
+        // not configuration drift (`up` waits for availability when it applies).
+        let rolled_out = d.as_ref().is_some_and(|d| {
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            d.status.as_ref().is_some_and(|s| s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0) && s.updated_replicas.unwrap_or(0) >= want)
+        });
+        Ok(if rolled_out { Status::UpToDate } else { Status::Drifted(format!("Deployment {}/{} is not rolled out", c.namespace, c.release)) })
     }
 
     async fn apply(&self, cx: &StepCx) -> Result<(), StepError> {
