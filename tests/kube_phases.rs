@@ -318,7 +318,7 @@ async fn aws_auth_maps_access_role_least_privilege() {
 /// second run changes nothing; down removes the Mesh, the release, the App Mesh CRDs and
 /// both namespaces.
 #[tokio::test]
-async fn mesh_phase_controller_and_mesh_resource() {
+async fn mesh_and_yelb_phases() {
     let tb = testbed();
     let app_ns = unique_name("kp-yelb");
     let ctl_ns = unique_name("kp-appmesh");
@@ -363,6 +363,48 @@ async fn mesh_phase_controller_and_mesh_resource() {
     let after: Vec<String> = c.accounts().map(|a| rv(&tb, a.kube_context.as_deref().unwrap(), &["get", "meshes.appmesh.k8s.aws", &c.mesh.name])).collect();
     assert_eq!(rvs, after, "a second run changes nothing");
 
+    // ---- yelb on top: backend first, then the frontend with the backend's ARN.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stand_in = {
+        let (tb, c, stop, app_ns, hub_id) = (tb.clone(), c.clone(), stop.clone(), app_ns.clone(), hub_id.clone());
+        std::thread::spawn(move || controller_stand_in(&tb, &c, &app_ns, &hub_id, &stop))
+    };
+    let yelb_ids: Vec<String> = c.spokes.iter().map(|s| phases::ids::yelb(&s.name)).collect();
+    let s = run(&c, Mode::Up, &yelb_ids).await;
+    assert_ok("yelb up", &s);
+    let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}/virtualService/yelb-appserver.{}", tb.region, c.mesh.name, c.cloudmap.namespace);
+    let ui = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", "yelb-ui"]);
+    assert_eq!(ui["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str(), "the frontend virtual node carries the backend ARN: {ui}");
+    assert_eq!(ui["spec"]["backendDefaults"]["clientPolicy"]["tls"]["enforce"], true);
+    for svc in &c.services {
+        let ctx = svc.account.as_str();
+        let vn = tb.kubectl_json(ctx, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &svc.name]);
+        assert_eq!(vn["spec"]["listeners"][0]["tls"]["mode"], "STRICT", "{vn}");
+        assert_eq!(vn["spec"]["listeners"][0]["tls"]["certificate"]["sds"]["secretName"], c.spiffe_id(&svc.spiffe_path));
+        let callers: Vec<String> = c.callers_of(&svc.name).iter().map(|x| c.spiffe_id(&x.spiffe_path)).collect();
+        if !callers.is_empty() {
+            assert_eq!(vn["spec"]["listeners"][0]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"], serde_json::json!(callers));
+        }
+        tb.kubectl_json(ctx, &["-n", &app_ns, "get", "virtualservices.appmesh.k8s.aws", &svc.name]);
+        let d = tb.kubectl_json(ctx, &["-n", &app_ns, "get", "deployment", &svc.name]);
+        assert_eq!(d["spec"]["template"]["metadata"]["labels"]["app"], svc.app_label.as_str());
+        tb.kubectl_json(ctx, &["-n", &app_ns, "get", "service", &svc.name]);
+    }
+    tb.kubectl_json("backend", &["-n", &app_ns, "get", "virtualrouters.appmesh.k8s.aws", "yelb-appserver-router"]);
+    let lb = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "service", "yelb-ui"]);
+    assert_eq!(lb["spec"]["type"], "LoadBalancer");
+    let url_reported = s.done.iter().any(|(id, _)| id == "yelb/frontend");
+    assert!(url_reported);
+    let all: Vec<String> = ids.iter().chain(yelb_ids.iter()).cloned().collect();
+    let vn_rvs: Vec<String> = c.services.iter().map(|v| rv(&tb, &v.account, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &v.name])).collect();
+    assert_planned_up_to_date(&c, &all).await;
+    assert_rerun_noop(&c, &all).await;
+    let vn_after: Vec<String> = c.services.iter().map(|v| rv(&tb, &v.account, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &v.name])).collect();
+    assert_eq!(vn_rvs, vn_after, "a second run changes nothing");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stand_in.join().unwrap();
+    let ids = all;
+
     assert_ok("down", &run(&c, Mode::Down, &ids).await);
     for a in c.accounts() {
         let ctx = a.kube_context.as_deref().unwrap();
@@ -372,4 +414,37 @@ async fn mesh_phase_controller_and_mesh_resource() {
         assert!(absent(&tb, ctx, &["namespace", &ctl_ns]), "{ctx}: {ctl_ns} left");
     }
     assert_ok("down again", &run(&c, Mode::Down, &ids).await);
+}
+
+/// What the appmesh-controller and the cloud load balancer controller would write: the
+/// virtual services' ARNs (AWS's documented format) and the yelb-ui load balancer hostname.
+fn controller_stand_in(tb: &Testbed, c: &Config, ns: &str, hub_id: &str, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        for spoke in &c.spokes {
+            let list = tb.kubectl_output(&spoke.name, &["-n", ns, "get", "virtualservices.appmesh.k8s.aws", "-o", "json"], None);
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&list.stdout) {
+                for vs in v["items"].as_array().cloned().unwrap_or_default() {
+                    if vs["status"]["virtualServiceARN"].is_string() {
+                        continue;
+                    }
+                    let name = vs["metadata"]["name"].as_str().unwrap_or_default();
+                    let aws_name = vs["spec"]["awsName"].as_str().unwrap_or(name);
+                    let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}/virtualService/{aws_name}", tb.region, c.mesh.name);
+                    let patch = format!("{{\"status\":{{\"virtualServiceARN\":\"{arn}\"}}}}");
+                    let _ = tb.kubectl_output(&spoke.name, &["-n", ns, "patch", "virtualservices.appmesh.k8s.aws", name, "--subresource=status", "--type=merge", "-p", &patch], None);
+                }
+            }
+            for svc in c.services.iter().filter(|s| s.account == spoke.name && s.load_balancer_port.is_some()) {
+                let out = tb.kubectl_output(&spoke.name, &["-n", ns, "get", "service", &svc.name, "-o", "json"], None);
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                    if v["status"]["loadBalancer"]["ingress"].is_array() {
+                        continue;
+                    }
+                    let patch = format!("{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"hostname\":\"{}-0123456789.{}.elb.amazonaws.com\"}}]}}}}}}", svc.name, tb.region);
+                    let _ = tb.kubectl_output(&spoke.name, &["-n", ns, "patch", "service", &svc.name, "--subresource=status", "--type=merge", "-p", &patch], None);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
