@@ -68,12 +68,29 @@ kube_context = "backend"
 }
 
 async fn run(c: &Config, mode: Mode, ids: &[String]) -> engine::Summary {
+    run_events(c, mode, ids).await.0
+}
+
+/// Runs and also returns the progress messages, per step.
+async fn run_events(c: &Config, mode: Mode, ids: &[String]) -> (engine::Summary, Vec<(String, String)>) {
     eprintln!("== {mode:?} {ids:?}");
     let ctx = Arc::new(Ctx::new(c.clone()));
     let graph = phases::graph(&ctx).expect("graph builds");
     let mut opts = RunOptions::new(mode);
     opts.selection = Some(ids.iter().cloned().collect::<BTreeSet<_>>());
-    engine::run(&graph, &opts, Arc::new(Sink::default())).await
+    let sink = Arc::new(Sink::default());
+    let summary = engine::run(&graph, &opts, sink.clone()).await;
+    let progress = sink
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Progress(m) => Some((e.step.clone(), m.clone())),
+            _ => None,
+        })
+        .collect();
+    (summary, progress)
 }
 
 fn assert_ok(what: &str, s: &engine::Summary) {
@@ -370,8 +387,10 @@ async fn mesh_and_yelb_phases() {
         std::thread::spawn(move || controller_stand_in(&tb, &c, &app_ns, &hub_id, &stop))
     };
     let yelb_ids: Vec<String> = c.spokes.iter().map(|s| phases::ids::yelb(&s.name)).collect();
-    let s = run(&c, Mode::Up, &yelb_ids).await;
+    let (s, progress) = run_events(&c, Mode::Up, &yelb_ids).await;
     assert_ok("yelb up", &s);
+    let url = format!("yelb-ui is at http://yelb-ui-0123456789.{}.elb.amazonaws.com/", tb.region);
+    assert!(progress.iter().any(|(id, m)| id == "yelb/frontend" && m == &url), "the URL is reported: {progress:?}");
     let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}/virtualService/yelb-appserver.{}", tb.region, c.mesh.name, c.cloudmap.namespace);
     let ui = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", "yelb-ui"]);
     assert_eq!(ui["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str(), "the frontend virtual node carries the backend ARN: {ui}");
@@ -393,8 +412,6 @@ async fn mesh_and_yelb_phases() {
     tb.kubectl_json("backend", &["-n", &app_ns, "get", "virtualrouters.appmesh.k8s.aws", "yelb-appserver-router"]);
     let lb = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "service", "yelb-ui"]);
     assert_eq!(lb["spec"]["type"], "LoadBalancer");
-    let url_reported = s.done.iter().any(|(id, _)| id == "yelb/frontend");
-    assert!(url_reported);
     let all: Vec<String> = ids.iter().chain(yelb_ids.iter()).cloned().collect();
     let vn_rvs: Vec<String> = c.services.iter().map(|v| rv(&tb, &v.account, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &v.name])).collect();
     assert_planned_up_to_date(&c, &all).await;
