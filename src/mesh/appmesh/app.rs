@@ -432,4 +432,27 @@ mod tests {
         let svc = o.workloads.iter().find(|x| x.types.as_ref().unwrap().kind == "Service").unwrap();
         assert_eq!(svc.data["spec"]["type"], "LoadBalancer");
     }
+
+    /// Any number of spokes: a third spoke's caller is accepted by the appserver's SAN
+    /// matcher and reaches it by ARN.
+    #[test]
+    fn three_spokes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-spokes.toml");
+        let c = Config::load(Some(&path), &[], &[]).unwrap();
+        let back = objects(&c, "backend", &BTreeMap::new()).unwrap();
+        let app = back.mesh.iter().find(|x| x.types.as_ref().unwrap().kind == "VirtualNode" && x.metadata.name.as_deref() == Some("yelb-appserver")).unwrap();
+        assert_eq!(
+            app.data["spec"]["listeners"][0]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"],
+            serde_json::json!(["spiffe://am-multi-account-mesh/frontend", "spiffe://am-multi-account-mesh/analytics/worker"])
+        );
+        let arn = "arn:aws:appmesh:us-east-2:111111111111:mesh/am-multi-account-mesh/virtualService/yelb-appserver.am-multi-account.local".to_string();
+        let an = objects(&c, "analytics", &[("yelb-appserver".to_string(), arn.clone())].into()).unwrap();
+        let w = an.mesh.iter().find(|x| x.types.as_ref().unwrap().kind == "VirtualNode").unwrap();
+        assert_eq!(w.data["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str());
+        assert_eq!(w.data["spec"]["listeners"][0]["tls"]["certificate"]["sds"]["secretName"], "spiffe://am-multi-account-mesh/analytics/worker");
+        let ctx = Arc::new(Ctx::new(c));
+        let steps = steps(&ctx);
+        let analytics = steps.iter().find(|s| s.meta().id == "yelb/analytics").unwrap();
+        assert!(analytics.meta().needs.contains(&"yelb/backend".to_string()), "{:?}", analytics.meta().needs);
+    }
 }
