@@ -546,6 +546,26 @@ fn spire_and_register_phases_on_the_test_bed() {
         ("frontend", "daemonset", "spire-agent"),
         ("backend", "daemonset", "spire-agent"),
     ];
+    // Controllers still settle status fields (availability) for a moment after "ready"; only
+    // meshctl's own writes may not move resourceVersions, so start from settled objects.
+    for (ctx, kind, name) in [("shared", "statefulset", "spire-server"), ("frontend", "daemonset", "spire-agent"), ("backend", "daemonset", "spire-agent")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = tb.kubectl_json(ctx, &["-n", &ns, "get", kind, name]);
+            let st = &o["status"];
+            let settled = if kind == "statefulset" {
+                st["availableReplicas"] == o["spec"]["replicas"] && st["readyReplicas"] == o["spec"]["replicas"]
+            } else {
+                st["numberAvailable"] == st["desiredNumberScheduled"] && st["updatedNumberScheduled"] == st["desiredNumberScheduled"]
+            };
+            if settled && st["observedGeneration"] == o["metadata"]["generation"] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out after 60s waiting for {kind} {name} in {ctx} to settle: status {}", o["status"]);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let before: Vec<String> = watched.iter().map(|(c, k, n)| rv(&tb, c, &ns, k, n)).collect();
     let s = run(&cfg, &all_ids, Mode::Up);
     assert_ok(&s, "second up");
