@@ -8,6 +8,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 /// Operation-name prefixes of calls that only read. Everything else counts as a write.
@@ -60,7 +61,14 @@ impl Intercept for CountingInterceptor {
         "meshctl::CountingInterceptor"
     }
 
-    fn read_before_execution(&self, _ctx: &BeforeSerializationInterceptorContextRef<'_>, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+    // Not read_before_execution: client interceptors run that before the operation's
+    // configuration (with its Metadata) is in the bag. This hook runs once per operation too.
+    fn read_before_serialization(
+        &self,
+        _ctx: &BeforeSerializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
             if is_mutating(meta.name()) {
                 self.counter.record(meta.service(), meta.name());

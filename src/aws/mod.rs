@@ -142,11 +142,14 @@ where
     R: std::fmt::Debug,
 {
     if let Some(svc) = err.as_service_error() {
-        let code = svc.code().unwrap_or("Error");
-        return match svc.message() {
-            Some(m) => format!("{code}: {m}"),
-            None => code.to_string(),
-        };
+        // An unmodeled error without a code (e.g. a response that failed to parse) falls
+        // through to the whole chain, which says what went wrong.
+        if let Some(code) = svc.code() {
+            return match svc.message() {
+                Some(m) => format!("{code}: {m}"),
+                None => code.to_string(),
+            };
+        }
     }
     let mut text = err.to_string();
     let mut src = std::error::Error::source(err);

@@ -33,6 +33,14 @@ fn is_kubernetes_group(name: &str, tags: &[(String, String)], cluster: &str) -> 
         || tags.iter().any(|(k, _)| k == &format!("kubernetes.io/cluster/{cluster}") || k == "elbv2.k8s.aws/cluster" || k == "service.k8s.aws/stack")
 }
 
+/// True for a network interface Kubernetes left behind: the VPC CNI's (`aws-K8S-<instance>`,
+/// tagged `cluster.k8s.amazonaws.com/name`) or a load balancer's (`ELB ...`).
+fn is_kubernetes_interface(description: &str, tags: &[(String, String)], cluster: &str) -> bool {
+    description.starts_with("aws-K8S-")
+        || description.starts_with("ELB ")
+        || tags.iter().any(|(k, v)| (k == "cluster.k8s.amazonaws.com/name" && v == cluster) || k == "node.k8s.amazonaws.com/instance_id")
+}
+
 /// Lists the blockers in `vpc_id`; `own_groups` are the stack's security groups (kept).
 pub async fn blockers(
     ec2: &aws_sdk_ec2::Client,
@@ -63,7 +71,10 @@ pub async fn blockers(
     for eni in enis.network_interfaces.unwrap_or_default() {
         // In-use interfaces belong to instances, load balancers or EKS and go with them;
         // detached ones left behind by the VPC CNI or a deleted load balancer block subnets.
-        if eni.status == Some(NetworkInterfaceStatus::Available) {
+        let tags: Vec<(String, String)> =
+            eni.tag_set.clone().unwrap_or_default().into_iter().map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default())).collect();
+        let description = eni.description.clone().unwrap_or_default();
+        if eni.status == Some(NetworkInterfaceStatus::Available) && is_kubernetes_interface(&description, &tags, cluster) {
             out.push(Blocker::NetworkInterface {
                 id: eni.network_interface_id.unwrap_or_default(),
                 description: eni.description.unwrap_or_default(),
@@ -139,5 +150,10 @@ mod tests {
         assert!(is_kubernetes_group("sg-web", &[("elbv2.k8s.aws/cluster".into(), "c".into())], "c"));
         assert!(!is_kubernetes_group("c-cluster-sg", &none, "c"));
         assert!(!is_kubernetes_group("sg-web", &[("kubernetes.io/cluster/other".into(), "owned".into())], "c"));
+        assert!(is_kubernetes_interface("aws-K8S-i-0abc", &none, "c"));
+        assert!(is_kubernetes_interface("ELB net/k8s-yelb-yelbui/123", &none, "c"));
+        assert!(is_kubernetes_interface("", &[("cluster.k8s.amazonaws.com/name".into(), "c".into())], "c"));
+        assert!(!is_kubernetes_interface("Interface for NAT Gateway nat-1", &none, "c"));
+        assert!(!is_kubernetes_interface("", &none, "c"));
     }
 }

@@ -76,15 +76,21 @@ pub struct MeshStep {
     ctx: Arc<Ctx>,
 }
 
-/// The mesh's ARN when it exists and is active.
-pub async fn mesh_arn(client: &aws_sdk_appmesh::Client, name: &str) -> Result<Option<String>, String> {
-    match client.describe_mesh().mesh_name(name).send().await {
-        Ok(out) => Ok(out.mesh.and_then(|m| {
-            let active = m.status.as_ref().and_then(|s| s.status.as_ref()).map(|s| s.as_str() == "ACTIVE").unwrap_or(true);
-            active.then(|| m.metadata.map(|md| md.arn).unwrap_or_default())
-        })),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => Ok(None),
-        Err(e) => Err(error_text(&e)),
+/// The ARN of the mesh `name` owned by account `owner`, when it exists (ListMeshes: it
+/// lists only live meshes, owned or shared with the account).
+pub async fn mesh_arn(client: &aws_sdk_appmesh::Client, name: &str, owner: &str) -> Result<Option<String>, String> {
+    let mut token = None;
+    loop {
+        let out = client.list_meshes().set_next_token(token).send().await.map_err(|e| error_text(&e))?;
+        for m in out.meshes {
+            if m.mesh_name == name && m.mesh_owner == owner {
+                return Ok(Some(m.arn));
+            }
+        }
+        token = out.next_token;
+        if token.is_none() {
+            return Ok(None);
+        }
     }
 }
 
@@ -96,7 +102,8 @@ impl Step for MeshStep {
     async fn check(&self, _cx: &StepCx) -> Result<Status, StepError> {
         let hub = &self.ctx.config.hub.name;
         let client = self.ctx.aws.appmesh(hub).await.map_err(aws_err)?;
-        match mesh_arn(&client, &self.ctx.config.mesh.name).await {
+        let owner = self.ctx.aws.account_id(hub).await.map_err(aws_err)?;
+        match mesh_arn(&client, &self.ctx.config.mesh.name, &owner).await {
             Ok(Some(_)) => Ok(Status::UpToDate),
             Ok(None) => Ok(Status::Missing),
             Err(e) => Err(StepError::new(format!("{}: cannot read mesh {}: {e}", who(&self.ctx, hub), self.ctx.config.mesh.name))),
@@ -120,6 +127,13 @@ impl Step for MeshStep {
         let hub = &self.ctx.config.hub.name;
         let name = &self.ctx.config.mesh.name;
         let client = self.ctx.aws.appmesh(hub).await.map_err(aws_err)?;
+        let owner = self.ctx.aws.account_id(hub).await.map_err(aws_err)?;
+        let found = mesh_arn(&client, name, &owner)
+            .await
+            .map_err(|e| StepError::new(format!("{}: cannot list meshes: {e}", who(&self.ctx, hub))))?;
+        if found.is_none() {
+            return Ok(());
+        }
         match client.delete_mesh().mesh_name(name).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => Ok(()),
@@ -183,7 +197,8 @@ impl MeshShare {
     async fn wanted(&self) -> Result<(String, Vec<String>), StepError> {
         let c = &self.ctx.config;
         let mesh = self.ctx.aws.appmesh(&c.hub.name).await.map_err(aws_err)?;
-        let arn = mesh_arn(&mesh, &c.mesh.name)
+        let owner = self.ctx.aws.account_id(&c.hub.name).await.map_err(aws_err)?;
+        let arn = mesh_arn(&mesh, &c.mesh.name, &owner)
             .await
             .map_err(|e| StepError::new(format!("{}: cannot read mesh {}: {e}", who(&self.ctx, &c.hub.name), c.mesh.name)))?
             .ok_or_else(|| StepError::new(format!("{}: mesh {} does not exist; run `meshctl up --only mesh`", who(&self.ctx, &c.hub.name), c.mesh.name)))?;
@@ -556,8 +571,18 @@ impl Step for Irsa {
     }
 
     async fn check(&self, _cx: &StepCx) -> Result<Status, StepError> {
-        let want = self.want().await?;
         let iam = self.ctx.aws.iam(&self.account).await.map_err(aws_err)?;
+        if self.issuer().await?.is_none() {
+            // No cluster: nothing can be wanted yet; a role left from an earlier cluster is
+            // reported so that `down` removes it.
+            let role = controller_role_name(self.cluster());
+            return Ok(match iam.get_role().role_name(&role).send().await {
+                Ok(_) => Status::Drifted(format!("cluster {} is gone but role {role} is left", self.cluster())),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Status::Missing,
+                Err(e) => return Err(StepError::new(format!("{}: GetRole {role} failed: {}", self.who(), error_text(&e)))),
+            });
+        }
+        let want = self.want().await?;
         Ok(match self.differences(&iam, &want).await? {
             None => Status::Missing,
             Some(why) if why.is_empty() => Status::UpToDate,
