@@ -284,6 +284,9 @@ async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeS
         print!("{}", render::check_table(mode, &static_metas(graph, mode), &summary));
     }
     renderer.summary(mode, &summary);
+    if mode == Mode::Up && summary.ok() && style != Style::Json {
+        println!("next: `meshctl verify` proves mTLS from every Envoy's admin interface");
+    }
     Ok(if summary.interrupted {
         exit::INTERRUPTED
     } else if summary.ok() {
