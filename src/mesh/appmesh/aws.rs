@@ -518,6 +518,14 @@ impl Irsa {
     }
 
     /// Differences between live IAM and `want`, empty when up to date; `None` = all missing.
+    /// ARNs of the managed policies attached to `role`.
+    async fn attached_policies(&self, iam: &aws_sdk_iam::Client, role: &str) -> Result<Vec<String>, StepError> {
+        let attached = iam.list_attached_role_policies().role_name(role).send().await.map_err(|e| {
+            StepError::new(format!("{}: ListAttachedRolePolicies {role} failed: {}", self.who(), error_text(&e)))
+        })?;
+        Ok(attached.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect())
+    }
+
     async fn differences(&self, iam: &aws_sdk_iam::Client, want: &IrsaWant) -> Result<Option<Vec<String>>, StepError> {
         let w = self.who();
         let mut why = Vec::new();
@@ -548,13 +556,7 @@ impl Irsa {
         if role.assume_role_policy_document.as_deref().and_then(decode_policy).as_ref() != Some(&want.trust) {
             why.push(format!("role {} trust policy differs", want.role));
         }
-        let attached = iam
-            .list_attached_role_policies()
-            .role_name(&want.role)
-            .send()
-            .await
-            .map_err(|e| StepError::new(format!("{w}: ListAttachedRolePolicies {} failed: {}", want.role, error_text(&e))))?;
-        let have: Vec<String> = attached.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect();
+        let have = self.attached_policies(iam, &want.role).await?;
         for p in &want.policies {
             if !have.contains(p) {
                 why.push(format!("policy {p} not attached"));
@@ -648,13 +650,7 @@ impl Step for Irsa {
             Err(e) => return Err(StepError::new(format!("{w}: GetRole {} failed: {}", want.role, error_text(&e)))),
         }
         // Policies
-        let attached = iam
-            .list_attached_role_policies()
-            .role_name(&want.role)
-            .send()
-            .await
-            .map_err(|e| StepError::new(format!("{w}: ListAttachedRolePolicies {} failed: {}", want.role, error_text(&e))))?;
-        let have: Vec<String> = attached.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect();
+        let have = self.attached_policies(&iam, &want.role).await?;
         for p in want.policies.iter().filter(|p| !have.contains(p)) {
             iam.attach_role_policy()
                 .role_name(&want.role)
