@@ -5,6 +5,9 @@
 //!
 //! Needs the test bed's AWS part: `scripts/testbed up` and `source $MESHCTL_TESTBED_DIR/env`.
 
+mod common;
+
+use common::{testbed, Testbed, WALKTHROUGH};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,35 +16,6 @@ use meshctl::config::Config;
 use meshctl::context::Ctx;
 use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, Status};
 use meshctl::phases;
-
-fn need(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "test bed not running: run `scripts/testbed up` and `source $MESHCTL_TESTBED_DIR/env` \
-             (environment variable {var} is not set; scripts/test does both)"
-        ),
-    }
-}
-
-struct Testbed {
-    accounts: [(String, String); 3],
-    region: String,
-}
-
-fn testbed() -> Testbed {
-    need("MESHCTL_TESTBED_MOTO_URL");
-    need("AWS_CONFIG_FILE");
-    need("AWS_SHARED_CREDENTIALS_FILE");
-    Testbed {
-        accounts: [
-            ("shared".into(), need("MESHCTL_TESTBED_ACCOUNT_SHARED")),
-            ("frontend".into(), need("MESHCTL_TESTBED_ACCOUNT_FRONTEND")),
-            ("backend".into(), need("MESHCTL_TESTBED_ACCOUNT_BACKEND")),
-        ],
-        region: std::env::var("MESHCTL_TESTBED_REGION").unwrap_or_else(|_| "us-east-2".into()),
-    }
-}
 
 /// Prints every event, keeps them for assertions.
 #[derive(Default)]
@@ -61,8 +35,8 @@ impl EventSink for Sink {
 fn config(tb: &Testbed) -> Config {
     let mut c = Config::default();
     c.region = tb.region.clone();
-    for (profile, _) in &tb.accounts {
-        assert!(c.account(profile).is_some_and(|a| &a.profile == profile), "default profiles are the test bed's");
+    for profile in WALKTHROUGH {
+        assert!(c.account(profile).is_some_and(|a| a.profile == profile), "default profiles are the test bed's");
     }
     c
 }
@@ -109,7 +83,7 @@ async fn create_clusters(tb: &Testbed, c: &Config) {
         if eks.describe_cluster().name(&a.cluster_name).send().await.is_ok() {
             continue;
         }
-        let id = &tb.accounts.iter().find(|(p, _)| p == &a.profile).unwrap().1;
+        let id = tb.account(&a.profile);
         eks.create_cluster()
             .name(&a.cluster_name)
             .role_arn(format!("arn:aws:iam::{id}:role/{}-cluster-role", a.cluster_name))
@@ -145,12 +119,8 @@ fn assert_down_ok(what: &str, s: &engine::Summary) {
     }
 }
 
-fn account_id<'a>(tb: &'a Testbed, profile: &str) -> &'a str {
-    &tb.accounts.iter().find(|(p, _)| p == profile).unwrap().1
-}
-
 async fn assert_live_state(tb: &Testbed, c: &Config) {
-    let spoke_ids: BTreeSet<String> = c.spokes.iter().map(|s| account_id(tb, &s.profile).to_string()).collect();
+    let spoke_ids: BTreeSet<String> = c.spokes.iter().map(|s| tb.account(&s.profile).to_string()).collect();
     for a in c.accounts() {
         let conf = sdk(&a.profile, &tb.region).await;
         let cfn = aws_sdk_cloudformation::Client::new(&conf);
@@ -201,7 +171,7 @@ async fn assert_live_state(tb: &Testbed, c: &Config) {
             let role = iam.get_role().role_name(a.access_role_name()).send().await.expect("access role").role.unwrap();
             let doc = role.assume_role_policy_document.unwrap();
             let doc = meshctl::mesh::appmesh::aws::decode_policy(&doc).expect("trust policy JSON");
-            let hub_id = account_id(tb, &c.hub.profile);
+            let hub_id = tb.account(&c.hub.profile);
             let st = &doc["Statement"][0];
             assert_eq!(st["Principal"]["AWS"], format!("arn:aws:iam::{hub_id}:root"), "{doc}");
             assert_eq!(st["Condition"]["ArnLike"]["aws:PrincipalArn"], format!("arn:aws:iam::{hub_id}:role/{}-node-role", c.hub.cluster_name), "{doc}");
@@ -212,7 +182,7 @@ async fn assert_live_state(tb: &Testbed, c: &Config) {
         let issuer = eks.describe_cluster().name(&a.cluster_name).send().await.unwrap().cluster.unwrap().identity.unwrap().oidc.unwrap().issuer.unwrap();
         let host = issuer.trim_start_matches("https://");
         let providers = iam.list_open_id_connect_providers().send().await.unwrap();
-        let arn = format!("arn:aws:iam::{}:oidc-provider/{host}", account_id(tb, &a.profile));
+        let arn = format!("arn:aws:iam::{}:oidc-provider/{host}", tb.account(&a.profile));
         assert!(providers.open_id_connect_provider_list().iter().any(|p| p.arn() == Some(arn.as_str())), "provider {arn}");
         let p = iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.unwrap();
         assert!(p.client_id_list().contains(&"sts.amazonaws.com".to_string()));
@@ -342,4 +312,29 @@ fn base_stacks_are_independent_and_only_tgw_stacks_need_the_hub() {
         let irsa = g.ancestors(&format!("mesh/irsa-{}", s.name));
         assert!(!irsa.contains(&hub), "mesh/irsa-{} must not wait on the hub", s.name);
     }
+}
+
+/// Every CloudFormation template meshctl deploys is cfn-lint clean (the test bed's pinned
+/// cfn-lint, region of the test bed): no errors, no warnings.
+#[test]
+fn templates_are_cfn_lint_clean() {
+    let tb = testbed();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let mut templates: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    templates.sort();
+    assert!(templates.len() >= 3, "hub, spoke and spoke-tgw templates in {}", dir.display());
+    let mut lint = tb.command("cfn-lint");
+    lint.arg("--regions").arg(&tb.region).arg("--").args(&templates);
+    let out = common::run_with_timeout(&mut lint, std::time::Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "cfn-lint {}:\n{}{}",
+        templates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -13,8 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Kube contexts (and AWS profiles) of the three clusters/accounts.
-pub const CLUSTERS: [&str; 3] = ["shared", "frontend", "backend"];
+/// Kube contexts (and AWS profiles) of the test bed's clusters/accounts: the walkthrough's
+/// three, then `analytics`, the third spoke of the three-spoke tests.
+pub const CLUSTERS: [&str; 4] = ["shared", "frontend", "backend", "analytics"];
+
+/// The walkthrough's accounts (the built-in default configuration's profiles).
+pub const WALKTHROUGH: [&str; 3] = ["shared", "frontend", "backend"];
 
 /// Default timeout of `kubectl` / `helm` calls made through these helpers.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,12 +29,12 @@ pub struct Testbed {
     pub dir: PathBuf,
     /// Cached binaries (`MESHCTL_TESTBED_BIN`): kubectl, helm, spire-server, envoy, ...
     pub bin_dir: PathBuf,
-    /// Kubeconfig with contexts `shared`, `frontend`, `backend` (`KUBECONFIG`).
+    /// Kubeconfig with one context per cluster of [`CLUSTERS`] (`KUBECONFIG`).
     pub kubeconfig: PathBuf,
     /// moto server endpoint (`MESHCTL_TESTBED_MOTO_URL`), e.g. `http://127.0.0.1:40123`.
     pub moto_url: String,
-    /// `(profile, account id)` for shared, frontend, backend.
-    pub accounts: [(String, String); 3],
+    /// `(profile, account id)` for shared, frontend, backend, analytics.
+    pub accounts: [(String, String); 4],
     pub aws_config_file: PathBuf,
     pub aws_credentials_file: PathBuf,
     pub region: String,
@@ -58,6 +62,7 @@ pub fn testbed() -> Testbed {
             ("shared".into(), need("MESHCTL_TESTBED_ACCOUNT_SHARED")),
             ("frontend".into(), need("MESHCTL_TESTBED_ACCOUNT_FRONTEND")),
             ("backend".into(), need("MESHCTL_TESTBED_ACCOUNT_BACKEND")),
+            ("analytics".into(), need("MESHCTL_TESTBED_ACCOUNT_ANALYTICS")),
         ],
         aws_config_file: PathBuf::from(need("AWS_CONFIG_FILE")),
         aws_credentials_file: PathBuf::from(need("AWS_SHARED_CREDENTIALS_FILE")),
@@ -86,7 +91,7 @@ impl Testbed {
         p
     }
 
-    /// Account id of an AWS profile (`shared` / `frontend` / `backend`).
+    /// Account id of an AWS profile (`shared` / `frontend` / `backend` / `analytics`).
     pub fn account(&self, profile: &str) -> &str {
         self.accounts
             .iter()
