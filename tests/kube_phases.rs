@@ -34,12 +34,21 @@ impl EventSink for Sink {
     }
 }
 
+/// The spokes of a test config: the walkthrough's two, or three (plus `analytics`, the test
+/// bed's fourth cluster, with the services of examples/three-spokes.toml).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Spokes {
+    Two,
+    Three,
+}
+
 /// A config for the test bed: every account through its existing context, unique namespaces
 /// so parallel tests (and other phases' tests) never collide.
-fn config(tb: &Testbed, extra: &str) -> (Config, TempDir) {
+fn config(tb: &Testbed, spokes: Spokes, extra: &str) -> (Config, TempDir) {
     let dir = temp_dir("kp-config");
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/appmesh-controller");
-    let toml = format!(
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart = root.join("tests/fixtures/charts/appmesh-controller");
+    let mut toml = format!(
         r#"region = "{region}"
 kubeconfig = "{kubeconfig}"
 {extra}
@@ -61,9 +70,16 @@ kube_context = "backend"
         kubeconfig = tb.kubeconfig.display(),
         chart = chart.display(),
     );
+    if spokes == Spokes::Three {
+        let example = std::fs::read_to_string(root.join("examples/three-spokes.toml")).unwrap();
+        let services = &example[example.find("[[services]]").expect("services in the example")..];
+        toml.push_str("\n[[spokes]]\nname = \"analytics\"\nkube_context = \"analytics\"\nvpc_cidr = \"10.3.0.0/16\"\n\n");
+        toml.push_str(services);
+    }
     let path = dir.path().join("meshctl.toml");
     std::fs::write(&path, toml).unwrap();
     let c = Config::load(Some(&path), &[], &[]).unwrap_or_else(|e| panic!("config: {e}"));
+    assert_eq!(c.spokes.len(), if spokes == Spokes::Three { 3 } else { 2 });
     (c, dir)
 }
 
@@ -172,9 +188,19 @@ async fn token_presigned_url_answers_get_caller_identity() {
 /// ConfigMaps carry each spoke's server, CA and the `aws eks get-token --role-arn` exec.
 #[tokio::test]
 async fn kubeconfig_phase_writes_spire_configmaps() {
+    kubeconfig_spire_configmaps(Spokes::Two).await;
+}
+
+/// The same with three spokes: one ConfigMap per spoke, the third one included.
+#[tokio::test]
+async fn kubeconfig_phase_writes_spire_configmaps_three_spokes() {
+    kubeconfig_spire_configmaps(Spokes::Three).await;
+}
+
+async fn kubeconfig_spire_configmaps(spokes: Spokes) {
     let tb = testbed();
     let ns = unique_name("kp-spire");
-    let (c, _dir) = config(&tb, &format!("[spire]\nnamespace = \"{ns}\"\n"));
+    let (c, _dir) = config(&tb, spokes, &format!("[spire]\nnamespace = \"{ns}\"\n"));
     let before = std::fs::read(&tb.kubeconfig).unwrap();
     let ids: Vec<String> = c.accounts().map(|a| phases::ids::kubeconfig(&a.name)).chain([phases::ids::spire_configmaps()]).collect();
     assert_ok("up", &run(&c, Mode::Up, &ids).await);
@@ -276,16 +302,39 @@ fn map_roles(tb: &Testbed, ctx: &str) -> String {
 
 /// The access role is mapped to the least-privilege group next to the seeded node role,
 /// whose text survives byte for byte; RBAC grants exactly TokenReview + pod/node reads;
-/// down restores the ConfigMap's original text.
+/// down restores the ConfigMap's original text. Two spokes, then three (one after the other:
+/// both edit the same aws-auth ConfigMaps); then the walkthrough's system:masters mapping.
 #[tokio::test]
 async fn aws_auth_maps_access_role_least_privilege() {
     let tb = testbed();
-    let (c, _dir) = config(&tb, "");
+    for spokes in [Spokes::Two, Spokes::Three] {
+        aws_auth_least_privilege(&tb, spokes).await;
+    }
+
+    // auth.access = system-masters maps the walkthrough's group (no RBAC objects needed).
+    let (c, _dir) = config(&tb, Spokes::Two, "[auth]\naccess = \"system-masters\"\n");
+    let spoke = c.spokes[0].clone();
+    let original = map_roles(&tb, &spoke.name);
+    let ids = vec![phases::ids::aws_auth(&spoke.name)];
+    assert_ok("up (system-masters)", &run(&c, Mode::Up, &ids).await);
+    let text = map_roles(&tb, &spoke.name);
+    let list: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(&text).unwrap();
+    let role = format!("arn:aws:iam::{}:role/{}", tb.account(&spoke.name), spoke.access_role_name());
+    let ours = list.iter().find(|e| e["rolearn"].as_str() == Some(&role)).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(ours["groups"][0].as_str(), Some("system:masters"));
+    assert!(text.starts_with(&original));
+    assert_planned_up_to_date(&c, &ids).await;
+    assert_ok("down (system-masters)", &run(&c, Mode::Down, &ids).await);
+    assert_eq!(map_roles(&tb, &spoke.name), original);
+}
+
+async fn aws_auth_least_privilege(tb: &Testbed, spokes: Spokes) {
+    let (c, _dir) = config(tb, spokes, "");
     let ids: Vec<String> = c.spokes.iter().map(|s| phases::ids::aws_auth(&s.name)).collect();
-    let original: BTreeMap<String, String> = c.spokes.iter().map(|s| (s.name.clone(), map_roles(&tb, &s.name))).collect();
+    let original: BTreeMap<String, String> = c.spokes.iter().map(|s| (s.name.clone(), map_roles(tb, &s.name))).collect();
     assert_ok("up", &run(&c, Mode::Up, &ids).await);
     for s in &c.spokes {
-        let text = map_roles(&tb, &s.name);
+        let text = map_roles(tb, &s.name);
         assert!(text.starts_with(&original[&s.name]), "{}: seeded entries kept byte for byte:\n{text}", s.name);
         assert!(text.contains(&format!("rolearn: arn:aws:iam::{}:role/{}-node-role", tb.account(&s.name), s.name)));
         let list: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(&text).unwrap();
@@ -299,47 +348,40 @@ async fn aws_auth_maps_access_role_least_privilege() {
         assert!(can("create", "tokenreviews.authentication.k8s.io") && can("list", "pods") && can("get", "nodes"));
         assert!(!can("create", "pods") && !can("get", "secrets") && !can("delete", "nodes"));
     }
-    let rvs: Vec<String> = c.spokes.iter().map(|s| rv(&tb, &s.name, &["-n", "kube-system", "get", "configmap", "aws-auth"])).collect();
+    let rvs: Vec<String> = c.spokes.iter().map(|s| rv(tb, &s.name, &["-n", "kube-system", "get", "configmap", "aws-auth"])).collect();
     assert_planned_up_to_date(&c, &ids).await;
     assert_rerun_noop(&c, &ids).await;
-    let after: Vec<String> = c.spokes.iter().map(|s| rv(&tb, &s.name, &["-n", "kube-system", "get", "configmap", "aws-auth"])).collect();
+    let after: Vec<String> = c.spokes.iter().map(|s| rv(tb, &s.name, &["-n", "kube-system", "get", "configmap", "aws-auth"])).collect();
     assert_eq!(rvs, after, "a second run changes nothing");
     assert_ok("down", &run(&c, Mode::Down, &ids).await);
     for s in &c.spokes {
-        assert_eq!(map_roles(&tb, &s.name), original[&s.name], "{}: down restores the seeded text", s.name);
-        assert!(absent(&tb, &s.name, &["clusterrole", "meshctl:spire-server"]));
-        assert!(absent(&tb, &s.name, &["clusterrolebinding", "meshctl:spire-server"]));
+        assert_eq!(map_roles(tb, &s.name), original[&s.name], "{}: down restores the seeded text", s.name);
+        assert!(absent(tb, &s.name, &["clusterrole", "meshctl:spire-server"]));
+        assert!(absent(tb, &s.name, &["clusterrolebinding", "meshctl:spire-server"]));
     }
-
-    // auth.access = system-masters maps the walkthrough's group (no RBAC objects needed).
-    let (c, _dir2) = config(&tb, "[auth]\naccess = \"system-masters\"\n");
-    let spoke = c.spokes[0].clone();
-    let ids = vec![phases::ids::aws_auth(&spoke.name)];
-    assert_ok("up (system-masters)", &run(&c, Mode::Up, &ids).await);
-    let text = map_roles(&tb, &spoke.name);
-    let list: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(&text).unwrap();
-    let role = format!("arn:aws:iam::{}:role/{}", tb.account(&spoke.name), spoke.access_role_name());
-    let ours = list.iter().find(|e| e["rolearn"].as_str() == Some(&role)).unwrap_or_else(|| panic!("{text}"));
-    assert_eq!(ours["groups"][0].as_str(), Some("system:masters"));
-    assert!(text.starts_with(&original[&spoke.name]));
-    assert_planned_up_to_date(&c, &ids).await;
-    assert_ok("down (system-masters)", &run(&c, Mode::Down, &ids).await);
-    assert_eq!(map_roles(&tb, &spoke.name), original[&spoke.name]);
 }
-
 
 // ------------------------------------------------------------------------------ mesh
 
 /// The controller release (stand-in chart) with the walkthrough's values and the IRSA
-/// annotation, the Mesh resource and the labelled app namespace in all three clusters; a
-/// second run changes nothing; down removes the Mesh, the release, the App Mesh CRDs and
-/// both namespaces.
+/// annotation, the Mesh resource and the labelled app namespace in every cluster; a second
+/// run changes nothing; down removes the Mesh, the release, the App Mesh CRDs and both
+/// namespaces. Two spokes, then three (one after the other: the Mesh and the App Mesh CRDs
+/// are cluster-scoped).
 #[tokio::test]
 async fn mesh_and_yelb_phases() {
     let tb = testbed();
+    for spokes in [Spokes::Two, Spokes::Three] {
+        eprintln!("==== {spokes:?} spokes");
+        mesh_and_yelb(&tb, spokes).await;
+    }
+}
+
+async fn mesh_and_yelb(tb: &Testbed, spokes: Spokes) {
+    let tb = tb.clone();
     let app_ns = unique_name("kp-yelb");
     let ctl_ns = unique_name("kp-appmesh");
-    let (c, _dir) = config(&tb, &format!("[mesh]\napp_namespace = \"{app_ns}\"\n"));
+    let (c, _dir) = config(&tb, spokes, &format!("[mesh]\napp_namespace = \"{app_ns}\"\n"));
     let mut c = c;
     c.controller.namespace = ctl_ns.clone();
     let ids: Vec<String> = c.accounts().flat_map(|a| [format!("mesh/controller-{}", a.name), phases::ids::mesh_resource(&a.name)]).collect();
@@ -395,6 +437,10 @@ async fn mesh_and_yelb_phases() {
     let ui = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", "yelb-ui"]);
     assert_eq!(ui["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str(), "the frontend virtual node carries the backend ARN: {ui}");
     assert_eq!(ui["spec"]["backendDefaults"]["clientPolicy"]["tls"]["enforce"], true);
+    if spokes == Spokes::Three {
+        let worker = tb.kubectl_json("analytics", &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", "report-worker"]);
+        assert_eq!(worker["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str(), "the third spoke's virtual node carries the backend ARN: {worker}");
+    }
     for svc in &c.services {
         let ctx = svc.account.as_str();
         let vn = tb.kubectl_json(ctx, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &svc.name]);
