@@ -311,12 +311,19 @@ async fn aws_auth_maps_access_role_least_privilege() {
         aws_auth_least_privilege(&tb, spokes).await;
     }
 
-    // auth.access = system-masters maps the walkthrough's group (no RBAC objects needed).
-    let (c, _dir) = config(&tb, Spokes::Two, "[auth]\naccess = \"system-masters\"\n");
+    // auth.access = system-masters maps the walkthrough's group; switching to it from
+    // least privilege removes the ClusterRole and binding the earlier run made.
+    let (least, _dir) = config(&tb, Spokes::Two, "");
+    let (c, _dir2) = config(&tb, Spokes::Two, "[auth]\naccess = \"system-masters\"\n");
     let spoke = c.spokes[0].clone();
     let original = map_roles(&tb, &spoke.name);
     let ids = vec![phases::ids::aws_auth(&spoke.name)];
+    assert_ok("up (least privilege)", &run(&least, Mode::Up, &ids).await);
+    let s = run(&c, Mode::Plan, &ids).await;
+    assert!(matches!(s.outcome(&ids[0]), Some(Outcome::Checked(Status::Drifted(_)))), "switching the access level: {:?}", s.done);
     assert_ok("up (system-masters)", &run(&c, Mode::Up, &ids).await);
+    assert!(absent(&tb, &spoke.name, &["clusterrole", "meshctl:spire-server"]), "the least-privilege ClusterRole is removed");
+    assert!(absent(&tb, &spoke.name, &["clusterrolebinding", "meshctl:spire-server"]));
     let text = map_roles(&tb, &spoke.name);
     let list: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(&text).unwrap();
     let role = format!("arn:aws:iam::{}:role/{}", tb.account(&spoke.name), spoke.access_role_name());

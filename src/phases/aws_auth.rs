@@ -364,20 +364,33 @@ impl Step for AwsAuthStep {
                 access_entry_status(&eks, self.principal_and_eks_cluster(), &ours.rolearn, &ours.groups).await.map_err(StepError::new)?
             }
         };
-        if entry != Status::UpToDate || !self.least() {
+        if entry != Status::UpToDate {
             return Ok(entry);
         }
         let (role, binding) = rbac();
-        Ok(kc.check_all(&[crate::kube::typed(&role)?, crate::kube::typed(&binding)?]).await?)
+        let rbac = [crate::kube::typed(&role)?, crate::kube::typed(&binding)?];
+        if self.least() {
+            return Ok(kc.check_all(&rbac).await?);
+        }
+        // system:masters: the least-privilege objects of an earlier run are no longer wanted
+        for t in &rbac {
+            if kc.get(t).await?.is_some() {
+                return Ok(Status::Drifted(format!("{} is left from auth.access = least-privilege", t.describe())));
+            }
+        }
+        Ok(Status::UpToDate)
     }
 
     async fn apply(&self, cx: &StepCx) -> Result<(), StepError> {
         let kc = self.ctx.kube.cluster_client(&self.spoke.name).await?;
         let ours = self.mapping().await?;
+        let (role, binding) = rbac();
         if self.least() {
-            let (role, binding) = rbac();
             kc.apply_typed(&role).await?;
             kc.apply_typed(&binding).await?;
+        } else {
+            kc.delete(&crate::kube::typed(&binding)?).await?;
+            kc.delete(&crate::kube::typed(&role)?).await?;
         }
         match self.ctx.config.auth.mode {
             AuthMode::AwsAuth => {
