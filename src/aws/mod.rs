@@ -31,6 +31,10 @@ struct AccountAws {
     profile: String,
     sdk: OnceCell<SdkConfig>,
     id: OnceCell<String>,
+    /// Unit tests only: the mock interceptor every client of the account answers from
+    /// (see [`testing`]).
+    #[cfg(test)]
+    mock: Option<aws_smithy_runtime_api::client::interceptors::SharedInterceptor>,
 }
 
 /// Lazily built per-account SDK configurations and caller identities.
@@ -46,8 +50,13 @@ macro_rules! client_fn {
         $(#[$doc])*
         pub async fn $fn(&self, name: &str) -> Result<$krate::Client, AwsError> {
             let sdk = self.sdk(name).await?;
-            let conf = $krate::config::Builder::from(sdk).interceptor(CountingInterceptor::new(self.writes.clone())).build();
-            Ok($krate::Client::from_conf(conf))
+            #[allow(unused_mut)]
+            let mut conf = $krate::config::Builder::from(sdk).interceptor(CountingInterceptor::new(self.writes.clone()));
+            #[cfg(test)]
+            if let Some(mock) = &self.account(name)?.mock {
+                conf.push_interceptor(mock.clone());
+            }
+            Ok($krate::Client::from_conf(conf.build()))
         }
     };
 }
@@ -56,7 +65,16 @@ impl Aws {
     pub fn new(config: &Config) -> Aws {
         let accounts = config
             .accounts()
-            .map(|a| (a.name.clone(), AccountAws { profile: a.profile.clone(), sdk: OnceCell::new(), id: OnceCell::new() }))
+            .map(|a| {
+                let acct = AccountAws {
+                    profile: a.profile.clone(),
+                    sdk: OnceCell::new(),
+                    id: OnceCell::new(),
+                    #[cfg(test)]
+                    mock: None,
+                };
+                (a.name.clone(), acct)
+            })
             .collect();
         Aws { region: config.region.clone(), accounts, writes: WriteCounter::default() }
     }
@@ -204,5 +222,86 @@ impl Backoff {
         tokio::time::sleep(self.next).await;
         let grown = if throttled { self.next * 2 } else { self.next + self.next / 2 };
         self.next = grown.min(self.max);
+    }
+}
+
+/// Mocked AWS for unit tests (aws-smithy-mocks): the paths moto cannot show, with responses
+/// shaped like AWS's.
+///
+/// * [`mocked_client!`](crate::aws::testing::mocked_client) builds one service client answering
+///   from a list of rules (`mocked_client!(aws_sdk_ram, RuleMode::MatchAny, &[&rule])`), for
+///   functions that take a client;
+/// * [`ctx`] builds a whole [`Ctx`](crate::context::Ctx) for the default configuration whose
+///   accounts are already resolved (no STS call, ids [`SHARED`], [`FRONTEND`], [`BACKEND`]) and
+///   whose clients answer, per account, from that account's rules, for testing steps. An account
+///   given no rules panics on any call, so a test also proves which accounts were not called.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_credential_types::Credentials;
+    use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode};
+    use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+
+    use super::*;
+    use crate::context::Ctx;
+
+    pub(crate) const REGION: &str = "us-east-2";
+    /// The account ids of the default configuration's accounts (as in the test bed).
+    pub(crate) const SHARED: &str = "111111111111";
+    pub(crate) const FRONTEND: &str = "222222222222";
+    pub(crate) const BACKEND: &str = "333333333333";
+
+    /// An SDK configuration that never leaves the process: region, static credentials and the
+    /// mock HTTP client (the interceptor supplies the responses).
+    pub(crate) fn sdk_config() -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new("AKID", "SECRET", None, None, "test")))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .build()
+    }
+
+    /// The interceptor answering from `rules` (a call no rule matches panics).
+    pub(crate) fn interceptor(mode: RuleMode, rules: &[&Rule]) -> MockResponseInterceptor {
+        rules.iter().fold(MockResponseInterceptor::new().rule_mode(mode), |i, r| i.with_rule(r))
+    }
+
+    /// A client of service crate `$krate` answering from `$rules` in `$mode`.
+    macro_rules! mocked_client {
+        ($krate:ident, $mode:expr, $rules:expr) => {
+            $krate::Client::from_conf(
+                $krate::config::Builder::from(&$crate::aws::testing::sdk_config())
+                    .interceptor($crate::aws::testing::interceptor($mode, $rules))
+                    .build(),
+            )
+        };
+    }
+    pub(crate) use mocked_client;
+
+    /// A context on the default configuration (hub `shared`, spokes `frontend`, `backend`)
+    /// whose account `name` answers from `rules` in `mode`, for each `(name, mode, rules)`.
+    pub(crate) fn ctx(accounts: &[(&str, RuleMode, &[&Rule])]) -> Arc<Ctx> {
+        let config = crate::config::Config::default();
+        let mut aws = Aws::new(&config);
+        for (name, acct) in aws.accounts.iter_mut() {
+            let id = match name.as_str() {
+                "shared" => SHARED,
+                "frontend" => FRONTEND,
+                "backend" => BACKEND,
+                other => panic!("no test account id for {other}"),
+            };
+            acct.id = OnceCell::new_with(Some(id.to_string()));
+            acct.sdk = OnceCell::new_with(Some(sdk_config()));
+            let (mode, rules) = accounts.iter().find(|(n, _, _)| n == name).map(|(_, m, r)| (*m, *r)).unwrap_or((RuleMode::MatchAny, &[]));
+            acct.mock = Some(SharedInterceptor::new(interceptor(mode, rules)));
+        }
+        for (name, _, _) in accounts {
+            assert!(aws.accounts.contains_key(*name), "no account {name} in the default configuration");
+        }
+        crate::context::install_crypto_provider();
+        Arc::new(Ctx { kube: crate::kube::Kube::new(&config), aws, config })
     }
 }

@@ -107,25 +107,15 @@ mod tests {
     use aws_sdk_ram::operation::get_resource_share_invitations::GetResourceShareInvitationsOutput;
     use aws_sdk_ram::operation::get_resource_shares::GetResourceSharesOutput;
     use aws_sdk_ram::types::{ResourceShare, ResourceShareInvitation};
-    use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
+    use crate::aws::testing::mocked_client;
+    use aws_smithy_mocks::{mock, Rule, RuleMode};
 
     const HUB: &str = "111111111111";
     const ME: &str = "222222222222";
     const INV: &str = "arn:aws:ram:us-east-2:111111111111:resource-share-invitation/3e9b1a7c-0000-4c8e-9f00-abcdefabcdef";
 
-    pub(crate) fn client(rules: &[&Rule]) -> Client {
-        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-        for r in rules {
-            interceptor = interceptor.with_rule(r);
-        }
-        let conf = aws_sdk_ram::Config::builder()
-            .behavior_version(aws_sdk_ram::config::BehaviorVersion::latest())
-            .region(aws_sdk_ram::config::Region::new("us-east-2"))
-            .credentials_provider(aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"))
-            .http_client(aws_smithy_mocks::create_mock_http_client())
-            .interceptor(interceptor)
-            .build();
-        Client::from_conf(conf)
+    fn client(rules: &[&Rule]) -> Client {
+        mocked_client!(aws_sdk_ram, RuleMode::MatchAny, rules)
     }
 
     fn invitation(name: &str, sender: &str, status: ResourceShareInvitationStatus, secs: i64) -> ResourceShareInvitation {

@@ -13,24 +13,14 @@ use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, De
 use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
 use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
 use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
-use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
+use crate::aws::testing::mocked_client;
+use aws_smithy_mocks::{mock, Rule, RuleMode};
 
 const ID: &str = "arn:aws:cloudformation:us-east-2:222222222222:stack/eks-cluster-frontend-stack/6a1f0c80-0000-11ef-a000-0a1b2c3d4e5f";
 const CS: &str = "arn:aws:cloudformation:us-east-2:222222222222:changeSet/meshctl-1/0c4e1a2b-0000-4d6e-8f00-112233445566";
 
 fn client(rules: &[&Rule]) -> Client {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-    for r in rules {
-        interceptor = interceptor.with_rule(r);
-    }
-    let conf = aws_sdk_cloudformation::Config::builder()
-        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudformation::config::Region::new("us-east-2"))
-        .credentials_provider(aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"))
-        .http_client(aws_smithy_mocks::create_mock_http_client())
-        .interceptor(interceptor)
-        .build();
-    Client::from_conf(conf)
+    mocked_client!(aws_sdk_cloudformation, RuleMode::Sequential, rules)
 }
 
 fn spec() -> StackSpec {
