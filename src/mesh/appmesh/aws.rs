@@ -741,3 +741,7 @@ mod tests {
         assert!(decode_policy(plain).is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "aws_tests.rs"]
+mod mock_tests;
