@@ -341,4 +341,188 @@ mod tests {
         assert!(SPOKE_TEMPLATE.contains("aws:PrincipalArn"));
         assert!(SPOKE_TEMPLATE.contains(":root"));
     }
+
+    // ------------------------------------------------------------------ stacks/<spoke>-tgw
+    //
+    // moto never gives the TGW stacks their inputs (a stack created by a CREATE change set
+    // has no Outputs there, and the hub's TransitGatewayAttachment is skipped), so these are
+    // proven against AWS-shaped DescribeStacks answers (aws-smithy-mocks).
+
+    use crate::aws::testing;
+    use aws_sdk_cloudformation::error::ErrorMetadata;
+    use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
+    use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+    use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
+    use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+    use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
+    use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Output, Parameter, Stack, StackStatus, Tag};
+    use aws_sdk_cloudformation::Client;
+    use aws_smithy_mocks::{mock, Rule, RuleMode};
+
+    const HUB_STACK: &str = "eks-cluster-shared-services-stack";
+    const SPOKE_STACK: &str = "eks-cluster-frontend-stack";
+    const TGW_STACK: &str = "eks-cluster-frontend-stack-tgw";
+    const TGW: &str = "tgw-0a1b2c3d4e5f60718";
+
+    fn stack_id(account: &str, name: &str) -> String {
+        format!("arn:aws:cloudformation:us-east-2:{account}:stack/{name}/6a1f0c80-0000-11ef-a000-0a1b2c3d4e5f")
+    }
+
+    fn described(account: &str, name: &str, status: StackStatus, params: &[(&str, &str)], outputs: &[(&str, &str)]) -> DescribeStacksOutput {
+        let mut stack = Stack::builder()
+            .stack_id(stack_id(account, name))
+            .stack_name(name)
+            .stack_status(status)
+            .creation_time(aws_smithy_types::DateTime::from_secs(1_764_300_000))
+            .tags(Tag::builder().key(TAG_MANAGED_BY).value("meshctl").build())
+            .tags(Tag::builder().key(TAG_ACCOUNT).value(if account == testing::SHARED { "shared" } else { "frontend" }).build());
+        for (k, v) in params {
+            stack = stack.parameters(Parameter::builder().parameter_key(*k).parameter_value(*v).build());
+        }
+        for (k, v) in outputs {
+            stack = stack.outputs(Output::builder().output_key(*k).output_value(*v).description(format!("{k} of {name}")).build());
+        }
+        DescribeStacksOutput::builder().stacks(stack.build()).build()
+    }
+
+    /// DescribeStacks of `name` (exactly) answering `out`.
+    fn describe_rule(name: &'static str, out: DescribeStacksOutput) -> Rule {
+        mock!(Client::describe_stacks).match_requests(move |r| r.stack_name() == Some(name)).then_output(move || out.clone())
+    }
+
+    /// The hub's Outputs as hub.yaml declares them; its VPC ids differ from the spoke's, so
+    /// mixing them up shows.
+    fn hub_outputs(with_tgw: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
+        let mut out = vec![
+            ("VpcId", "vpc-0hub000000000001"),
+            ("PrivateSubnetIds", "subnet-0hub00000000004,subnet-0hub00000000005,subnet-0hub00000000006"),
+            ("PublicSubnetIds", "subnet-0hub00000000001,subnet-0hub00000000002,subnet-0hub00000000003"),
+            ("PrivateRouteTableIds", "rtb-0hub000000000001,rtb-0hub000000000002,rtb-0hub000000000003"),
+            ("ClusterSecurityGroupId", "sg-0hub000000000001"),
+            ("NodeRoleArn", "arn:aws:iam::111111111111:role/eks-cluster-shared-node-role"),
+        ];
+        out.extend(with_tgw.map(|t| ("TransitGatewayId", t)));
+        out
+    }
+
+    /// The frontend base stack's Outputs as spoke.yaml declares them.
+    const SPOKE_OUTPUTS: [(&str, &str); 7] = [
+        ("VpcId", "vpc-0f1e2d3c4b5a69788"),
+        ("PrivateSubnetIds", "subnet-0aa1111111111111d,subnet-0bb2222222222222e,subnet-0cc3333333333333f"),
+        ("PublicSubnetIds", "subnet-0dd4444444444444a,subnet-0ee5555555555555b,subnet-0ff6666666666666c"),
+        ("PrivateRouteTableIds", "rtb-0a1a1a1a1a1a1a1a1,rtb-0b2b2b2b2b2b2b2b2,rtb-0c3c3c3c3c3c3c3c3"),
+        ("ClusterSecurityGroupId", "sg-0123456789abcdef0"),
+        ("NodeRoleArn", "arn:aws:iam::222222222222:role/eks-cluster-frontend-node-role"),
+        ("AccessRoleArn", "arn:aws:iam::222222222222:role/eks-cluster-frontend-access-role"),
+    ];
+
+    /// Exactly the parameters the TGW stack must get: the hub's TGW id and the spoke's own ids.
+    fn tgw_params(tgw: &str) -> BTreeMap<String, String> {
+        BTreeMap::from(
+            [
+                ("ClusterName", "eks-cluster-frontend"),
+                ("TransitGatewayId", tgw),
+                ("VpcId", "vpc-0f1e2d3c4b5a69788"),
+                ("PrivateSubnetIds", "subnet-0aa1111111111111d,subnet-0bb2222222222222e,subnet-0cc3333333333333f"),
+                ("PrivateRouteTableIds", "rtb-0a1a1a1a1a1a1a1a1,rtb-0b2b2b2b2b2b2b2b2,rtb-0c3c3c3c3c3c3c3c3"),
+                ("ClusterSecurityGroupId", "sg-0123456789abcdef0"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn not_found(name: &'static str) -> Rule {
+        mock!(Client::describe_stacks).match_requests(move |r| r.stack_name() == Some(name)).then_error(move || {
+            DescribeStacksError::generic(ErrorMetadata::builder().code("ValidationError").message(format!("Stack with id {name} does not exist")).build())
+        })
+    }
+
+    fn tgw_step(ctx: &Arc<Ctx>) -> Arc<dyn Step> {
+        steps(ctx).into_iter().find(|s| s.meta().id == "stacks/frontend-tgw").expect("stacks/frontend-tgw")
+    }
+
+    #[tokio::test]
+    async fn tgw_stack_gets_its_parameters_from_the_hub_and_spoke_outputs() {
+        let config = Config::default();
+        let body = spoke_tgw_body(&config, &config.spokes[0]);
+        // routes and ingress for the hub's and the other spoke's CIDRs, not its own
+        assert!(body.contains("DestinationCidrBlock: 10.0.0.0/16") && body.contains("DestinationCidrBlock: 10.2.0.0/16"));
+        assert!(!body.contains("10.1.0.0/16"));
+        assert!(body.contains("RouteTableId: !Select [2, !Ref PrivateRouteTableIds]"));
+
+        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
+        let spoke = describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &[], &SPOKE_OUTPUTS));
+        let absent = not_found(TGW_STACK);
+        let want_tags = BTreeMap::from([(TAG_MANAGED_BY.to_string(), "meshctl".to_string()), (TAG_ACCOUNT.to_string(), "frontend".to_string())]);
+        let create = mock!(Client::create_change_set)
+            .match_requests(move |r| {
+                let params: BTreeMap<String, String> =
+                    r.parameters().iter().map(|p| (p.parameter_key().unwrap_or_default().to_string(), p.parameter_value().unwrap_or_default().to_string())).collect();
+                let tags: BTreeMap<String, String> =
+                    r.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
+                r.stack_name() == Some(TGW_STACK)
+                    && r.change_set_type() == Some(&ChangeSetType::Create)
+                    && params == tgw_params(TGW)
+                    && r.parameters().len() == 6
+                    && tags == want_tags
+                    && r.template_body() == Some(body.as_str())
+                    && r.capabilities() == [Capability::CapabilityNamedIam]
+            })
+            .then_output(|| CreateChangeSetOutput::builder().id("arn:aws:cloudformation:us-east-2:222222222222:changeSet/meshctl-1/0c4e").stack_id(stack_id(testing::FRONTEND, TGW_STACK)).build());
+        let computed = mock!(Client::describe_change_set).then_output(|| DescribeChangeSetOutput::builder().status(ChangeSetStatus::CreateComplete).build());
+        let exec = mock!(Client::execute_change_set).match_requests(|r| r.stack_name() == Some(TGW_STACK)).then_output(|| ExecuteChangeSetOutput::builder().build());
+        let done = describe_rule(TGW_STACK, described(testing::FRONTEND, TGW_STACK, StackStatus::CreateComplete, &[], &[]));
+        let ctx = testing::ctx(&[
+            ("shared", RuleMode::Sequential, &[&hub]),
+            ("frontend", RuleMode::Sequential, &[&spoke, &absent, &create, &computed, &exec, &done]),
+        ]);
+        tgw_step(&ctx).apply(&StepCx::detached("stacks/frontend-tgw")).await.unwrap();
+        for (rule, what) in [(&hub, "hub outputs"), (&spoke, "spoke outputs"), (&absent, "tgw stack"), (&create, "CreateChangeSet"), (&exec, "ExecuteChangeSet"), (&done, "wait")] {
+            assert_eq!(rule.num_calls(), 1, "{what}");
+        }
+        assert_eq!(ctx.aws.writes().calls(), ["CloudFormation:CreateChangeSet", "CloudFormation:ExecuteChangeSet"]);
+    }
+
+    #[tokio::test]
+    async fn tgw_stack_check_sees_a_new_hub_tgw_as_drift() {
+        let config = Config::default();
+        let old = "tgw-0ffffffffffffffff";
+        let live = tgw_params(old);
+        let live: Vec<(&str, &str)> = live.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let exists = describe_rule(TGW_STACK, described(testing::FRONTEND, TGW_STACK, StackStatus::CreateComplete, &live, &[]));
+        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
+        let spoke = describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &[], &SPOKE_OUTPUTS));
+        let body = spoke_tgw_body(&config, &config.spokes[0]);
+        let tpl = mock!(Client::get_template)
+            .match_requests(|r| r.stack_name() == Some(stack_id(testing::FRONTEND, TGW_STACK).as_str()))
+            .then_output(move || GetTemplateOutput::builder().template_body(body.clone()).build());
+        let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&hub]), ("frontend", RuleMode::MatchAny, &[&exists, &spoke, &tpl])]);
+        assert_eq!(
+            tgw_step(&ctx).check(&StepCx::detached("stacks/frontend-tgw")).await.unwrap(),
+            Status::Drifted(format!("parameter TransitGatewayId: {old} → {TGW}"))
+        );
+        assert_eq!((exists.num_calls(), hub.num_calls(), spoke.num_calls(), tpl.num_calls()), (2, 1, 1, 1));
+        assert_eq!(ctx.aws.writes().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn tgw_stack_without_the_hub_tgw_output_names_the_hub_stack_and_the_key() {
+        // A hub stack from a template without the output: nothing is asked of the spoke.
+        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::CreateComplete, &[], &hub_outputs(None)));
+        let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&hub])]);
+        let err = tgw_step(&ctx).apply(&StepCx::detached("stacks/frontend-tgw")).await.unwrap_err().message;
+        assert_eq!(
+            err,
+            "account shared: stack eks-cluster-shared-services-stack has no output TransitGatewayId (outputs: ClusterSecurityGroupId, NodeRoleArn, \
+             PrivateRouteTableIds, PrivateSubnetIds, PublicSubnetIds, VpcId); was it created by this meshctl's template?"
+        );
+        assert_eq!(hub.num_calls(), 1);
+
+        // No hub stack at all: the phase to run first.
+        let hub = not_found(HUB_STACK);
+        let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&hub])]);
+        let err = tgw_step(&ctx).apply(&StepCx::detached("stacks/frontend-tgw")).await.unwrap_err().message;
+        assert_eq!(err, "account shared (profile shared): stack eks-cluster-shared-services-stack does not exist; run `meshctl up --only stacks` first");
+        assert_eq!(ctx.aws.writes().count(), 0);
+    }
 }
