@@ -11,6 +11,12 @@
 //!
 //! Binaries: `$MESHCTL_TESTBED_BIN`, else `$HOME/.cache/meshctl-testbed/bin` (envoy,
 //! spire-server, spire-agent). A missing binary fails the test: it never skips.
+//!
+//! `port_forward_admin_through_testbed_pods_gives_the_same_checks` also needs the running test
+//! bed (`scripts/testbed up`, `source $STATE/env`): it reaches the same two Envoys through pods
+//! in the `frontend` cluster and the API server's pod port-forward (kwok maps it to the Envoys).
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -670,5 +676,456 @@ fn unknown_admin_name_is_a_usage_error() {
     assert!(
         msg.contains("nosuch") && msg.contains("frontend, appserver"),
         "{msg}"
+    );
+}
+
+/// Status of every check, in report order.
+fn statuses(r: &Report) -> Vec<(String, CheckId, Status)> {
+    r.results
+        .iter()
+        .map(|c| (c.workload.clone(), c.check, c.status))
+        .collect()
+}
+
+/// A namespace of its own in a test-bed cluster, deleted on drop.
+struct TestNamespace {
+    tb: common::Testbed,
+    context: &'static str,
+    name: String,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        self.tb.delete_namespace(self.context, &self.name);
+    }
+}
+
+/// A pod standing for a workload (kwok runs nothing), labelled as its `pod_selector` says.
+fn workload_pod(ns: &str, name: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {app}\n\
+         spec:\n  containers:\n  - name: envoy\n    image: registry.invalid/envoy:1\n    ports:\n    - containerPort: 9901\n      name: admin\n"
+    )
+}
+
+/// kwok's namespaced PortForward for a pod: its port 9901 goes to 127.0.0.1:`local`.
+fn admin_port_forward(ns: &str, pod: &str, local: u16) -> String {
+    format!(
+        "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: PortForward\nmetadata:\n  name: {pod}\n  namespace: {ns}\n\
+         spec:\n  forwards:\n  - ports: [9901]\n    target:\n      address: 127.0.0.1\n      port: {local}\n"
+    )
+}
+
+/// The in-cluster path on real API servers: the two Envoys of the healthy bed stand behind
+/// pods in the test bed's `frontend` cluster (kwok maps each pod's port 9901 to its Envoy's
+/// admin port), verify reaches them through the API server's pod port-forward
+/// (`PortForwardAdmin`, kube-rs) and reports what it reports through `HttpAdmin`; then
+/// `meshctl verify` without `--admin` does the same from a configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
+    const CTX: &str = "frontend";
+    let t0 = Instant::now();
+    let tb = common::testbed();
+    meshctl::context::install_crypto_provider();
+    let bed = Bed::start(&id("frontend")).await;
+    bed.wait_traffic().await;
+
+    let ns = TestNamespace {
+        name: tb.create_namespace(CTX, "mv-pf"),
+        context: CTX,
+        tb: tb.clone(),
+    };
+    let pods = [
+        ("frontend", "frontend-0", bed.fe_admin),
+        ("appserver", "appserver-0", bed.app_admin),
+    ];
+    for (app, pod, _) in pods {
+        tb.kubectl_stdin(
+            CTX,
+            &["apply", "-f", "-"],
+            Some(&workload_pod(&ns.name, pod, app)),
+        );
+    }
+    for (_, pod, _) in pods {
+        common::wait_for(
+            &format!("pod {}/{pod} Running", ns.name),
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let out = tb.kubectl(
+                    CTX,
+                    &[
+                        "-n",
+                        &ns.name,
+                        "get",
+                        "pod",
+                        pod,
+                        "-o",
+                        "jsonpath={.status.phase}",
+                    ],
+                );
+                (out.trim() == "Running").then_some(())
+            },
+        );
+    }
+    for (_, pod, local) in pods {
+        tb.kubectl_stdin(
+            CTX,
+            &["apply", "-f", "-"],
+            Some(&admin_port_forward(&ns.name, pod, local)),
+        );
+    }
+
+    let kubeconfig = kube::config::Kubeconfig::read_from(&tb.kubeconfig).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(CTX.into()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let in_ns: Vec<Workload> = workloads(&bed.sock())
+        .into_iter()
+        .map(|mut w| {
+            w.namespace = ns.name.clone();
+            w
+        })
+        .collect();
+    let transport =
+        |w: &Workload| verify::PortForwardAdmin::for_workload(client.clone(), w).with_context(CTX);
+
+    // kwok sees a new PortForward a moment after it is created; until then the cluster-wide
+    // mapping sends 9901 to 127.0.0.1:9901. Poll until each pod answers with its own Envoy
+    // (its config path, from /server_info).
+    for w in &in_ns {
+        let want = bed.path(&format!("{}.yaml", w.name)).display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = transport(w);
+            let last =
+                match tokio::time::timeout(Duration::from_secs(10), t.get("/server_info")).await {
+                    Ok(Ok(body)) if body.contains(&want) => {
+                        let pod = format!("{}-0", w.name);
+                        assert_eq!(t.pod(), Some(pod.as_str()));
+                        let described = t.describe();
+                        assert!(
+                            described.contains(&format!("{}/{pod}", ns.name))
+                                && described.contains("9901"),
+                            "{described}"
+                        );
+                        let show = t.show_command("/certs");
+                        assert_eq!(
+                            show,
+                            format!(
+                                "kubectl --context {CTX} -n {} exec {pod} -c envoy -- curl -s \
+                             'http://localhost:9901/certs'",
+                                ns.name
+                            )
+                        );
+                        break;
+                    }
+                    Ok(Ok(body)) => format!("another admin interface answered: {body:.200}"),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "no answer within 10s".into(),
+                };
+            assert!(
+                Instant::now() < deadline,
+                "{}: never reached its Envoy through the pod port-forward: {last}\n{}",
+                w.name,
+                bed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    eprintln!("port-forward reached both Envoys after {:?}", t0.elapsed());
+
+    // The same checks through HttpAdmin and through the pods.
+    let http = bed.verify(true).await;
+    let http_text = http.render_text(false);
+    let pf_targets: Vec<(Workload, Box<dyn AdminTransport>)> = in_ns
+        .iter()
+        .map(|w| (w.clone(), Box::new(transport(w)) as Box<dyn AdminTransport>))
+        .collect();
+    let pf = verify::run(&bed.args(true), pf_targets).await.unwrap();
+    let pf_text = pf.render_text(false);
+    eprintln!("{pf_text}");
+    assert!(pf.passed(), "{pf_text}\n{}", bed.logs());
+    assert_eq!(pf.results.len(), 12, "{pf_text}");
+    assert_eq!(
+        statuses(&pf),
+        statuses(&http),
+        "through HttpAdmin:\n{http_text}\nthrough the pods:\n{pf_text}"
+    );
+    for (w, pod, port) in pods {
+        let target = &pf.targets[w];
+        assert!(
+            target.contains(&format!("{}/{pod} port 9901", ns.name)),
+            "{w}: {target}"
+        );
+        // The counters read through the pod: 3 more handshakes than through HttpAdmin, and
+        // what /stats says directly.
+        let stats = parse_stats(&admin_get(port, "/stats").await.unwrap()).unwrap();
+        let hs = pf.get(w, CheckId::Handshakes).unwrap();
+        let before = &http.get(w, CheckId::Handshakes).unwrap().counters;
+        assert!(!hs.counters.is_empty(), "{w}: no counters reported");
+        assert_eq!(
+            hs.counters.keys().collect::<Vec<_>>(),
+            before.keys().collect::<Vec<_>>(),
+            "{w}"
+        );
+        for (name, v) in &hs.counters {
+            assert!(
+                *v >= before[name] + 3,
+                "{w}: {name} = {v}, before {}",
+                before[name]
+            );
+            assert_eq!(stats.get(name), *v, "{w}: {name} differs from /stats");
+        }
+    }
+    eprintln!("verify through the pods done after {:?}", t0.elapsed());
+
+    // A pod whose admin port leads nowhere, and a selector no pod matches: the admin check
+    // fails fast, saying why (the port-forward's own error) and naming the pod.
+    tb.kubectl_stdin(
+        CTX,
+        &["apply", "-f", "-"],
+        Some(&workload_pod(&ns.name, "noadmin-0", "noadmin")),
+    );
+    common::wait_for(
+        &format!("pod {}/noadmin-0 Running", ns.name),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let out = tb.kubectl(
+                CTX,
+                &[
+                    "-n",
+                    &ns.name,
+                    "get",
+                    "pod",
+                    "noadmin-0",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ],
+            );
+            (out.trim() == "Running").then_some(())
+        },
+    );
+    let closed = free_port();
+    tb.kubectl_stdin(
+        CTX,
+        &["apply", "-f", "-"],
+        Some(&admin_port_forward(&ns.name, "noadmin-0", closed)),
+    );
+    let broken: Vec<Workload> = ["noadmin", "nopod"]
+        .iter()
+        .map(|name| Workload {
+            name: name.to_string(),
+            pod_selector: format!("app={name}"),
+            ..in_ns[1].clone()
+        })
+        .collect();
+    // Until kwok sees the PortForward the cluster-wide mapping (127.0.0.1:9901) answers the
+    // pod's port; poll until the error names the closed port.
+    let refused = format!("127.0.0.1:{closed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bad = loop {
+        let targets: Vec<(Workload, Box<dyn AdminTransport>)> = broken
+            .iter()
+            .map(|w| (w.clone(), Box::new(transport(w)) as Box<dyn AdminTransport>))
+            .collect();
+        let started = Instant::now();
+        let bad = verify::run(&bed.args(false), targets).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let admin = bad.get("noadmin", CheckId::Admin).unwrap();
+        if admin.observed.contains(&refused) || Instant::now() > deadline {
+            break bad;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let bad_text = bad.render_text(false);
+    eprintln!("{bad_text}");
+    assert_eq!(
+        failures(&bad),
+        set(&[("noadmin", CheckId::Admin), ("nopod", CheckId::Admin)]),
+        "{bad_text}"
+    );
+    let admin = bad.get("noadmin", CheckId::Admin).unwrap();
+    assert!(
+        admin
+            .observed
+            .contains(&format!("pod {}/noadmin-0:9901", ns.name))
+            && admin.observed.contains(&refused)
+            && admin.observed.contains("connection refused"),
+        "{bad_text}"
+    );
+    assert!(
+        admin.hint.as_deref().unwrap().contains(&format!(
+            "kubectl --context {CTX} -n {} exec noadmin-0 -c envoy",
+            ns.name
+        )),
+        "{bad_text}"
+    );
+    let admin = bad.get("nopod", CheckId::Admin).unwrap();
+    assert!(
+        admin.observed.contains("no running pod matches app=nopod"),
+        "{bad_text}"
+    );
+
+    // The binary: `meshctl verify` without --admin, both workloads in the frontend cluster.
+    let toml = format!(
+        r#"region = "us-east-2"
+
+[hub]
+profile = "shared"
+kube_context = "shared"
+
+[[spokes]]
+name = "frontend"
+profile = "frontend"
+kube_context = "frontend"
+
+[[spokes]]
+name = "backend"
+profile = "backend"
+kube_context = "backend"
+
+[mesh]
+trust_domain = "{TD}"
+app_namespace = "{ns}"
+
+[spire]
+agent_socket = "{sock}"
+
+[[services]]
+name = "frontend"
+account = "frontend"
+spiffe_path = "frontend"
+app_label = "frontend"
+port = 80
+backends = ["appserver"]
+
+[[services]]
+name = "appserver"
+account = "frontend"
+spiffe_path = "appserver"
+app_label = "appserver"
+port = 4567
+"#,
+        ns = ns.name,
+        sock = bed.sock(),
+    );
+    let cfg = bed.path("meshctl.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args([
+            "--output",
+            "json",
+            "verify",
+            "--traffic",
+            "--timeout",
+            "30s",
+        ])
+        .arg("--traffic-url")
+        .arg(format!("frontend={}", bed.entry_url()))
+        .env("KUBECONFIG", &tb.kubeconfig);
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_with_timeout(&mut cmd, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let checks: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("check").is_some()).collect();
+    let bin_statuses: Vec<(String, String, String)> = checks
+        .iter()
+        .map(|c| {
+            (
+                c["workload"].as_str().unwrap().to_string(),
+                c["check"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = http
+        .results
+        .iter()
+        .map(|c| {
+            (
+                c.workload.clone(),
+                c.check.as_str().to_string(),
+                c.status.as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(bin_statuses, want, "{stdout}\n{stderr}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["passed"], true, "{summary}");
+    assert_eq!(summary["summary"]["passed"], 12, "{summary}");
+    for w in ["frontend", "appserver"] {
+        let hs = checks
+            .iter()
+            .find(|c| c["workload"] == w && c["check"] == "handshakes")
+            .unwrap();
+        let before = &pf.get(w, CheckId::Handshakes).unwrap().counters;
+        let counters = hs["counters"].as_object().unwrap();
+        assert_eq!(counters.len(), before.len(), "{w}: {hs}");
+        for (name, v) in before {
+            let now = counters[name.as_str()].as_u64().unwrap();
+            assert!(now >= v + 3, "{w}: {name} = {now}, before {v}");
+        }
+    }
+
+    // The same without a reachable admin interface: exit 1, and the hint runs kubectl in the
+    // account's kube_context against the pod.
+    let toml = toml.split("[[services]]").next().unwrap().to_string()
+        + "[[services]]\nname = \"noadmin\"\naccount = \"frontend\"\nport = 80\n";
+    std::fs::write(&cfg, toml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["--output", "json", "verify", "--timeout", "30s"])
+        .env("KUBECONFIG", &tb.kubeconfig);
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_with_timeout(&mut cmd, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let admin: serde_json::Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["check"] == "admin")
+        .unwrap_or_else(|| panic!("no admin check in {stdout}\n{stderr}"));
+    assert_eq!(admin["status"], "fail", "{admin}");
+    let observed = admin["observed"].as_str().unwrap();
+    assert!(observed.contains("connection refused"), "{admin}");
+    let hint = admin["hint"].as_str().unwrap();
+    assert!(
+        hint.contains(&format!(
+            "kubectl --context {CTX} -n {} exec noadmin-0 -c envoy",
+            ns.name
+        )),
+        "{admin}"
+    );
+    eprintln!(
+        "meshctl verify (port-forward) done after {:?}",
+        t0.elapsed()
     );
 }

@@ -50,7 +50,8 @@ pub async fn run(g: &Global, args: &VerifyArgs) -> Result<u8, AppError> {
         let mut out: Vec<(Workload, Box<dyn AdminTransport>)> = Vec::new();
         for w in all {
             let client = ctx.kube.client(&w.cluster).await.map_err(|e| AppError::Failed(e.to_string()))?;
-            let t = PortForwardAdmin::for_workload(client, &w);
+            let context = ctx.kube.context(&w.cluster).map_err(|e| AppError::Failed(e.to_string()))?;
+            let t = PortForwardAdmin::for_workload(client, &w).with_context(context);
             out.push((w, Box::new(t)));
         }
         out

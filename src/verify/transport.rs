@@ -16,7 +16,8 @@ use super::VerifyError;
 pub trait AdminTransport: Send + Sync {
     /// GET `path_and_query`; a non-2xx status is an error.
     async fn get(&self, path_and_query: &str) -> Result<String, VerifyError>;
-    /// Where the admin interface is (`http://127.0.0.1:19000`, `pod yelb/app=yelb-ui:9901`).
+    /// Where the admin interface is (`http://127.0.0.1:19000`,
+    /// `pod yelb/yelb-ui-5d8f7c9b4-x2x7q port 9901 (port-forward, app=yelb-ui)`).
     fn describe(&self) -> String;
     /// The command a person runs to see the same thing, for hints.
     fn show_command(&self, path_and_query: &str) -> String {
@@ -179,15 +180,19 @@ impl AdminTransport for HttpAdmin {
     }
 }
 
+/// How long a failed port-forward request waits for the error channel's message.
+const PORT_ERROR_WAIT: Duration = Duration::from_secs(2);
+
 /// The admin interface of a pod's Envoy, reached through the Kubernetes API's port-forward
-/// (no kubectl). The pod is the first running pod matching the label selector.
+/// (no kubectl). The pod is the first running pod matching the label selector, looked up
+/// once; [`AdminTransport::describe`] and hints name it from then on.
 pub struct PortForwardAdmin {
     client: ::kube::Client,
     namespace: String,
     selector: String,
     port: u16,
     context: Option<String>,
-    pod: tokio::sync::Mutex<Option<String>>,
+    pod: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for PortForwardAdmin {
@@ -208,7 +213,7 @@ impl PortForwardAdmin {
             selector: selector.to_string(),
             port,
             context: None,
-            pod: tokio::sync::Mutex::new(None),
+            pod: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -223,13 +228,18 @@ impl PortForwardAdmin {
         self
     }
 
+    /// The pod the admin interface is reached in, once a request has looked it up.
+    pub fn pod(&self) -> Option<&str> {
+        self.pod.get().map(String::as_str)
+    }
+
     async fn pod_name(&self) -> Result<String, VerifyError> {
+        self.pod.get_or_try_init(|| self.find_pod()).await.cloned()
+    }
+
+    async fn find_pod(&self) -> Result<String, VerifyError> {
         use ::kube::api::{Api, ListParams};
         use k8s_openapi::api::core::v1::Pod;
-        let mut cached = self.pod.lock().await;
-        if let Some(p) = cached.as_ref() {
-            return Ok(p.clone());
-        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let list = pods
             .list(&ListParams::default().labels(&self.selector))
@@ -244,7 +254,7 @@ impl PortForwardAdmin {
             p.metadata.deletion_timestamp.is_none()
                 && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         });
-        let name = running
+        running
             .and_then(|p| p.metadata.name.clone())
             .ok_or_else(|| VerifyError::Admin {
                 target: self.describe(),
@@ -254,9 +264,7 @@ impl PortForwardAdmin {
                     self.namespace,
                     list.items.len()
                 ),
-            })?;
-        *cached = Some(name.clone());
-        Ok(name)
+            })
     }
 }
 
@@ -278,7 +286,26 @@ impl AdminTransport for PortForwardAdmin {
         let stream = pf
             .take_stream(self.port)
             .ok_or_else(|| err("port-forward gave no stream".into()))?;
+        // The kubelet reports why the port cannot be reached (nothing listens, …) on the
+        // port's error channel and closes the stream, which alone reads as "connection closed".
+        let port_error = pf.take_error(self.port);
         let res = http1_get(stream, &format!("localhost:{}", self.port), path_and_query).await;
+        let res = match res {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let why = match port_error {
+                    Some(f) => tokio::time::timeout(PORT_ERROR_WAIT, f)
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                Err(match why {
+                    Some(why) => format!("{e}; the port-forward reports: {}", why.trim()),
+                    None => e,
+                })
+            }
+        };
         pf.abort();
         let (status, body) = res.map_err(err)?;
         if !(200..300).contains(&status) {
@@ -291,10 +318,16 @@ impl AdminTransport for PortForwardAdmin {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "pod {}/{} port {} (port-forward)",
-            self.namespace, self.selector, self.port
-        )
+        match self.pod() {
+            Some(pod) => format!(
+                "pod {}/{pod} port {} (port-forward, {})",
+                self.namespace, self.port, self.selector
+            ),
+            None => format!(
+                "pod {}/{} port {} (port-forward)",
+                self.namespace, self.selector, self.port
+            ),
+        }
     }
 
     fn show_command(&self, path_and_query: &str) -> String {
@@ -303,10 +336,17 @@ impl AdminTransport for PortForwardAdmin {
             .as_ref()
             .map(|c| format!("--context {c} "))
             .unwrap_or_default();
+        let pod = match self.pod() {
+            Some(pod) => pod.to_string(),
+            None => format!(
+                "$(kubectl {ctx}-n {ns} get pod -l {sel} -o name | head -1)",
+                ns = self.namespace,
+                sel = self.selector
+            ),
+        };
         format!(
-            "kubectl {ctx}-n {ns} exec $(kubectl {ctx}-n {ns} get pod -l {sel} -o name | head -1) -c envoy -- curl -s 'http://localhost:{port}{path_and_query}'",
+            "kubectl {ctx}-n {ns} exec {pod} -c envoy -- curl -s 'http://localhost:{port}{path_and_query}'",
             ns = self.namespace,
-            sel = self.selector,
             port = self.port
         )
     }
