@@ -161,10 +161,28 @@ pub async fn diff(client: &Client, spec: &StackSpec, live: &LiveStack) -> Result
         .send()
         .await
         .map_err(|e| error_text(&e))?;
-    if tpl.template_body.as_deref().map(str::trim_end) != Some(spec.body.trim_end()) {
+    if !same_template(tpl.template_body.as_deref().unwrap_or_default(), &spec.body) {
         why.push("template changed".into());
     }
     Ok((!why.is_empty()).then(|| why.join("; ")))
+}
+
+/// Whether two template bodies deploy the same thing. Comments, formatting and the
+/// template-level `Metadata` section are not compared: CloudFormation refuses an update that
+/// changes only those ("no changes"), so treating them as drift would make every later `up`
+/// create and delete an empty change set. Bodies that do not parse are compared as text.
+pub fn same_template(live: &str, want: &str) -> bool {
+    fn semantic(body: &str) -> Option<serde_yaml_ng::Value> {
+        let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(body).ok()?;
+        if let Some(m) = v.as_mapping_mut() {
+            m.remove("Metadata");
+        }
+        Some(v)
+    }
+    match (semantic(live), semantic(want)) {
+        (Some(a), Some(b)) => a == b,
+        _ => live.trim_end() == want.trim_end(),
+    }
 }
 
 /// The check of a stack step: live state against the spec.

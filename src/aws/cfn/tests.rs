@@ -191,6 +191,16 @@ async fn check_compares_template_parameters_and_tags() {
     assert_eq!(check(&c, &spec()).await.unwrap(), Status::Missing);
 }
 
+#[test]
+fn template_comments_layout_and_metadata_are_not_drift() {
+    let want = "# ours\nMetadata:\n  cfn-lint: {config: {ignore_checks: [W2001]}}\nResources:\n  Vpc:\n    Type: AWS::EC2::VPC\n    Properties: {CidrBlock: !Ref Cidr}\n";
+    let live = "Resources:\n  Vpc: {Type: 'AWS::EC2::VPC', Properties: {CidrBlock: !Ref Cidr}}  # older comment\n";
+    assert!(same_template(live, want));
+    assert!(!same_template(&live.replace("!Ref Cidr", "!Ref Other"), want), "a changed intrinsic is drift");
+    assert!(!same_template("Resources: {}\n", want));
+    assert!(same_template("{not yaml", "{not yaml\n"), "unparsable bodies compare as text");
+}
+
 #[tokio::test]
 async fn delete_of_an_absent_stack_succeeds() {
     let describe = mock!(Client::describe_stacks).then_error(not_found);
