@@ -315,25 +315,39 @@ fn base_stacks_are_independent_and_only_tgw_stacks_need_the_hub() {
 }
 
 /// Every CloudFormation template meshctl deploys is cfn-lint clean (the test bed's pinned
-/// cfn-lint, region of the test bed): no errors, no warnings.
+/// cfn-lint, in the test bed's region): the files in templates/, and the bodies meshctl
+/// renders from them with the peer routes inserted, for the walkthrough and for three spokes.
 #[test]
 fn templates_are_cfn_lint_clean() {
     let tb = testbed();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let mut templates: Vec<_> = std::fs::read_dir(&dir)
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("templates"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
-    templates.sort();
-    assert!(templates.len() >= 3, "hub, spoke and spoke-tgw templates in {}", dir.display());
+    assert!(files.len() >= 3, "hub, spoke and spoke-tgw templates in templates/");
+    let rendered = common::temp_dir("cfn-lint");
+    let three = Config::load(Some(&root.join("examples/three-spokes.toml")), &[], &[]).unwrap();
+    for (label, c) in [("walkthrough", Config::default()), ("three-spokes", three)] {
+        let mut bodies = vec![("hub".to_string(), phases::stacks::hub_body(&c))];
+        for s in &c.spokes {
+            bodies.push((format!("{}-tgw", s.name), phases::stacks::spoke_tgw_body(&c, s)));
+        }
+        for (name, body) in bodies {
+            let f = rendered.path().join(format!("{label}-{name}.yaml"));
+            std::fs::write(&f, body).unwrap();
+            files.push(f);
+        }
+    }
+    files.sort();
     let mut lint = tb.command("cfn-lint");
-    lint.arg("--regions").arg(&tb.region).arg("--").args(&templates);
+    lint.arg("--regions").arg(&tb.region).arg("--").args(&files);
     let out = common::run_with_timeout(&mut lint, std::time::Duration::from_secs(300));
     assert!(
         out.status.success(),
         "cfn-lint {}:\n{}{}",
-        templates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
