@@ -6,11 +6,15 @@
 //!   the pinned SPIRE 1.13.3. Need the test bed's binaries (helm, spire-server, spire-agent) in
 //!   $MESHCTL_TESTBED_BIN or ~/.cache/meshctl-testbed/bin (`scripts/testbed setup`).
 //! - `spire_and_register_phases_on_the_test_bed`: the real steps, through `engine::run`, against
-//!   the test bed's three API servers (`scripts/testbed up`; `source $STATE/env`). Pods are kwok
+//!   the test bed's API servers (`scripts/testbed up`; `source $STATE/env`). Pods are kwok
 //!   pods that run no containers, so the test plays the SPIRE server's part: it runs a real
 //!   `spire-server` locally (kwok maps `exec` in the spire-server-0 pod to a local process, so the
 //!   configured `spire.server_binary` / `spire.server_socket` point at it), and it writes the
 //!   hub's `spire-bundle` ConfigMap the way the k8sbundle notifier would.
+//! - `spire_and_register_phases_with_three_spokes_on_the_test_bed`: the same run for
+//!   `examples/three-spokes.toml` (spokes frontend, backend and `analytics`, the fourth cluster of
+//!   the test bed; the four Yelb services plus `report-worker`). Both share one body, parameterised
+//!   by a [`Layout`] whose expected names and entries are written out by hand.
 //!
 //! Missing test bed or binaries => panic with what to run; these tests never skip.
 
@@ -244,15 +248,17 @@ impl LocalServer {
     /// rewritten: the data dir, the health port, the mounted kubeconfig paths (-> the test bed's
     /// per-cluster kubeconfigs) and, for the notifier, the hub's kubeconfig instead of
     /// in-cluster credentials.
-    fn start(&mut self, tb: &Testbed, rendered: &str) {
+    fn start(&mut self, tb: &Testbed, rendered: &str, spokes: &[Spoke]) {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let kc = |c: &str| tb.dir.join(c).join("kubeconfig").display().to_string();
         let mut conf = rendered
             .replace("\"/run/spire/data", &format!("\"{}", data.display()))
-            .replace("bind_port = \"8080\"", &format!("bind_port = \"{}\"", free_port()))
-            .replace("/etc/kubeconfig/frontend/frontend.conf", &kc("frontend"))
-            .replace("/etc/kubeconfig/backend/backend.conf", &kc("backend"));
+            .replace("bind_port = \"8080\"", &format!("bind_port = \"{}\"", free_port()));
+        for s in spokes {
+            conf = conf.replace(&format!("/etc/kubeconfig/{}/{}", s.name, s.key), &kc(s.name));
+        }
+        assert!(!conf.contains("/etc/kubeconfig/"), "a mounted kubeconfig path not mapped to a test-bed cluster:\n{conf}");
         let key = "config_map_key = \"bundle.crt\"";
         assert!(conf.contains(key), "no k8sbundle notifier in:\n{rendered}");
         conf = conf.replace(key, &format!("{key}\n          kube_config_file_path = \"{}\"", kc("shared")));
@@ -305,64 +311,31 @@ impl LocalServer {
     }
 }
 
-/// The design brief's table, written out by hand (not computed by the code under test).
-fn expected_entries(ns: &str, tiers: [&str; 4]) -> BTreeSet<(String, String, BTreeSet<String>)> {
-    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
-    let agent = |sa: &str| format!("spiffe://{TD}/ns/{ns}/sa/{sa}");
-    let mut out = BTreeSet::new();
-    for (cluster, sa) in [("frontend-k8s-cluster", "spire-agent-front"), ("backend-k8s-cluster", "spire-agent-back")] {
-        out.insert((
-            agent(sa),
-            format!("spiffe://{TD}/spire/server"),
-            set(&[format!("k8s_psat:cluster:{cluster}"), format!("k8s_psat:agent_ns:{ns}"), format!("k8s_psat:agent_sa:{sa}")]),
-        ));
-    }
-    let workloads = [
-        ("frontend", "spire-agent-front", "yelb-ui", tiers[0]),
-        ("yelbapp", "spire-agent-back", "yelb-appserver", tiers[1]),
-        ("yelbdb", "spire-agent-back", "yelb-db", tiers[2]),
-        ("redis", "spire-agent-back", "redis-server", tiers[3]),
-    ];
-    for (path, sa, app, tier) in workloads {
-        out.insert((
-            format!("spiffe://{TD}/{path}"),
-            agent(sa),
-            set(&[
-                "k8s:ns:yelb".to_string(),
-                "k8s:sa:default".to_string(),
-                format!("k8s:pod-label:app:{app}"),
-                format!("k8s:pod-label:tier:{tier}"),
-                "k8s:container-name:envoy".to_string(),
-            ]),
-        ));
-    }
-    out
+/// One spoke as the test expects it, written out by hand (not derived by the code under test):
+/// spoke name (= kube context of the test bed), k8s_psat cluster name, agent service account,
+/// and the hub ConfigMap (and key) holding its kubeconfig.
+struct Spoke {
+    name: &'static str,
+    cluster: &'static str,
+    sa: &'static str,
+    configmap: &'static str,
+    key: &'static str,
 }
 
-const TIERS: [&str; 4] = ["frontend", "middletier", "backenddb", "cache"];
+/// The walkthrough's own names for its two spokes.
+const FRONTEND: Spoke = Spoke { name: "frontend", cluster: "frontend-k8s-cluster", sa: "spire-agent-front", configmap: "front-kubeconfig", key: "frontend.conf" };
+const BACKEND: Spoke = Spoke { name: "backend", cluster: "backend-k8s-cluster", sa: "spire-agent-back", configmap: "back-kubeconfig", key: "backend.conf" };
+/// Any other spoke: names derived from the spoke name.
+const ANALYTICS: Spoke =
+    Spoke { name: "analytics", cluster: "analytics-k8s-cluster", sa: "spire-agent-analytics", configmap: "analytics-kubeconfig", key: "analytics.conf" };
 
-fn config(tb: &Testbed, dir: &Path, ns: &str, server: &LocalServer, sets: &[String]) -> Config {
-    let f = dir.join("meshctl.toml");
-    let toml = format!(
-        r#"kubeconfig = "{kc}"
+/// A workload entry by hand: (SPIFFE path, parent agent's service account, app label, tier label).
+type Workload = (&'static str, &'static str, &'static str, &'static str);
 
-[hub]
-kube_context = "shared"
-
-[[spokes]]
-name = "frontend"
-kube_context = "frontend"
-
-[[spokes]]
-name = "backend"
-kube_context = "backend"
-
-[spire]
-namespace = "{ns}"
-server_binary = "{bin}"
-server_socket = "{sock}"
-server_port = {port}
-
+/// The `[[services]]` of `examples/walkthrough.toml` (the four Yelb services).
+macro_rules! yelb_services {
+    () => {
+        r#"
 [[services]]
 name = "yelb-ui"
 account = "frontend"
@@ -395,11 +368,107 @@ spiffe_path = "redis"
 tier_label = "cache"
 port = 6379
 protocol = "tcp"
-"#,
+"#
+    };
+}
+
+/// One run of the phases: the spokes, the services (TOML) and the entries they must give.
+struct Layout {
+    /// Namespace prefix, distinct per layout (the tests run in parallel).
+    tag: &'static str,
+    spokes: &'static [Spoke],
+    services: &'static str,
+    workloads: &'static [Workload],
+}
+
+/// The walkthrough: two spokes, the design brief's table.
+const TWO_SPOKES: Layout = Layout {
+    tag: "spire2",
+    spokes: &[FRONTEND, BACKEND],
+    services: yelb_services!(),
+    workloads: &[
+        ("frontend", "spire-agent-front", "yelb-ui", "frontend"),
+        ("yelbapp", "spire-agent-back", "yelb-appserver", "middletier"),
+        ("yelbdb", "spire-agent-back", "yelb-db", "backenddb"),
+        ("redis", "spire-agent-back", "redis-server", "cache"),
+    ],
+};
+
+/// `examples/three-spokes.toml`: the walkthrough plus an `analytics` spoke whose worker calls
+/// the appserver.
+const THREE_SPOKES: Layout = Layout {
+    tag: "spire3",
+    spokes: &[FRONTEND, BACKEND, ANALYTICS],
+    services: concat!(
+        yelb_services!(),
+        r#"
+[[services]]
+name = "report-worker"
+account = "analytics"
+spiffe_path = "analytics/worker"
+tier_label = "batch"
+port = 8080
+backends = ["yelb-appserver"]
+"#
+    ),
+    workloads: &[
+        ("frontend", "spire-agent-front", "yelb-ui", "frontend"),
+        ("yelbapp", "spire-agent-back", "yelb-appserver", "middletier"),
+        ("yelbdb", "spire-agent-back", "yelb-db", "backenddb"),
+        ("redis", "spire-agent-back", "redis-server", "cache"),
+        ("analytics/worker", "spire-agent-analytics", "report-worker", "batch"),
+    ],
+};
+
+/// The entries the server must hold: one node entry per spoke, one workload entry per service.
+fn expected_entries(ns: &str, spokes: &[Spoke], workloads: &[Workload]) -> BTreeSet<(String, String, BTreeSet<String>)> {
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+    let agent = |sa: &str| format!("spiffe://{TD}/ns/{ns}/sa/{sa}");
+    let mut out = BTreeSet::new();
+    for s in spokes {
+        out.insert((
+            agent(s.sa),
+            format!("spiffe://{TD}/spire/server"),
+            set(&[format!("k8s_psat:cluster:{}", s.cluster), format!("k8s_psat:agent_ns:{ns}"), format!("k8s_psat:agent_sa:{}", s.sa)]),
+        ));
+    }
+    for &(path, sa, app, tier) in workloads {
+        out.insert((
+            format!("spiffe://{TD}/{path}"),
+            agent(sa),
+            set(&[
+                "k8s:ns:yelb".to_string(),
+                "k8s:sa:default".to_string(),
+                format!("k8s:pod-label:app:{app}"),
+                format!("k8s:pod-label:tier:{tier}"),
+                "k8s:container-name:envoy".to_string(),
+            ]),
+        ));
+    }
+    assert_eq!(out.len(), spokes.len() + workloads.len(), "the hand-written table has duplicates");
+    out
+}
+
+fn config(tb: &Testbed, dir: &Path, ns: &str, server: &LocalServer, layout: &Layout, sets: &[String]) -> Config {
+    let f = dir.join("meshctl.toml");
+    let spokes: String = layout.spokes.iter().map(|s| format!("[[spokes]]\nname = \"{0}\"\nkube_context = \"{0}\"\n\n", s.name)).collect();
+    let toml = format!(
+        r#"kubeconfig = "{kc}"
+
+[hub]
+kube_context = "shared"
+
+{spokes}[spire]
+namespace = "{ns}"
+server_binary = "{bin}"
+server_socket = "{sock}"
+server_port = {port}
+{services}"#,
         kc = tb.kubeconfig.display(),
         bin = server.binary.display(),
         sock = server.socket.display(),
         port = server.port,
+        services = layout.services,
     );
     std::fs::write(&f, toml).unwrap();
     Config::load(Some(&f), &[], sets).unwrap_or_else(|e| panic!("test config: {e}"))
@@ -424,11 +493,13 @@ fn rv(tb: &Testbed, ctx: &str, ns: &str, kind: &str, name: &str) -> String {
     tb.kubectl(ctx, &["-n", ns, "get", kind, name, "-o", "jsonpath={.metadata.resourceVersion}"])
 }
 
-/// Cleans up what the test made, whatever happened.
+/// Cleans up what the test made, whatever happened: the namespace in every cluster of the test
+/// bed, the PV, and the agents' cluster-scoped RBAC (`<ns>-<agent sa>`) in each spoke.
 struct Cleanup<'a> {
     tb: &'a Testbed,
     ns: String,
     pv: String,
+    spokes: &'a [Spoke],
 }
 
 impl Drop for Cleanup<'_> {
@@ -437,31 +508,53 @@ impl Drop for Cleanup<'_> {
             let _ = self.tb.kubectl_output(ctx, &["delete", "namespace", &self.ns, "--wait=false"], None);
         }
         let _ = self.tb.kubectl_output("shared", &["delete", "pv", &self.pv, "--wait=false"], None);
-        for ctx in ["frontend", "backend"] {
-            for sa in ["spire-agent-front", "spire-agent-back"] {
-                let n = format!("{}-{sa}", self.ns);
-                let _ = self.tb.kubectl_output(ctx, &["delete", "clusterrole,clusterrolebinding", &n, "--ignore-not-found"], None);
-            }
+        for s in self.spokes {
+            let n = format!("{}-{}", self.ns, s.sa);
+            let _ = self.tb.kubectl_output(s.name, &["delete", "clusterrole,clusterrolebinding", &n, "--ignore-not-found"], None);
         }
     }
 }
 
+/// Held while a test has SPIRE agent DaemonSets in the test bed's spokes (see its use).
+static AGENT_NODES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn spire_and_register_phases_on_the_test_bed() {
+    spire_and_register_phases(&TWO_SPOKES);
+}
+
+#[test]
+fn spire_and_register_phases_with_three_spokes_on_the_test_bed() {
+    spire_and_register_phases(&THREE_SPOKES);
+}
+
+/// `spire` and `register` up, a no-op second up, a bundle rotation, a changed selector, and down
+/// twice, for the spokes and services of `layout`, in a namespace of its own.
+fn spire_and_register_phases(layout: &Layout) {
+    let started = std::time::Instant::now();
+    let lap = |what: &str| eprintln!("{}: {what} at {:.1}s", layout.tag, started.elapsed().as_secs_f64());
     let tb = testbed();
+    let spokes = layout.spokes;
     let mut server = LocalServer::prepare();
     let work = temp_dir("spire-phases");
-    // A namespace of our own so parallel tests (and other phases' tests) never collide.
-    let ns = unique_name("spire");
-    let pv = unique_name("spire-data");
-    let _cleanup = Cleanup { tb: &tb, ns: ns.clone(), pv: pv.clone() };
-    let cfg = config(&tb, work.path(), &ns, &server, &[]);
+    // A namespace of our own so parallel tests (and other phases' tests) never collide; the
+    // agents' ClusterRoles (`<ns>-<sa>`) and the PV follow from it.
+    let ns = unique_name(layout.tag);
+    let pv = unique_name(&format!("{}-data", layout.tag));
+    let _cleanup = Cleanup { tb: &tb, ns: ns.clone(), pv: pv.clone(), spokes };
+    let cfg = config(&tb, work.path(), &ns, &server, layout, &[]);
+
+    // The configuration derives the names the table above spells out.
+    let derived: Vec<[&str; 5]> =
+        cfg.spokes.iter().map(|s| [s.name.as_str(), s.psat_cluster(), s.agent_service_account(), s.kubeconfig_configmap(), s.kubeconfig_key()]).collect();
+    let want: Vec<[&str; 5]> = spokes.iter().map(|s| [s.name, s.cluster, s.sa, s.configmap, s.key]).collect();
+    assert_eq!(derived, want, "spoke names derived by the configuration (name, psat cluster, agent SA, kubeconfig ConfigMap, key)");
 
     // What the kubeconfig phase leaves in the hub: the spokes' kubeconfig ConfigMaps; and the
     // volume the server's claim binds to (the test bed has no storage provisioner).
     tb.kubectl("shared", &["create", "namespace", &ns]);
-    for (cm, key) in [("front-kubeconfig", "frontend.conf"), ("back-kubeconfig", "backend.conf")] {
-        tb.kubectl("shared", &["-n", &ns, "create", "configmap", cm, &format!("--from-literal={key}=apiVersion: v1")]);
+    for s in spokes {
+        tb.kubectl("shared", &["-n", &ns, "create", "configmap", s.configmap, &format!("--from-literal={}=apiVersion: v1", s.key)]);
     }
     let pv_manifest = json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
@@ -475,12 +568,14 @@ fn spire_and_register_phases_on_the_test_bed() {
     });
     tb.kubectl_stdin("shared", &["apply", "-f", "-"], Some(&pv_manifest.to_string()));
 
-    let server_ids = vec!["spire/server".to_string()];
-    let spoke_ids: Vec<String> = ["bundle-frontend", "bundle-backend", "agent-frontend", "agent-backend"].iter().map(|s| format!("spire/{s}")).collect();
-    let register_ids: Vec<String> = ["node-frontend", "node-backend", "yelb-ui", "yelb-appserver", "yelb-db", "redis-server"]
-        .iter()
-        .map(|s| format!("register/{s}"))
-        .collect();
+    // Step ids from the configuration's spokes and services.
+    use meshctl::phases::ids;
+    let server_ids = vec![ids::spire_server()];
+    let bundle_ids: Vec<String> = cfg.spokes.iter().map(|s| format!("spire/bundle-{}", s.name)).collect();
+    let spoke_ids: Vec<String> = bundle_ids.iter().cloned().chain(cfg.spokes.iter().map(|s| ids::spire_agent(&s.name))).collect();
+    let register_ids: Vec<String> =
+        cfg.spokes.iter().map(|s| ids::register_node(&s.name)).chain(cfg.services.iter().map(|s| ids::register_service(&s.name))).collect();
+    assert_eq!(register_ids.len(), spokes.len() + layout.workloads.len(), "{register_ids:?}");
     let all_ids: Vec<String> = server_ids.iter().chain(&spoke_ids).chain(&register_ids).cloned().collect();
 
     // ---- spire/server
@@ -488,23 +583,25 @@ fn spire_and_register_phases_on_the_test_bed() {
     assert_ok(&s, "spire/server up");
     assert_eq!(s.outcome("spire/server"), Some(&Outcome::Created));
     let conf = tb.kubectl("shared", &["-n", &ns, "get", "configmap", "spire-server", "-o", "jsonpath={.data.server\\.conf}"]);
-    for (cluster, sa, role, key) in [
-        ("frontend-k8s-cluster", "spire-agent-front", "frontend", "frontend.conf"),
-        ("backend-k8s-cluster", "spire-agent-back", "backend", "backend.conf"),
-    ] {
-        assert!(conf.contains(&format!("\"{cluster}\" = {{")), "{cluster} not in server.conf:\n{conf}");
-        assert!(conf.contains(&format!("service_account_allow_list = [\"{ns}:{sa}\"]")), "{conf}");
-        assert!(conf.contains(&format!("kube_config_file = \"/etc/kubeconfig/{role}/{key}\"")), "{conf}");
+    for s in spokes {
+        assert!(conf.contains(&format!("\"{}\" = {{", s.cluster)), "{} not in server.conf:\n{conf}", s.cluster);
+        assert!(conf.contains(&format!("service_account_allow_list = [\"{ns}:{}\"]", s.sa)), "{conf}");
+        assert!(conf.contains(&format!("kube_config_file = \"/etc/kubeconfig/{}/{}\"", s.name, s.key)), "{conf}");
     }
+    assert_eq!(conf.matches("service_account_allow_list").count(), spokes.len(), "one k8s_psat cluster per spoke:\n{conf}");
     assert!(conf.contains(&format!("trust_domain = \"{TD}\"")), "{conf}");
-    let ready = tb.kubectl("shared", &["-n", &ns, "get", "statefulset", "spire-server", "-o", "jsonpath={.status.readyReplicas}"]);
-    assert_eq!(ready.trim(), "1");
+    let sts = tb.kubectl_json("shared", &["-n", &ns, "get", "statefulset", "spire-server"]);
+    assert_eq!(sts["status"]["readyReplicas"], 1, "{}", sts["status"]);
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].to_string();
+    for s in spokes {
+        assert!(volumes.contains(&format!("\"name\":\"{}\"", s.configmap)), "ConfigMap {} not mounted: {volumes}", s.configmap);
+    }
     let pod_ip = tb.kubectl("shared", &["-n", &ns, "get", "pod", "spire-server-0", "-o", "jsonpath={.status.podIP}"]);
     assert!(!pod_ip.trim().is_empty());
 
     // The server runs (locally) with the config the chart rendered; its k8sbundle notifier
     // publishes the real bundle into the hub's ConfigMap.
-    server.start(&tb, &conf);
+    server.start(&tb, &conf, spokes);
     let bundle = server.cli(&["bundle", "show", "-format", "pem"]);
     assert!(bundle.contains("BEGIN CERTIFICATE"), "{bundle}");
     wait_for("the k8sbundle notifier to publish the bundle into the hub", Duration::from_secs(60), Duration::from_millis(500), || {
@@ -512,43 +609,54 @@ fn spire_and_register_phases_on_the_test_bed() {
         (cm["data"]["bundle.crt"].as_str().map(str::trim) == Some(bundle.trim())).then_some(())
     });
 
+    lap("server up");
     // ---- bundles and agents
+    // One agent per node: the agent pods use the host network and its health port (8080), so a
+    // second agent DaemonSet on a test-bed node stays Pending (no free host port) until the
+    // first is gone. Tests in this binary take turns from here until their agents are removed.
+    let agents_on_the_nodes = AGENT_NODES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    lap("agent nodes free");
     let s = run(&cfg, &spoke_ids, Mode::Up);
     assert_ok(&s, "spire bundles and agents up");
+    for id in &spoke_ids {
+        assert_eq!(s.outcome(id), Some(&Outcome::Created), "{id} on the first run");
+    }
     let hub_bundle = tb.kubectl_json("shared", &["-n", &ns, "get", "configmap", "spire-bundle"])["data"].clone();
-    for (spoke, cluster, sa) in [("frontend", "frontend-k8s-cluster", "spire-agent-front"), ("backend", "backend-k8s-cluster", "spire-agent-back")] {
+    for s in spokes {
+        let spoke = s.name;
         let copy = tb.kubectl_json(spoke, &["-n", &ns, "get", "configmap", "spire-bundle"]);
         assert_eq!(copy["data"], hub_bundle, "bundle in {spoke} differs from the hub's");
         assert_eq!(copy["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshctl");
         let ds = tb.kubectl_json(spoke, &["-n", &ns, "get", "daemonset", "spire-agent"]);
-        assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], sa);
+        assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], s.sa, "agent service account in {spoke}");
         assert!(ds["status"]["numberReady"].as_i64().unwrap() >= 1, "{spoke} DaemonSet not ready: {}", ds["status"]);
         let agent = tb.kubectl(spoke, &["-n", &ns, "get", "configmap", "spire-agent", "-o", "jsonpath={.data.agent\\.conf}"]);
-        assert!(agent.contains(&format!("cluster = \"{cluster}\"")), "{agent}");
-        assert!(agent.contains(&format!("server_address = \"{}\"", pod_ip.trim())), "{agent}");
+        assert!(agent.contains(&format!("cluster = \"{}\"", s.cluster)), "{spoke}: {agent}");
+        assert!(agent.contains(&format!("server_address = \"{}\"", pod_ip.trim())), "{spoke}: {agent}");
+        tb.kubectl(spoke, &["get", "clusterrole,clusterrolebinding", &format!("{ns}-{}", s.sa)]);
     }
 
+    lap("bundles and agents up");
     // ---- register
     assert!(server.entries().is_empty(), "the local server starts without entries");
     let s = run(&cfg, &register_ids, Mode::Up);
     assert_ok(&s, "register up");
+    for id in &register_ids {
+        assert_eq!(s.outcome(id), Some(&Outcome::Created), "{id} on the first run");
+    }
     let live = server.entries();
     let got: BTreeSet<_> = live.keys().cloned().collect();
-    assert_eq!(got, expected_entries(&ns, TIERS), "entries after register");
+    assert_eq!(got, expected_entries(&ns, spokes, layout.workloads), "entries after register");
 
+    lap("entries registered");
     // ---- a second run changes nothing: every step up to date, same resourceVersions/entries
-    let watched = [
-        ("shared", "configmap", "spire-server"),
-        ("shared", "configmap", "spire-bundle"),
-        ("shared", "statefulset", "spire-server"),
-        ("frontend", "configmap", "spire-bundle"),
-        ("backend", "configmap", "spire-bundle"),
-        ("frontend", "daemonset", "spire-agent"),
-        ("backend", "daemonset", "spire-agent"),
-    ];
+    let mut watched = vec![("shared", "configmap", "spire-server"), ("shared", "configmap", "spire-bundle"), ("shared", "statefulset", "spire-server")];
+    watched.extend(spokes.iter().map(|s| (s.name, "configmap", "spire-bundle")));
+    watched.extend(spokes.iter().map(|s| (s.name, "daemonset", "spire-agent")));
     // Controllers still settle status fields (availability) for a moment after "ready"; only
     // meshctl's own writes may not move resourceVersions, so start from settled objects.
-    for (ctx, kind, name) in [("shared", "statefulset", "spire-server"), ("frontend", "daemonset", "spire-agent"), ("backend", "daemonset", "spire-agent")] {
+    let workloads = std::iter::once(("shared", "statefulset", "spire-server")).chain(spokes.iter().map(|s| (s.name, "daemonset", "spire-agent")));
+    for (ctx, kind, name) in workloads {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let o = tb.kubectl_json(ctx, &["-n", &ns, "get", kind, name]);
@@ -576,18 +684,22 @@ fn spire_and_register_phases_on_the_test_bed() {
     assert_eq!(before, after, "resourceVersions of {watched:?}");
     assert_eq!(server.entries(), live, "entries changed on the second run");
 
-    // ---- a changed bundle in the hub is re-copied
+    lap("settled + second up");
+    // ---- a changed bundle in the hub is re-copied into every spoke
     let rotated = format!("{bundle}{bundle}");
     let patch = json!({ "data": { "bundle.crt": rotated } }).to_string();
     tb.kubectl("shared", &["-n", &ns, "patch", "configmap", "spire-bundle", "--type", "merge", "-p", &patch]);
-    let s = run(&cfg, &["spire/bundle-frontend".to_string()], Mode::Up);
+    let s = run(&cfg, &bundle_ids, Mode::Up);
     assert_ok(&s, "bundle re-copy");
-    assert!(matches!(s.outcome("spire/bundle-frontend"), Some(Outcome::Updated(_))), "{:?}", s.outcome("spire/bundle-frontend"));
-    let copy = tb.kubectl_json("frontend", &["-n", &ns, "get", "configmap", "spire-bundle"]);
-    assert_eq!(copy["data"]["bundle.crt"], rotated);
+    for (id, sp) in bundle_ids.iter().zip(spokes) {
+        assert!(matches!(s.outcome(id), Some(Outcome::Updated(_))), "{id}: {:?}", s.outcome(id));
+        let copy = tb.kubectl_json(sp.name, &["-n", &ns, "get", "configmap", "spire-bundle"]);
+        assert_eq!(copy["data"]["bundle.crt"], rotated, "bundle in {}", sp.name);
+    }
 
     // ---- a changed selector updates exactly one entry
-    let changed = config(&tb, work.path(), &ns, &server, &["services.1.tier_label=middletier-v2".to_string()]);
+    assert_eq!(cfg.services[1].name, "yelb-appserver");
+    let changed = config(&tb, work.path(), &ns, &server, layout, &["services.1.tier_label=middletier-v2".to_string()]);
     let s = run(&changed, &register_ids, Mode::Up);
     assert_ok(&s, "register with a changed tier");
     for id in &register_ids {
@@ -596,16 +708,22 @@ fn spire_and_register_phases_on_the_test_bed() {
     }
     let now = server.entries();
     let got: BTreeSet<_> = now.keys().cloned().collect();
-    assert_eq!(got, expected_entries(&ns, ["frontend", "middletier-v2", "backenddb", "cache"]));
+    let changed_workloads: Vec<Workload> =
+        layout.workloads.iter().map(|&(p, sa, app, tier)| (p, sa, app, if app == "yelb-appserver" { "middletier-v2" } else { tier })).collect();
+    assert_eq!(got, expected_entries(&ns, spokes, &changed_workloads));
     let ids_before: BTreeSet<&String> = live.values().map(|(id, _)| id).collect();
     let ids_after: BTreeSet<&String> = now.values().map(|(id, _)| id).collect();
     assert_eq!(ids_before, ids_after, "the entry is updated in place, not recreated");
 
+    lap("rotation + changed selector");
     // ---- destroy: entries first, then the releases and copies
     let foreign = server.cli(&["entry", "create", "-spiffeID", &format!("spiffe://{TD}/yelbapp"), "-parentID", &format!("spiffe://{TD}/someone/else"), "-selector", "unix:uid:0", "-output", "json"]);
     assert!(foreign.contains("yelbapp"), "{foreign}");
     let s = run(&changed, &register_ids, Mode::Down);
     assert_ok(&s, "register down");
+    for id in &register_ids {
+        assert_eq!(s.outcome(id), Some(&Outcome::Destroyed), "{id} on down");
+    }
     let left = server.entries();
     assert_eq!(left.len(), 1, "only the entry meshctl did not create is left: {left:?}");
     assert!(left.keys().next().unwrap().1.ends_with("/someone/else"));
@@ -614,6 +732,15 @@ fn spire_and_register_phases_on_the_test_bed() {
 
     let s = run(&changed, &server_ids.iter().chain(&spoke_ids).cloned().collect::<Vec<_>>(), Mode::Down);
     assert_ok(&s, "spire down");
+    for id in server_ids.iter().chain(&spoke_ids) {
+        assert_eq!(s.outcome(id), Some(&Outcome::Destroyed), "{id} on down");
+    }
+    for sp in spokes {
+        wait_for(&format!("the agent pod in {} to be gone", sp.name), Duration::from_secs(60), Duration::from_millis(500), || {
+            tb.kubectl(sp.name, &["-n", &ns, "get", "pods", "-o", "name"]).trim().is_empty().then_some(())
+        });
+    }
+    drop(agents_on_the_nodes);
     let helm_ls = |ctx: &str| {
         let mut c = tb.command("helm");
         c.args(["list", "--namespace", &ns, "--kube-context", ctx, "--short"]);
@@ -624,10 +751,17 @@ fn spire_and_register_phases_on_the_test_bed() {
     for ctx in CLUSTERS {
         assert_eq!(helm_ls(ctx).trim(), "", "releases left in {ctx}");
     }
-    for spoke in ["frontend", "backend"] {
-        let out = tb.kubectl_output(spoke, &["-n", &ns, "get", "configmap", "spire-bundle"], None);
-        assert!(!out.status.success(), "spire-bundle still in {spoke}");
+    for s in spokes {
+        let out = tb.kubectl_output(s.name, &["-n", &ns, "get", "configmap", "spire-bundle"], None);
+        assert!(!out.status.success(), "spire-bundle still in {}", s.name);
+        let out = tb.kubectl_output(s.name, &["get", "clusterrole", &format!("{ns}-{}", s.sa)], None);
+        assert!(!out.status.success(), "agent ClusterRole still in {}", s.name);
     }
     let s = run(&changed, &all_ids, Mode::Down);
     assert_ok(&s, "down again (absent = success)");
+    for id in &all_ids {
+        assert_eq!(s.outcome(id), Some(&Outcome::AlreadyGone), "{id} on the second down");
+    }
+    lap("down twice");
+    eprintln!("{}: {} spokes, {:.1}s", layout.tag, spokes.len(), started.elapsed().as_secs_f64());
 }
