@@ -214,6 +214,16 @@ fn agent_chart_renders_valid_manifests_and_config() {
         }
         assert!(objs.contains_key(&("ServiceAccount".to_string(), s.agent_service_account().to_string())));
     }
+
+    // spire.agent_health_port moves the health endpoint in agent.conf and the pod's port
+    let mut c = Config::default();
+    c.spire.agent_health_port = 18080;
+    let objs = assert_well_formed(&template(&AGENT_CHART, Some(&agent_values(&c, &c.spokes[0], "10.0.1.5"))));
+    let conf = conf_of(&objs, "spire-agent", "agent.conf");
+    validate("spire-agent", &conf);
+    assert!(conf.contains("bind_port = \"18080\""), "{conf}");
+    let ds = &objs[&("DaemonSet".to_string(), "spire-agent".to_string())];
+    assert_eq!(ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 18080);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -234,6 +244,9 @@ struct LocalServer {
     socket: PathBuf,
     binary: PathBuf,
     port: u16,
+    /// `spire.agent_health_port` of this test's agents: they use the node's network, so the
+    /// two tests' agents fit on the one test-bed node only with ports of their own.
+    agent_health_port: u16,
 }
 
 impl LocalServer {
@@ -241,7 +254,7 @@ impl LocalServer {
     fn prepare() -> LocalServer {
         let dir = temp_dir("spire-srv");
         let socket = dir.path().join("api.sock");
-        LocalServer { child: None, socket, binary: bin_dir().join("spire-server"), port: free_port(), dir }
+        LocalServer { child: None, socket, binary: bin_dir().join("spire-server"), port: free_port(), agent_health_port: free_port(), dir }
     }
 
     /// Starts the server with the chart's server.conf, with only what differs outside a pod
@@ -463,11 +476,13 @@ namespace = "{ns}"
 server_binary = "{bin}"
 server_socket = "{sock}"
 server_port = {port}
+agent_health_port = {health}
 {services}"#,
         kc = tb.kubeconfig.display(),
         bin = server.binary.display(),
         sock = server.socket.display(),
         port = server.port,
+        health = server.agent_health_port,
         services = layout.services,
     );
     std::fs::write(&f, toml).unwrap();
@@ -514,9 +529,6 @@ impl Drop for Cleanup<'_> {
         }
     }
 }
-
-/// Held while a test has SPIRE agent DaemonSets in the test bed's spokes (see its use).
-static AGENT_NODES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn spire_and_register_phases_on_the_test_bed() {
@@ -611,11 +623,6 @@ fn spire_and_register_phases(layout: &Layout) {
 
     lap("server up");
     // ---- bundles and agents
-    // One agent per node: the agent pods use the host network and its health port (8080), so a
-    // second agent DaemonSet on a test-bed node stays Pending (no free host port) until the
-    // first is gone. Tests in this binary take turns from here until their agents are removed.
-    let agents_on_the_nodes = AGENT_NODES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    lap("agent nodes free");
     let s = run(&cfg, &spoke_ids, Mode::Up);
     assert_ok(&s, "spire bundles and agents up");
     for id in &spoke_ids {
@@ -629,6 +636,8 @@ fn spire_and_register_phases(layout: &Layout) {
         assert_eq!(copy["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshctl");
         let ds = tb.kubectl_json(spoke, &["-n", &ns, "get", "daemonset", "spire-agent"]);
         assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], s.sa, "agent service account in {spoke}");
+        let health = &ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"];
+        assert_eq!(health.as_u64(), Some(u64::from(cfg.spire.agent_health_port)), "agent health port in {spoke}");
         assert!(ds["status"]["numberReady"].as_i64().unwrap() >= 1, "{spoke} DaemonSet not ready: {}", ds["status"]);
         let agent = tb.kubectl(spoke, &["-n", &ns, "get", "configmap", "spire-agent", "-o", "jsonpath={.data.agent\\.conf}"]);
         assert!(agent.contains(&format!("cluster = \"{}\"", s.cluster)), "{spoke}: {agent}");
@@ -740,7 +749,6 @@ fn spire_and_register_phases(layout: &Layout) {
             tb.kubectl(sp.name, &["-n", &ns, "get", "pods", "-o", "name"]).trim().is_empty().then_some(())
         });
     }
-    drop(agents_on_the_nodes);
     let helm_ls = |ctx: &str| {
         let mut c = tb.command("helm");
         c.args(["list", "--namespace", &ns, "--kube-context", ctx, "--short"]);

@@ -183,6 +183,9 @@ pub struct Spire {
     pub server_socket: String,
     /// The agent socket that serves the Workload API and SDS to Envoy.
     pub agent_socket: String,
+    /// The agents' health-check port. Agents use the node's network, so this port must be
+    /// free on every node of the spokes.
+    pub agent_health_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -87,6 +87,7 @@ struct RawSpire {
     server_binary: Option<String>,
     server_socket: Option<String>,
     agent_socket: Option<String>,
+    agent_health_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +274,7 @@ impl RawConfig {
                 server_binary: or(sp.server_binary, "/opt/spire/bin/spire-server"),
                 server_socket: or(sp.server_socket, "/tmp/spire-server/private/api.sock"),
                 agent_socket: or(sp.agent_socket, "/run/spire/sockets/agent.sock"),
+                agent_health_port: sp.agent_health_port.unwrap_or(8080),
             },
             hub: self.hub.resolve_hub(),
             spokes,

@@ -62,6 +62,7 @@ fn defaults_are_the_walkthrough() {
     let callers: Vec<&str> = c.callers_of("yelb-appserver").iter().map(|s| s.name.as_str()).collect();
     assert_eq!(callers, vec!["yelb-ui"]);
     assert_eq!(c.spire.agent_socket, "/run/spire/sockets/agent.sock");
+    assert_eq!(c.spire.agent_health_port, 8080, "the spire-agent chart's health port");
 }
 
 #[test]
@@ -133,6 +134,15 @@ fn wrong_type_names_the_line() {
     let e = err("[spire]\nserver_port = \"eighty\"\n");
     assert_eq!(e.line, Some(2), "{e}");
     assert!(e.to_string().contains("u16") || e.to_string().contains("integer"), "{e}");
+}
+
+#[test]
+fn port_zero_names_the_key() {
+    for key in ["server_port", "agent_health_port"] {
+        let e = err(&format!("[spire]\n{key} = 0\n"));
+        let text = e.to_string();
+        assert!(text.contains(&format!("spire.{key}")) && text.contains("1-65535"), "{text}");
+    }
 }
 
 #[test]

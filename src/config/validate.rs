@@ -110,8 +110,10 @@ pub(super) fn validate(c: &Config) -> Check {
         rule(key, v, is_dns_label(v), "lowercase letters, digits and '-', at most 63 characters")?;
     }
     rule("cloudmap.namespace", &c.cloudmap.namespace, is_dns_subdomain(&c.cloudmap.namespace), "a DNS name such as am-multi-account.local")?;
-    if c.spire.server_port == 0 {
-        return fail("spire.server_port", "0 is not a port: use 1-65535");
+    for (key, port) in [("spire.server_port", c.spire.server_port), ("spire.agent_health_port", c.spire.agent_health_port)] {
+        if port == 0 {
+            return fail(key, "0 is not a port: use 1-65535");
+        }
     }
     if c.spokes.is_empty() {
         return fail("spokes", "the list is empty: at least one spoke account is needed (the hub runs the SPIRE server, workloads run in spokes)");

@@ -102,6 +102,7 @@ pub fn agent_values(c: &Config, spoke: &Account, server_address: &str) -> Value 
         "serverAddress": server_address,
         "serverPort": c.spire.server_port,
         "socketPath": c.spire.agent_socket,
+        "healthPort": c.spire.agent_health_port,
         "bundle": { "configMap": BUNDLE_CONFIGMAP, "key": BUNDLE_KEY },
         DIGEST_KEY: digest(&AGENT_CHART),
     })
@@ -157,5 +158,6 @@ mod tests {
         assert_eq!(v["clusterName"], "backend-k8s-cluster");
         assert_eq!(v["serverAddress"], "10.0.0.9");
         assert_eq!(v["socketPath"], "/run/spire/sockets/agent.sock");
+        assert_eq!(v["healthPort"], 8080);
     }
 }
