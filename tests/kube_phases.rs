@@ -296,6 +296,33 @@ async fn kubeconfig_context_merged_from_eks() {
 
 // ------------------------------------------------------------------------------ aws-auth
 
+/// A wait that times out names why the pods are not ready: a pod no node can take is
+/// reported with the reason the real scheduler gave, found through the workload's selector.
+#[tokio::test]
+async fn pod_problems_name_the_scheduler_reason() {
+    let tb = testbed();
+    let (c, _dir) = config(&tb, Spokes::Two, "");
+    let ns = tb.create_namespace("frontend", "podprob");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stuck-0\n  namespace: {ns}\n  labels: {{app: stuck}}\n\
+         spec:\n  nodeSelector: {{meshctl-test/no-such-node: \"true\"}}\n  containers:\n  - name: app\n    image: registry.invalid/app:1\n"
+    );
+    tb.kubectl_stdin("frontend", &["apply", "-f", "-"], Some(&pod));
+    let client = Ctx::new(c).kube.client("frontend").await.expect("client for frontend");
+    let selector = serde_json::from_value(serde_json::json!({ "matchLabels": { "app": "stuck" } })).unwrap();
+    let mut problems = String::new();
+    for _ in 0..60 {
+        problems = meshctl::kube::wait::pod_problems(client.clone(), &ns, Some(&selector)).await;
+        if problems.contains("Unschedulable") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tb.delete_namespace("frontend", &ns);
+    assert!(problems.starts_with("; pod stuck-0 is Pending: Unschedulable: "), "{problems}");
+    assert!(problems.contains("node affinity/selector"), "the scheduler's message: {problems}");
+}
+
 fn map_roles(tb: &Testbed, ctx: &str) -> String {
     tb.kubectl_json(ctx, &["-n", "kube-system", "get", "configmap", "aws-auth"])["data"]["mapRoles"].as_str().unwrap().to_string()
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, Condition};
 use serde_json::json;
@@ -19,6 +20,7 @@ use crate::config::Account;
 use crate::context::Ctx;
 use crate::engine::{Context, Status, Step, StepCx, StepError, StepMeta};
 use crate::helm::{drift, Helm};
+use crate::kube::wait::pod_problems;
 use crate::kube::{kubeconfig_path, FIELD_MANAGER, MANAGED_BY};
 use crate::spire::charts::{
     agent_values, server_values, AGENT_CHART, AGENT_DAEMONSET, BUNDLE_CONFIGMAP, SERVER_CHART, SERVER_POD, SERVER_PVC,
@@ -104,6 +106,7 @@ async fn wait_ready<K>(
     name: &str,
     timeout: Duration,
     ready: fn(&K) -> Result<(), String>,
+    selector: fn(&K) -> Option<&LabelSelector>,
 ) -> Result<(), StepError>
 where
     K: Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + kube::Resource + 'static,
@@ -121,7 +124,11 @@ where
         Ok(Err(e)) => Err(StepError::new(format!("watching {what}: {e}"))),
         Err(_) => {
             let state = match api.get_opt(name).await {
-                Ok(Some(o)) => ready(&o).err().unwrap_or_else(|| "ready now".into()),
+                Ok(Some(o)) => {
+                    let state = ready(&o).err().unwrap_or_else(|| "ready now".into());
+                    let ns = o.meta().namespace.clone().unwrap_or_default();
+                    state + &pod_problems(api.into_client(), &ns, selector(&o)).await
+                }
                 Ok(None) => "it does not exist".into(),
                 Err(e) => format!("cannot read it: {e}"),
             };
@@ -196,7 +203,7 @@ impl Step for ServerStep {
             .await
             .context("SPIRE server")?;
         let sts: Api<StatefulSet> = Api::namespaced(client(&self.ctx, &c.hub.name).await?, &c.spire.namespace);
-        wait_ready(cx, sts, &self.what(), SERVER_STATEFULSET, READY_TIMEOUT, statefulset_ready).await?;
+        wait_ready(cx, sts, &self.what(), SERVER_STATEFULSET, READY_TIMEOUT, statefulset_ready, |s| s.spec.as_ref().map(|s| &s.selector)).await?;
         let addr = server_address(&self.ctx).await?;
         cx.progress(format!("SPIRE server reachable at {addr}:{}", c.spire.server_port));
         Ok(())
@@ -406,7 +413,7 @@ impl Step for AgentStep {
         .await
         .context("SPIRE agent")?;
         let ds: Api<DaemonSet> = Api::namespaced(client(&self.ctx, &self.spoke.name).await?, &c.spire.namespace);
-        wait_ready(cx, ds, &self.what(), AGENT_DAEMONSET, READY_TIMEOUT, daemonset_ready).await
+        wait_ready(cx, ds, &self.what(), AGENT_DAEMONSET, READY_TIMEOUT, daemonset_ready, |d| d.spec.as_ref().map(|s| &s.selector)).await
     }
 
     async fn destroy(&self, cx: &StepCx) -> Result<(), StepError> {
