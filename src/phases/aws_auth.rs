@@ -482,18 +482,8 @@ mod tests {
     }
 
     fn eks_client(rules: &[aws_smithy_mocks::Rule]) -> aws_sdk_eks::Client {
-        let mut interceptor = aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(aws_smithy_mocks::RuleMode::MatchAny);
-        for r in rules {
-            interceptor = interceptor.with_rule(r);
-        }
-        let conf = aws_sdk_eks::Config::builder()
-            .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
-            .region(aws_sdk_eks::config::Region::new("us-east-2"))
-            .credentials_provider(aws_credential_types::Credentials::new("a", "b", None, None, "test"))
-            .http_client(aws_smithy_mocks::create_mock_http_client())
-            .interceptor(interceptor)
-            .build();
-        aws_sdk_eks::Client::from_conf(conf)
+        let rules: Vec<&aws_smithy_mocks::Rule> = rules.iter().collect();
+        crate::aws::testing::mocked_client!(aws_sdk_eks, aws_smithy_mocks::RuleMode::MatchAny, &rules)
     }
 
     /// moto has no EKS access entries: the calls are proven against the SDK's own mocks.
