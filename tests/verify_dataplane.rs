@@ -18,7 +18,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -716,11 +716,28 @@ fn admin_port_forward(ns: &str, pod: &str, local: u16) -> String {
     )
 }
 
+/// Waits until kwok reports the pod Running in the test bed's cluster `ctx`.
+fn wait_pod_running(tb: &common::Testbed, ctx: &str, ns: &str, pod: &str) {
+    common::wait_for(
+        &format!("pod {ns}/{pod} Running"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let phase = tb.kubectl(
+                ctx,
+                &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+            );
+            (phase.trim() == "Running").then_some(())
+        },
+    );
+}
+
 /// The in-cluster path on real API servers: the two Envoys of the healthy bed stand behind
-/// pods in the test bed's `frontend` cluster (kwok maps each pod's port 9901 to its Envoy's
-/// admin port), verify reaches them through the API server's pod port-forward
-/// (`PortForwardAdmin`, kube-rs) and reports what it reports through `HttpAdmin`; then
-/// `meshctl verify` without `--admin` does the same from a configuration.
+/// pods, the frontend's in the test bed's `frontend` cluster and the appserver's in `backend`
+/// (kwok maps each pod's port 9901 to its Envoy's admin port); verify reaches them through
+/// each cluster's pod port-forward (`PortForwardAdmin`, kube-rs) and reports what it reports
+/// through `HttpAdmin`; then `meshctl verify` without `--admin` does the same from a
+/// configuration, each workload through its own account's kube_context.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
     const CTX: &str = "frontend";
@@ -730,61 +747,53 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
     let bed = Bed::start(&id("frontend")).await;
     bed.wait_traffic().await;
 
+    // one namespace name in both clusters (the config's app_namespace)
     let ns = TestNamespace {
         name: tb.create_namespace(CTX, "mv-pf"),
         context: CTX,
         tb: tb.clone(),
     };
+    tb.kubectl("backend", &["create", "namespace", &ns.name]);
+    let _ns_backend = TestNamespace {
+        name: ns.name.clone(),
+        context: "backend",
+        tb: tb.clone(),
+    };
+    // (workload, pod, the cluster the pod is in, its Envoy's admin port)
     let pods = [
-        ("frontend", "frontend-0", bed.fe_admin),
-        ("appserver", "appserver-0", bed.app_admin),
+        ("frontend", "frontend-0", "frontend", bed.fe_admin),
+        ("appserver", "appserver-0", "backend", bed.app_admin),
     ];
-    for (app, pod, _) in pods {
+    for (app, pod, ctx, _) in pods {
         tb.kubectl_stdin(
-            CTX,
+            ctx,
             &["apply", "-f", "-"],
             Some(&workload_pod(&ns.name, pod, app)),
         );
     }
-    for (_, pod, _) in pods {
-        common::wait_for(
-            &format!("pod {}/{pod} Running", ns.name),
-            Duration::from_secs(60),
-            Duration::from_millis(500),
-            || {
-                let out = tb.kubectl(
-                    CTX,
-                    &[
-                        "-n",
-                        &ns.name,
-                        "get",
-                        "pod",
-                        pod,
-                        "-o",
-                        "jsonpath={.status.phase}",
-                    ],
-                );
-                (out.trim() == "Running").then_some(())
-            },
-        );
+    for (_, pod, ctx, _) in pods {
+        wait_pod_running(&tb, ctx, &ns.name, pod);
     }
-    for (_, pod, local) in pods {
+    for (_, pod, ctx, local) in pods {
         tb.kubectl_stdin(
-            CTX,
+            ctx,
             &["apply", "-f", "-"],
             Some(&admin_port_forward(&ns.name, pod, local)),
         );
     }
 
-    let kubeconfig = kube::config::Kubeconfig::read_from(&tb.kubeconfig).unwrap();
-    let options = kube::config::KubeConfigOptions {
-        context: Some(CTX.into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let mut clients = BTreeMap::new();
+    for ctx in ["frontend", "backend"] {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&tb.kubeconfig).unwrap();
+        let options = kube::config::KubeConfigOptions {
+            context: Some(ctx.into()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .unwrap();
+        clients.insert(ctx, kube::Client::try_from(config).unwrap());
+    }
     let in_ns: Vec<Workload> = workloads(&bed.sock())
         .into_iter()
         .map(|mut w| {
@@ -792,8 +801,11 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
             w
         })
         .collect();
-    let transport =
-        |w: &Workload| verify::PortForwardAdmin::for_workload(client.clone(), w).with_context(CTX);
+    // the workload's cluster is its test-bed context
+    let transport = |w: &Workload| {
+        verify::PortForwardAdmin::for_workload(clients[w.cluster.as_str()].clone(), w)
+            .with_context(w.cluster.clone())
+    };
 
     // kwok sees a new PortForward a moment after it is created; until then the cluster-wide
     // mapping sends 9901 to 127.0.0.1:9901. Poll until each pod answers with its own Envoy
@@ -818,9 +830,9 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
                         assert_eq!(
                             show,
                             format!(
-                                "kubectl --context {CTX} -n {} exec {pod} -c envoy -- curl -s \
+                                "kubectl --context {} -n {} exec {pod} -c envoy -- curl -s \
                              'http://localhost:9901/certs'",
-                                ns.name
+                                w.cluster, ns.name
                             )
                         );
                         break;
@@ -857,7 +869,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         statuses(&http),
         "through HttpAdmin:\n{http_text}\nthrough the pods:\n{pf_text}"
     );
-    for (w, pod, port) in pods {
+    for (w, pod, _, port) in pods {
         let target = &pf.targets[w];
         assert!(
             target.contains(&format!("{}/{pod} port 9901", ns.name)),
@@ -892,26 +904,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         &["apply", "-f", "-"],
         Some(&workload_pod(&ns.name, "noadmin-0", "noadmin")),
     );
-    common::wait_for(
-        &format!("pod {}/noadmin-0 Running", ns.name),
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        || {
-            let out = tb.kubectl(
-                CTX,
-                &[
-                    "-n",
-                    &ns.name,
-                    "get",
-                    "pod",
-                    "noadmin-0",
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ],
-            );
-            (out.trim() == "Running").then_some(())
-        },
-    );
+    wait_pod_running(&tb, CTX, &ns.name, "noadmin-0");
     let closed = free_port();
     tb.kubectl_stdin(
         CTX,
@@ -923,6 +916,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         .map(|name| Workload {
             name: name.to_string(),
             pod_selector: format!("app={name}"),
+            cluster: CTX.into(),
             ..in_ns[1].clone()
         })
         .collect();
@@ -977,7 +971,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         "{bad_text}"
     );
 
-    // The binary: `meshctl verify` without --admin, both workloads in the frontend cluster.
+    // The binary: `meshctl verify` without --admin, each workload in its account's cluster.
     let toml = format!(
         r#"region = "us-east-2"
 
@@ -1012,7 +1006,7 @@ backends = ["appserver"]
 
 [[services]]
 name = "appserver"
-account = "frontend"
+account = "backend"
 spiffe_path = "appserver"
 app_label = "appserver"
 port = 4567
