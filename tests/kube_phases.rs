@@ -55,25 +55,19 @@ kubeconfig = "{kubeconfig}"
 [controller]
 chart_path = "{chart}"
 
-[hub]
-kube_context = "shared"
-
-[[spokes]]
-name = "frontend"
-kube_context = "frontend"
-
-[[spokes]]
-name = "backend"
-kube_context = "backend"
-"#,
+{accounts}"#,
         region = tb.region,
         kubeconfig = tb.kubeconfig.display(),
         chart = chart.display(),
+        accounts = common::accounts_toml(if spokes == Spokes::Three {
+            &["frontend", "backend", "analytics"]
+        } else {
+            &["frontend", "backend"]
+        }),
     );
     if spokes == Spokes::Three {
         let example = std::fs::read_to_string(root.join("examples/three-spokes.toml")).unwrap();
         let services = &example[example.find("[[services]]").expect("services in the example")..];
-        toml.push_str("\n[[spokes]]\nname = \"analytics\"\nkube_context = \"analytics\"\nvpc_cidr = \"10.3.0.0/16\"\n\n");
         toml.push_str(services);
     }
     let path = dir.path().join("meshctl.toml");

@@ -464,14 +464,11 @@ fn expected_entries(ns: &str, spokes: &[Spoke], workloads: &[Workload]) -> BTree
 
 fn config(tb: &Testbed, dir: &Path, ns: &str, server: &LocalServer, layout: &Layout, sets: &[String]) -> Config {
     let f = dir.join("meshctl.toml");
-    let spokes: String = layout.spokes.iter().map(|s| format!("[[spokes]]\nname = \"{0}\"\nkube_context = \"{0}\"\n\n", s.name)).collect();
+    let spokes: Vec<&str> = layout.spokes.iter().map(|s| s.name).collect();
     let toml = format!(
         r#"kubeconfig = "{kc}"
 
-[hub]
-kube_context = "shared"
-
-{spokes}[spire]
+{accounts}[spire]
 namespace = "{ns}"
 server_binary = "{bin}"
 server_socket = "{sock}"
@@ -484,6 +481,7 @@ agent_health_port = {health}
         port = server.port,
         health = server.agent_health_port,
         services = layout.services,
+        accounts = common::accounts_toml(&spokes),
     );
     std::fs::write(&f, toml).unwrap();
     Config::load(Some(&f), &[], sets).unwrap_or_else(|e| panic!("test config: {e}"))

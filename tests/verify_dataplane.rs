@@ -446,8 +446,14 @@ fn failures(r: &Report) -> BTreeSet<(String, CheckId)> {
     r.failures().into_iter().collect()
 }
 
-fn set(items: &[(&str, CheckId)]) -> BTreeSet<(String, CheckId)> {
-    items.iter().map(|(w, c)| (w.to_string(), *c)).collect()
+/// Prints the report and asserts that exactly these (workload, check) pairs failed; returns the
+/// rendered text for further messages.
+fn assert_fails(r: &Report, expected: &[(&str, CheckId)]) -> String {
+    let text = r.render_text(false);
+    eprintln!("{text}");
+    let expected: BTreeSet<_> = expected.iter().map(|(w, c)| (w.to_string(), *c)).collect();
+    assert_eq!(failures(r), expected, "{text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,13 +511,7 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     let bed = Bed::start(&id("intruder")).await;
     // Before traffic: only the peers check of the appserver fails.
     let before = bed.verify(false).await;
-    let text = before.render_text(false);
-    eprintln!("{text}");
-    assert_eq!(
-        failures(&before),
-        set(&[("appserver", CheckId::Peers)]),
-        "{text}"
-    );
+    let text = assert_fails(&before, &[("appserver", CheckId::Peers)]);
     let peers = before.get("appserver", CheckId::Peers).unwrap();
     let hint = peers.hint.as_deref().unwrap();
     assert!(
@@ -520,18 +520,15 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     );
     // With traffic: no handshake completes, and the failure counters rise.
     let after = bed.verify(true).await;
-    let text = after.render_text(false);
-    eprintln!("{text}");
-    assert_eq!(
-        failures(&after),
-        set(&[
+    let text = assert_fails(
+        &after,
+        &[
             ("appserver", CheckId::Peers),
             ("appserver", CheckId::Handshakes),
             ("appserver", CheckId::TlsFailures),
             ("frontend", CheckId::Handshakes),
             ("frontend", CheckId::TlsFailures),
-        ]),
-        "{text}"
+        ],
     );
     for ok in [CheckId::Sds, CheckId::Identity, CheckId::Peers] {
         assert_eq!(
@@ -580,12 +577,9 @@ async fn stopped_spire_agent_fails_sds() {
         }
     }
     let report = bed.verify(false).await;
-    let text = report.render_text(false);
-    eprintln!("{text}");
-    assert_eq!(
-        failures(&report),
-        set(&[("frontend", CheckId::Sds), ("appserver", CheckId::Sds)]),
-        "{text}"
+    let text = assert_fails(
+        &report,
+        &[("frontend", CheckId::Sds), ("appserver", CheckId::Sds)],
     );
     let sds = report.get("frontend", CheckId::Sds).unwrap();
     assert!(sds.observed.contains("cx_active=0"), "{text}");
@@ -647,7 +641,7 @@ async fn absent_svid_fails_identity() {
     let f = failures(&report);
     assert_eq!(
         f,
-        set(&[("appserver", CheckId::Identity)]),
+        BTreeSet::from([("appserver".to_string(), CheckId::Identity)]),
         "{text}\n{}",
         bed.logs()
     );
@@ -725,7 +719,15 @@ fn wait_pod_running(tb: &common::Testbed, ctx: &str, ns: &str, pod: &str) {
         || {
             let phase = tb.kubectl(
                 ctx,
-                &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+                &[
+                    "-n",
+                    ns,
+                    "get",
+                    "pod",
+                    pod,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ],
             );
             (phase.trim() == "Running").then_some(())
         },
@@ -942,12 +944,9 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let bad_text = bad.render_text(false);
-    eprintln!("{bad_text}");
-    assert_eq!(
-        failures(&bad),
-        set(&[("noadmin", CheckId::Admin), ("nopod", CheckId::Admin)]),
-        "{bad_text}"
+    let bad_text = assert_fails(
+        &bad,
+        &[("noadmin", CheckId::Admin), ("nopod", CheckId::Admin)],
     );
     let admin = bad.get("noadmin", CheckId::Admin).unwrap();
     assert!(
@@ -975,21 +974,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
     let toml = format!(
         r#"region = "us-east-2"
 
-[hub]
-profile = "shared"
-kube_context = "shared"
-
-[[spokes]]
-name = "frontend"
-profile = "frontend"
-kube_context = "frontend"
-
-[[spokes]]
-name = "backend"
-profile = "backend"
-kube_context = "backend"
-
-[mesh]
+{accounts}[mesh]
 trust_domain = "{TD}"
 app_namespace = "{ns}"
 
@@ -1013,6 +998,7 @@ port = 4567
 "#,
         ns = ns.name,
         sock = bed.sock(),
+        accounts = common::accounts_toml(&["frontend", "backend"]),
     );
     let cfg = bed.path("meshctl.toml");
     std::fs::write(&cfg, &toml).unwrap();

@@ -150,6 +150,17 @@ impl Testbed {
 }
 
 /// A name unique within this machine run: `<prefix>-<pid>-<counter><time>` (DNS-1123 safe).
+/// The `[hub]` and `[[spokes]]` tables of a test-bed configuration: every account reached
+/// through the test bed's kubeconfig context of its own name; profile, cluster and CIDR derive
+/// from the name as in any configuration.
+pub fn accounts_toml(spokes: &[&str]) -> String {
+    let mut toml = String::from("[hub]\nkube_context = \"shared\"\n\n");
+    for name in spokes {
+        toml.push_str(&format!("[[spokes]]\nname = \"{name}\"\nkube_context = \"{name}\"\n\n"));
+    }
+    toml
+}
+
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000;
