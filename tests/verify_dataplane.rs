@@ -516,7 +516,7 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     let hint = peers.hint.as_deref().unwrap();
     assert!(
         hint.contains(&id("intruder")) && hint.contains(&id("frontend")),
-        "{hint}"
+        "{hint}\n{text}"
     );
     // With traffic: no handshake completes, and the failure counters rise.
     let after = bed.verify(true).await;
