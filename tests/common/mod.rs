@@ -149,7 +149,6 @@ impl Testbed {
     }
 }
 
-/// A name unique within this machine run: `<prefix>-<pid>-<counter><time>` (DNS-1123 safe).
 /// The `[hub]` and `[[spokes]]` tables of a test-bed configuration: every account reached
 /// through the test bed's kubeconfig context of its own name; profile, cluster and CIDR derive
 /// from the name as in any configuration.
@@ -161,6 +160,7 @@ pub fn accounts_toml(spokes: &[&str]) -> String {
     toml
 }
 
+/// A name unique within this machine run: `<prefix>-<pid>-<counter><time>` (DNS-1123 safe).
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000;
