@@ -370,7 +370,12 @@ def check_hub(c: Clients) -> dict[str, str]:
         dests = {r.get("DestinationCidrBlock"): r for r in rt["Routes"]}
         check(dests.get("10.1.0.0/16", {}).get("TransitGatewayId") == out["TransitGatewayId"], f"route to a spoke through the TGW in {rt['RouteTableId']}: {dests}")
         check(dests.get("0.0.0.0/0", {}).get("NatGatewayId", "").startswith("nat-"), f"default route through NAT in {rt['RouteTableId']}")
-    ok("hub resources: VPC tagged like CloudFormation, TGW attachment available, per-peer routes to the TGW, RAM share and EKS resources listed")
+    iam = c("shared", "iam")
+    node_policies = sorted(p["PolicyName"] for p in iam.list_attached_role_policies(RoleName="eks-cluster-shared-node-role")["AttachedPolicies"])
+    check(node_policies == sorted(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly", "CloudWatchAgentServerPolicy", "ElasticLoadBalancingFullAccess"]), f"node role ManagedPolicyArns attached: {node_policies}")
+    inline = iam.list_role_policies(RoleName="eks-cluster-shared-node-role")["PolicyNames"]
+    check(inline == ["assume-spoke-access-roles"], f"node role inline policy: {inline}")
+    ok("hub resources: VPC tagged like CloudFormation, node role's managed policies attached, TGW attachment available, per-peer routes to the TGW, RAM share and EKS resources listed")
     cl = check_cluster(c, "shared", "eks-cluster-shared", out["VpcId"])
     ok(f"EKS DescribeCluster: ACTIVE, issuer {cl['identity']['oidc']['issuer']}, endpoint, CA PEM, cluster SG, accessConfig, node group, access entries")
     return out
@@ -514,6 +519,19 @@ def check_failures(c: Clients) -> None:
     check(any(e.startswith("Att CREATE_FAILED") and "was deleted or does not exist" in e for e in evs), f"failure events {evs}")
     check(len(ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]) == 1, "rollback deleted the security group")
     delete_stack(cfn, "not-shared-tgw")
+    # a stack whose AWS::EKS::Cluster name is taken (e.g. a cluster made through the API first)
+    c("analytics", "eks").create_cluster(name="eks-cluster-analytics", roleArn="arn:aws:iam::444444444444:role/x", resourcesVpcConfig={"subnetIds": [sub]})
+    pub, priv = subnets("10.4.0.0/16")
+    params = {"ClusterName": "eks-cluster-analytics", "VpcCidr": "10.4.0.0/16", "PublicSubnetCidrs": pub, "PrivateSubnetCidrs": priv, "AccessRoleName": "eks-cluster-analytics-access-role", "HubAccountId": ACCOUNTS["shared"], "HubNodeRoleName": "eks-cluster-shared-node-role"}
+    before_vpcs = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
+    s = deploy(cfn, "eks-cluster-analytics", body("spoke.yaml", ""), params, want={"ROLLBACK_COMPLETE"})
+    evs = failed_events(cfn, s["StackId"])
+    check(evs == ['Cluster CREATE_FAILED: Resource handler returned message: "Cluster already exists with name: eks-cluster-analytics" (HandlerErrorCode: ResourceInUseException)'], f"events {evs}")
+    check("Outputs" not in s, f"a rolled back stack has no Outputs: {s.get('Outputs')}")
+    check(cfn.describe_stack_resources(StackName="eks-cluster-analytics")["StackResources"] == [], "a rolled back stack has no resources")
+    check({v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]} == before_vpcs, "the rollback deleted the VPC, and reading the stack did not create it again")
+    delete_stack(cfn, "eks-cluster-analytics")
+    c("analytics", "eks").delete_cluster(name="eks-cluster-analytics")
     # Fn::Cidr (moto 5.2.5 has none)
     cidr_tpl = {"Resources": {"V": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.9.0.0/16"}}, "S": {"Type": "AWS::EC2::Subnet", "Properties": {"VpcId": {"Ref": "V"}, "CidrBlock": {"Fn::Select": [2, {"Fn::Cidr": ["10.9.0.0/16", 4, 12]}]}}}}}
     s = deploy(cfn, "cidr", json.dumps(cidr_tpl), {})
@@ -529,7 +547,7 @@ def check_failures(c: Clients) -> None:
     ec2.detach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
     ec2.delete_internet_gateway(InternetGatewayId=igw)
     ec2.delete_vpc(VpcId=vpc)
-    ok("not-shared TGW: InvalidTransitGatewayID.NotFound; failed creation -> ROLLBACK_COMPLETE with the resource's CREATE_FAILED reason; Fn::Cidr; DeleteVpc refuses an attached IGW")
+    ok("not-shared TGW: InvalidTransitGatewayID.NotFound; failed creation (TGW not shared, cluster name taken) -> ROLLBACK_COMPLETE with the resource's CREATE_FAILED reason, nothing left, no Outputs; Fn::Cidr; DeleteVpc refuses an attached IGW")
 
 
 def check_eks_api(c: Clients) -> None:
@@ -635,6 +653,10 @@ def check_delete_all(c: Clients, before: dict[str, dict[str, list[str]]]) -> Non
     check("TransitGateway" in s["StackStatusReason"], f"DELETE_FAILED names the TGW: {s['StackStatusReason']}")
     evs = failed_events(cfn, s["StackId"])
     check(any(e.startswith("TransitGateway DELETE_FAILED") and "IncorrectState" in e for e in evs), f"events {evs}")
+    left = [r["LogicalResourceId"] for r in cfn.describe_stack_resources(StackName="eks-cluster-shared")["StackResources"]]
+    check(left == ["TransitGateway"], f"only the TGW is left in the stack: {left}")
+    check(outputs(s).get("VpcId"), f"a DELETE_FAILED stack keeps its Outputs: {s.get('Outputs')}")
+    check(c("shared", "ec2").describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [outputs(s)["VpcId"]]}])["Vpcs"] == [], "the hub VPC is deleted and reading the stack did not create it again")
     ok(f"hub deleted before the spokes' TGW stacks: DELETE_FAILED ({s['StackStatusReason'].strip()}), stack kept")
     for spoke in ("frontend", "backend"):
         delete_stack(c(spoke, "cloudformation"), f"eks-cluster-{spoke}-tgw")

@@ -15,7 +15,8 @@ proven with boto3 by scripts/testbed-moto-check.py.
                   association, NAT gateway, EIP, IGW (+ attachment), ingress, TGW, IAM role,
                   and ends DELETE_FAILED (stack kept) when a resource cannot be deleted;
                   list parameters are echoed as the string given; Fn::GetAZs "" gives the
-                  stack region's zones; Fn::Cidr.
+                  stack region's zones; Fn::Cidr; AWS::IAM::Role attaches ManagedPolicyArns;
+                  a rolled back or deleted stack's resources are not re-created when read.
   EC2             DeleteVpc / DeleteSubnet refuse what AWS refuses (ENIs, attached IGW,
                   security groups); DeleteNatGateway frees its ENI and EIP; a Transit Gateway
                   shared through RAM is listed, attached to and routed to from the other account.
@@ -2066,6 +2067,25 @@ def _del_iam_role(res: Any, account: str, region: str) -> None:
     iam.delete_role(res.name)
 
 
+# --- AWS::IAM::Role: moto ignores ManagedPolicyArns
+from moto.iam.models import Role as IamRole  # noqa: E402
+
+_orig_role_create = IamRole.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+
+def _role_create(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+    from moto.iam.models import iam_backends
+
+    role = _orig_role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    iam = iam_backends[account_id]["aws"]
+    for arn in cloudformation_json["Properties"].get("ManagedPolicyArns") or []:
+        iam.attach_role_policy(arn, role.name)
+    return role
+
+
+IamRole.create_from_cloudformation_json = classmethod(_role_create)  # type: ignore[method-assign, assignment]
+
+
 def _del_launch_template(res: Any, account: str, region: str) -> None:
     ec2 = ec2_backends[account][region]
     if res.id in ec2.launch_templates:
@@ -2196,6 +2216,60 @@ def _resource_map_delete(self: Any) -> None:
 
 ResourceMap.delete = _resource_map_delete  # type: ignore[method-assign]
 
+# --- no lazy re-creation: moto's ResourceMap creates a resource on first access, so reading the
+# Outputs or the resources of a stack that rolled back or was (partly) deleted created them
+# again. Resources are created only while a create/update runs; Outputs are answered like AWS.
+
+_orig_rm_getitem = ResourceMap.__getitem__
+
+
+def _rm_getitem(self: Any, key: str) -> Any:
+    if key in self._parsed_resources or getattr(self, "meshctl_live", True):
+        return _orig_rm_getitem(self, key)
+    if key in (self._resource_json_map or {}):
+        return None  # rolled back, deleted or never created
+    raise KeyError(key)
+
+
+ResourceMap.__getitem__ = _rm_getitem  # type: ignore[method-assign]
+
+
+def _live_resources(rm: Any) -> list[Any]:
+    json_map = rm._resource_json_map or {}
+    return [v for k, v in rm._parsed_resources.items() if k in json_map and v is not None and not isinstance(v, (str, int, float, list, dict))]
+
+
+Stack.stack_resources = property(lambda self: _live_resources(self.resource_map))  # type: ignore[assignment]
+
+_orig_stack_outputs = Stack.outputs
+
+
+def _stack_outputs(self: Any) -> Any:
+    if self.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"):
+        return _orig_stack_outputs.fget(self)
+    if self.status in ("DELETE_IN_PROGRESS", "DELETE_FAILED", "DELETE_COMPLETE", "UPDATE_ROLLBACK_FAILED"):
+        # the Outputs of the last successful operation (computed before the deletion started)
+        cached = [o for o in self.output_map._parsed_outputs.values() if o]
+        return [{"OutputKey": o.key, "OutputValue": o.value, "Description": o.description} for o in cached] or None
+    return None  # REVIEW_IN_PROGRESS, ROLLBACK_*, CREATE_IN_PROGRESS: none
+
+
+Stack.outputs = property(_stack_outputs)  # type: ignore[assignment]
+
+_orig_stack_update = Stack.update
+
+
+def _stack_update(self: Any, *args: Any, **kwargs: Any) -> None:
+    self.resource_map.meshctl_live = True
+    try:
+        _orig_stack_update(self, *args, **kwargs)
+    finally:
+        self.resource_map.meshctl_live = False
+
+
+Stack.update = _stack_update  # type: ignore[method-assign]
+
+
 # --- creation: per-resource events, and rollback on failure
 
 _orig_parse_and_create_resource = cfn_parsing.parse_and_create_resource
@@ -2223,9 +2297,11 @@ cfn_parsing.parse_and_create_resource = parse_and_create_resource
 
 def stack_create_resources(self: Any) -> None:
     self.status = "CREATE_IN_PROGRESS"
+    self.resource_map.meshctl_live = True
     try:
         ready = self.resource_map.create(self.template_dict)
     except Exception as e:  # noqa: BLE001 - CloudFormation rolls back instead of answering an error
+        self.resource_map.meshctl_live = False
         lid = getattr(e, "meshctl_logical_id", None)
         reason = f"The following resource(s) failed to create: [{lid}]. Rollback requested by user." if lid else f"{_error_code(e)}: {_error_text(e)}"
         self.status = "ROLLBACK_IN_PROGRESS"
@@ -2243,6 +2319,8 @@ def stack_create_resources(self: Any) -> None:
     self.description = self.template_dict.get("Description")
     if ready:
         self.mark_creation_complete()
+        _orig_stack_outputs.fget(self)  # resolve the Outputs now, while every resource exists
+    self.resource_map.meshctl_live = False
 
 
 Stack.create_resources = stack_create_resources  # type: ignore[method-assign]
@@ -2304,9 +2382,11 @@ def execute_change_set(self: Any, change_set_name: str, stack_name: str | None =
     else:
         stack._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
         stack.status = "UPDATE_IN_PROGRESS"
+        stack.resource_map.meshctl_live = True
         try:
             cs.apply()
         except Exception as e:  # noqa: BLE001 - not rolled back: say so
+            stack.resource_map.meshctl_live = False
             stack.status = "UPDATE_ROLLBACK_FAILED"
             stack.status_reason = f"{_error_code(e)}: {_error_text(e)} (the emulator does not roll updates back)"
             stack._add_stack_event("UPDATE_ROLLBACK_FAILED", resource_status_reason=stack.status_reason)
@@ -2323,6 +2403,8 @@ def execute_change_set(self: Any, change_set_name: str, stack_name: str | None =
         for export in stack.exports:
             self.exports[export.name] = export
         stack.status = "UPDATE_COMPLETE"
+        _orig_stack_outputs.fget(stack)
+        stack.resource_map.meshctl_live = False
         stack.status_reason = None
         stack._add_stack_event("UPDATE_COMPLETE")
     cs.execution_status = "EXECUTE_COMPLETE"
@@ -2336,8 +2418,11 @@ def delete_stack(self: Any, name_or_stack_id: str) -> None:
     stack = self.stacks.get(name_or_stack_id) or next((s for s in self.stacks.values() if s.name == name_or_stack_id), None)
     if stack is None:
         return  # AWS: deleting a stack that does not exist succeeds
+    if stack.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):
+        _orig_stack_outputs.fget(stack)  # keep the Outputs of the stack being deleted
     stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")
     stack.status = "DELETE_IN_PROGRESS"
+    stack.resource_map.meshctl_live = False
     failed = delete_resources(stack.resource_map, stack)
     if failed:
         # AWS keeps the stack, DELETE_FAILED, naming the resources (their events say why)
