@@ -212,7 +212,9 @@ def deploy(cfn, name: str, template_body: str, params: dict[str, str], kind: str
         time.sleep(0.2)
     check(d["Status"] == "CREATE_COMPLETE", f"change set {cs_name} of {name}: {d['Status']} {d.get('StatusReason')}")
     cfn.execute_change_set(ChangeSetName=cs["Id"], StackName=name)
-    return wait_stack(cfn, name, want or {f"{kind}_COMPLETE"})
+    s = wait_stack(cfn, name, want or {f"{kind}_COMPLETE"})
+    expect_error("InvalidChangeSetStatus", cfn.execute_change_set, ChangeSetName=cs["Id"], StackName=name)
+    return s
 
 
 def outputs(stack: dict) -> dict[str, str]:
@@ -275,10 +277,15 @@ def setup_organization(c: Clients) -> None:
     member_view = c("frontend", "organizations").describe_organization()["Organization"]
     check(member_view["Id"] == o["Id"] and member_view["MasterAccountId"] == "111111111111", f"member sees the organization: {member_view}")
     expect_error("DuplicateAccountException", org.invite_account_to_organization, Target={"Id": ACCOUNTS["frontend"], "Type": "ACCOUNT"})
+    h = org.invite_account_to_organization(Target={"Id": OUTSIDER, "Type": "ACCOUNT"})["Handshake"]
+    check(c("outsider", "organizations").decline_handshake(HandshakeId=h["Id"])["Handshake"]["State"] == "DECLINED", "decline")
+    check(org.describe_handshake(HandshakeId=h["Id"])["Handshake"]["State"] == "DECLINED", "the management account sees the declined handshake")
+    expect_error("InvalidHandshakeTransitionException", c("outsider", "organizations").accept_handshake, HandshakeId=h["Id"])
+    expect_error("AWSOrganizationsNotInUseException", c("outsider", "organizations").describe_organization)
     check(c("shared", "ram").enable_sharing_with_aws_organization()["returnValue"] is True, "EnableSharingWithAwsOrganization")
     svc = [s["ServicePrincipal"] for s in org.list_aws_service_access_for_organization()["EnabledServicePrincipals"]]
     check("ram.amazonaws.com" in svc, f"RAM trusted access enabled: {svc}")
-    ok("organization 111111111111 with 222222222222, 333333333333, 444444444444 (invite + accept handshake), RAM sharing enabled")
+    ok("organization 111111111111 with 222222222222, 333333333333, 444444444444 (invite + accept handshake; a declined invitation leaves the account out), RAM sharing enabled")
 
 
 def hub_params(c: Clients) -> dict[str, str]:
@@ -576,6 +583,22 @@ def check_eks_api(c: Clients) -> None:
     check(eks.list_addons(clusterName=cl)["addons"] == ["vpc-cni"], "list addons")
     eks.delete_addon(clusterName=cl, addonName="vpc-cni")
     expect_error("ResourceNotFoundException", eks.describe_addon, clusterName=cl, addonName="vpc-cni")
+    # AWS::EKS::Addon and AWS::EKS::AccessEntry in a stack
+    cfn = c("frontend", "cloudformation")
+    tpl = {
+        "Resources": {
+            "Cni": {"Type": "AWS::EKS::Addon", "Properties": {"ClusterName": cl, "AddonName": "vpc-cni"}},
+            "Entry": {"Type": "AWS::EKS::AccessEntry", "Properties": {"ClusterName": cl, "PrincipalArn": hub_role, "KubernetesGroups": ["meshctl:spire-server"], "AccessPolicies": [{"PolicyArn": pol, "AccessScope": {"Type": "cluster"}}]}},
+        },
+        "Outputs": {"AddonArn": {"Value": {"Fn::GetAtt": ["Cni", "Arn"]}}, "EntryArn": {"Value": {"Fn::GetAtt": ["Entry", "AccessEntryArn"]}}},
+    }
+    out = outputs(deploy(cfn, "eks-extras", json.dumps(tpl), {}))
+    check(out["AddonArn"].startswith(f"arn:aws:eks:{REGION}:222222222222:addon/{cl}/vpc-cni/") and out["EntryArn"].startswith(f"arn:aws:eks:{REGION}:222222222222:access-entry/{cl}/role/222222222222/eks-cluster-frontend-access-role/"), f"outputs {out}")
+    check(eks.describe_access_entry(clusterName=cl, principalArn=hub_role)["accessEntry"]["kubernetesGroups"] == ["meshctl:spire-server"], "entry from the stack")
+    check([p["policyArn"] for p in eks.list_associated_access_policies(clusterName=cl, principalArn=hub_role)["associatedAccessPolicies"]] == [pol], "policy from the stack")
+    delete_stack(cfn, "eks-extras")
+    expect_error("ResourceNotFoundException", eks.describe_access_entry, clusterName=cl, principalArn=hub_role)
+    check(eks.list_addons(clusterName=cl)["addons"] == [], "addon deleted with the stack")
     # a cluster made through the API (no accessConfig): CONFIG_MAP, access entries refused like EKS
     sub = c("frontend", "cloudformation").describe_stacks(StackName="eks-cluster-frontend")["Stacks"][0]
     subnets_ = outputs(sub)["PrivateSubnetIds"].split(",")
@@ -583,7 +606,7 @@ def check_eks_api(c: Clients) -> None:
     check(made["accessConfig"]["authenticationMode"] == "CONFIG_MAP" and made["resourcesVpcConfig"]["clusterSecurityGroupId"].startswith("sg-"), f"API cluster {made}")
     expect_error("InvalidRequestException", eks.create_access_entry, clusterName="api-made", principalArn=hub_role)
     eks.delete_cluster(name="api-made")
-    ok("EKS access entries (create/describe/update/delete, system: groups refused, access policies) and add-ons; API clusters default to CONFIG_MAP")
+    ok("EKS access entries (create/describe/update/delete, system: groups refused, access policies) and add-ons, also as AWS::EKS::AccessEntry/Addon; API clusters default to CONFIG_MAP")
 
 
 def check_appmesh(c: Clients) -> None:

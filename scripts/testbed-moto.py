@@ -2359,9 +2359,7 @@ def _find_change_set(backend: Any, change_set_name: str, stack_name: str | None)
 def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
     cs = _find_change_set(self, change_set_name, stack_name)
     if cs.execution_status != "AVAILABLE":
-        raise CfnValidationError(
-            change_set_name, message=f"ChangeSet [{cs.change_set_id}] cannot be executed in its current execution status of [{cs.execution_status}]"
-        )
+        raise ModelError("InvalidChangeSetStatus", f"ChangeSet [{cs.change_set_id}] cannot be executed in its current status of [{cs.execution_status}]")
     stack = self.stacks[cs.stack_id]
     if cs.change_set_type == "CREATE":
         # CloudFormation creates the stack exactly as CreateStack would: template, parameters,
