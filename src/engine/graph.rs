@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Step, StepMeta};
+use super::{Step, StepId, StepMeta};
 
 /// A mistake in how the graph was put together; these are bugs or bad configuration,
 /// found before anything runs.
@@ -32,14 +32,14 @@ impl Graph {
     pub fn new(steps: Vec<Arc<dyn Step>>) -> Result<Graph, GraphError> {
         let mut index = BTreeMap::new();
         for (i, s) in steps.iter().enumerate() {
-            if index.insert(s.meta().id.clone(), i).is_some() {
-                return Err(GraphError::Duplicate(s.meta().id.clone()));
+            if index.insert(s.meta().id.to_string(), i).is_some() {
+                return Err(GraphError::Duplicate(s.meta().id.to_string()));
             }
         }
         for s in &steps {
             for need in &s.meta().needs {
-                if !index.contains_key(need) {
-                    return Err(GraphError::UnknownNeed { step: s.meta().id.clone(), need: need.clone() });
+                if !index.contains_key(need.as_str()) {
+                    return Err(GraphError::UnknownNeed { step: s.meta().id.to_string(), need: need.to_string() });
                 }
             }
         }
@@ -69,12 +69,12 @@ impl Graph {
     }
 
     /// Ids in an order where every step comes after its needs (ties keep insertion order).
-    pub fn topo_order(&self) -> Result<Vec<String>, GraphError> {
+    pub fn topo_order(&self) -> Result<Vec<StepId>, GraphError> {
         let mut indegree: Vec<usize> = self.steps.iter().map(|s| s.meta().needs.len()).collect();
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
         for (i, s) in self.steps.iter().enumerate() {
             for need in &s.meta().needs {
-                dependents[self.index[need]].push(i);
+                dependents[self.index[need.as_str()]].push(i);
             }
         }
         let mut ready: VecDeque<usize> = (0..self.steps.len()).filter(|&i| indegree[i] == 0).collect();
@@ -90,18 +90,18 @@ impl Graph {
         }
         if order.len() != self.steps.len() {
             let stuck = (0..self.steps.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
-            return Err(GraphError::Cycle(self.steps[stuck].meta().id.clone()));
+            return Err(GraphError::Cycle(self.steps[stuck].meta().id.to_string()));
         }
         Ok(order)
     }
 
     /// The ids a step needs, directly or through other steps.
-    pub fn ancestors(&self, id: &str) -> BTreeSet<String> {
+    pub fn ancestors(&self, id: &str) -> BTreeSet<StepId> {
         let mut seen = BTreeSet::new();
-        let mut todo: Vec<String> = self.get(id).map(|s| s.meta().needs.clone()).unwrap_or_default();
+        let mut todo: Vec<StepId> = self.get(id).map(|s| s.meta().needs.clone()).unwrap_or_default();
         while let Some(n) = todo.pop() {
             if seen.insert(n.clone()) {
-                if let Some(s) = self.get(&n) {
+                if let Some(s) = self.get(n.as_str()) {
                     todo.extend(s.meta().needs.iter().cloned());
                 }
             }
@@ -111,20 +111,20 @@ impl Graph {
 
     /// True when one of the two steps needs the other, directly or not.
     pub fn connected(&self, a: &str, b: &str) -> bool {
-        self.ancestors(a).contains(b) || self.ancestors(b).contains(a)
+        self.ancestors(a).iter().any(|x| x == &b) || self.ancestors(b).iter().any(|x| x == &a)
     }
 
     /// Ids of the steps whose phase is one of `phases`, in insertion order.
-    pub fn ids_in_phases(&self, phases: &[&str]) -> Vec<String> {
+    pub fn ids_in_phases(&self, phases: &[&str]) -> Vec<StepId> {
         self.metas().filter(|m| phases.contains(&m.phase.as_str())).map(|m| m.id.clone()).collect()
     }
 
     /// Needs of the selected steps that lie outside the selection, with everything those
     /// need in turn: what must already be in place for the selection to run on its own.
-    pub fn outside_needs(&self, selection: &BTreeSet<String>) -> BTreeSet<String> {
+    pub fn outside_needs(&self, selection: &BTreeSet<StepId>) -> BTreeSet<StepId> {
         let mut out = BTreeSet::new();
         for id in selection {
-            for a in self.ancestors(id) {
+            for a in self.ancestors(id.as_str()) {
                 if !selection.contains(&a) {
                     out.insert(a);
                 }

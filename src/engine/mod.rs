@@ -3,135 +3,148 @@
 //! This module owns *how* work runs: which steps are ready, how many run at once, what
 //! happens to the dependents of a failed step, and what events a renderer sees. It knows
 //! nothing about AWS, Kubernetes or any phase: a step is anything that implements [`Step`].
+//! It may use only the leaf modules [`crate::error`] and [`crate::state`].
 //!
 //! Three walks over one graph:
 //! - `Up`: each step's `check` runs first; only a step that is not up to date is applied.
 //! - `Down`: the graph reversed; a step is destroyed after every step that needs it.
 //! - `Plan`: checks only, in dependency order; a step whose needs are not all up to date is
 //!   reported as pending on them instead of being checked (its check could not be trusted).
+//!
+//! In every walk the read-only steps (preflight) run first and everything else waits for
+//! them, so bad credentials are found before anything is changed — on the way down too.
 
 mod graph;
 mod run;
 
 pub use graph::{Graph, GraphError};
-pub use run::{run, RunOptions, Summary};
+pub use run::{run, Failure, RunOptions, RunSummary};
+
+pub use crate::error::{Error, ErrorKind};
+pub use crate::state::{Progress, Status};
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// A step's id, `phase/name` (`stacks/frontend`). Built only through [`StepId::new`], so the
+/// ids one phase needs from another come from that phase's constructors, not from strings
+/// spelled again elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StepId(String);
+
+impl StepId {
+    pub fn new(phase: &str, name: &str) -> StepId {
+        StepId(format!("{phase}/{name}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The phase part of the id.
+    pub fn phase(&self) -> &str {
+        self.0.split_once('/').map(|(p, _)| p).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for StepId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for StepId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 /// What a step is and where it sits. Pure data, so the graph prints without running anything.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StepMeta {
     /// `phase/name`, e.g. `stacks/frontend`.
-    pub id: String,
+    pub id: StepId,
     /// The phase that contributes the step (`stacks`, `ram`, ...).
     pub phase: String,
     /// The account role the step works in (`shared`, `frontend`, ...), or `-` for none/all.
     pub account: String,
     /// Ids of the steps that must be done before this one.
-    pub needs: Vec<String>,
+    pub needs: Vec<StepId>,
     /// One line that reads well after "will": "create stack eks-cluster-frontend-stack".
     pub description: String,
 }
 
 impl StepMeta {
-    pub fn new(phase: &str, name: &str, account: &str, description: impl Into<String>) -> Self {
-        StepMeta {
-            id: format!("{phase}/{name}"),
-            phase: phase.to_string(),
-            account: account.to_string(),
-            needs: Vec::new(),
-            description: description.into(),
-        }
+    pub fn new(id: StepId, account: &str, description: impl Into<String>) -> Self {
+        StepMeta { phase: id.phase().to_string(), id, account: account.to_string(), needs: Vec::new(), description: description.into() }
     }
 
     /// Adds dependencies; ids are kept sorted and unique so printed graphs are stable.
-    pub fn needs<I, S>(mut self, ids: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.needs.extend(ids.into_iter().map(Into::into));
+    pub fn needs(mut self, ids: impl IntoIterator<Item = StepId>) -> Self {
+        self.needs.extend(ids);
         self.needs.sort();
         self.needs.dedup();
         self
     }
 }
 
-/// The live state of a step's resources compared with what the configuration asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", content = "reason", rename_all = "kebab-case")]
-pub enum Status {
-    /// Exists and matches: `up` does nothing.
-    UpToDate,
-    /// Does not exist: `up` creates it, `down` has nothing to do.
-    Missing,
-    /// Exists but differs; the reason says how.
-    Drifted(String),
-}
-
-/// A step failed; the message is what the user reads, so it names the account, the
-/// resource, what the remote side said, and where it helps the next command to run.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct StepError {
-    pub message: String,
-}
-
-impl StepError {
-    pub fn new(message: impl Into<String>) -> Self {
-        StepError { message: message.into() }
-    }
-
-    /// The error of a step whose work is not written yet: it must fail, never pretend.
-    pub fn not_implemented(what: &str) -> Self {
-        StepError::new(format!("not implemented: {what}"))
-    }
-}
-
-/// Lets any displayable error become a step error with a prefix naming what was being done.
-pub trait Context<T> {
-    fn context(self, what: impl fmt::Display) -> Result<T, StepError>;
-}
-
-impl<T, E: fmt::Display> Context<T> for Result<T, E> {
-    fn context(self, what: impl fmt::Display) -> Result<T, StepError> {
-        self.map_err(|e| StepError::new(format!("{what}: {e}")))
-    }
+/// What `down` does with a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// Check it, destroy it when it exists.
+    Destroy,
+    /// Nothing of its own to remove (an accepted share ends with the share; an entry goes
+    /// with its server): `down` neither checks nor destroys it.
+    WithParent,
+    /// It only reads (preflight): checked first in every walk, never destroyed.
+    ReadOnly,
 }
 
 /// What a step may use while it runs: progress reporting, the `--yes` answer, cancellation.
 #[derive(Clone)]
-pub struct StepCx {
-    id: String,
+pub struct StepRun {
+    id: StepId,
     sink: Arc<dyn EventSink>,
     /// The user allowed destructive repairs (e.g. deleting a stack stuck in ROLLBACK_COMPLETE).
     pub yes: bool,
-    cancel: tokio_util::sync::CancellationToken,
+    abort: CancellationToken,
 }
 
-impl StepCx {
+impl StepRun {
     /// Shows the step's current sub-state (e.g. `CREATE_IN_PROGRESS`) on its progress line.
     pub fn progress(&self, message: impl Into<String>) {
         self.sink.event(&Event::now(&self.id, EventKind::Progress(message.into())));
     }
 
-    /// True once the user pressed Ctrl-C: long waits should stop at their next safe point.
-    pub fn cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+    /// True once the user asked to abort (a second Ctrl-C): waits stop at their next safe
+    /// point. A first Ctrl-C only stops new steps from starting; running ones finish.
+    pub fn aborted(&self) -> bool {
+        self.abort.is_cancelled()
     }
 
-    /// A context for code paths outside a run (tests, one-off checks): events are dropped.
-    pub fn detached(id: &str) -> StepCx {
-        StepCx {
-            id: id.to_string(),
-            sink: Arc::new(NullSink),
-            yes: false,
-            cancel: tokio_util::sync::CancellationToken::new(),
-        }
+    /// A run for code paths outside the engine (tests, one-off checks): events are dropped.
+    pub fn detached(id: &str) -> StepRun {
+        StepRun { id: StepId(id.to_string()), sink: Arc::new(NullSink), yes: false, abort: CancellationToken::new() }
+    }
+}
+
+impl Progress for StepRun {
+    fn progress(&self, message: String) {
+        StepRun::progress(self, message)
+    }
+    fn cancelled(&self) -> bool {
+        self.aborted()
     }
 }
 
@@ -141,12 +154,12 @@ impl StepCx {
 #[async_trait::async_trait]
 pub trait Step: Send + Sync {
     fn meta(&self) -> &StepMeta;
-    async fn check(&self, cx: &StepCx) -> Result<Status, StepError>;
-    async fn apply(&self, cx: &StepCx) -> Result<(), StepError>;
-    async fn destroy(&self, cx: &StepCx) -> Result<(), StepError>;
-    /// A step that only reads (preflight): `down` checks it and destroys nothing.
-    fn read_only(&self) -> bool {
-        false
+    async fn check(&self, run: &StepRun) -> Result<Status, Error>;
+    async fn apply(&self, run: &StepRun) -> Result<(), Error>;
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error>;
+    /// What `down` does with this step.
+    fn teardown(&self) -> Teardown {
+        Teardown::Destroy
     }
 }
 
@@ -162,6 +175,18 @@ pub enum Mode {
     PlanDown,
     /// Checks only, every step, reported as done / missing / drifted / failed.
     Status,
+}
+
+impl Mode {
+    /// The walk goes from dependents to their needs.
+    pub fn reversed(self) -> bool {
+        matches!(self, Mode::Down | Mode::PlanDown)
+    }
+
+    /// The walk only reads.
+    pub fn check_only(self) -> bool {
+        matches!(self, Mode::Plan | Mode::PlanDown | Mode::Status)
+    }
 }
 
 /// How a step ended.
@@ -181,7 +206,7 @@ pub enum Outcome {
     /// Plan: the check's result.
     Checked(Status),
     /// Plan: not checked because these needs are not up to date yet.
-    Pending(Vec<String>),
+    Pending(Vec<StepId>),
 }
 
 /// What the renderer is told.
@@ -197,7 +222,7 @@ pub enum EventKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    pub step: String,
+    pub step: StepId,
     #[serde(flatten)]
     pub kind: EventKind,
     #[serde(with = "time::serde::rfc3339")]
@@ -205,8 +230,8 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn now(step: &str, kind: EventKind) -> Event {
-        Event { step: step.to_string(), kind, time: SystemTime::now().into() }
+    pub fn now(step: &StepId, kind: EventKind) -> Event {
+        Event { step: step.clone(), kind, time: SystemTime::now().into() }
     }
 }
 
@@ -215,7 +240,9 @@ pub trait EventSink: Send + Sync {
     fn event(&self, event: &Event);
 }
 
-struct NullSink;
+/// A sink that drops every event.
+pub struct NullSink;
+
 impl EventSink for NullSink {
     fn event(&self, _: &Event) {}
 }
