@@ -31,6 +31,19 @@ pub enum HelmError {
     Io(String),
 }
 
+impl From<HelmError> for crate::error::Error {
+    fn from(e: HelmError) -> crate::error::Error {
+        use crate::error::ErrorKind;
+        let kind = match &e {
+            HelmError::Spawn { .. } => ErrorKind::InvalidInput,
+            HelmError::Failed { stderr, .. } if stderr.contains("forbidden") || stderr.contains("Unauthorized") => ErrorKind::Denied,
+            HelmError::Failed { stderr, .. } if stderr.contains("another operation") || stderr.contains("in progress") => ErrorKind::Conflict,
+            _ => ErrorKind::Other,
+        };
+        crate::error::Error::new(kind, e.to_string())
+    }
+}
+
 /// What `helm status` and `helm get values` say about an installed release.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleaseInfo {
@@ -59,31 +72,10 @@ pub fn drift(info: &ReleaseInfo, wanted: &serde_json::Value) -> Option<String> {
     let norm = |v: &serde_json::Value| if v.is_null() { serde_json::json!({}) } else { v.clone() };
     if norm(&info.values) != norm(wanted) {
         let mut keys = Vec::new();
-        diff_keys("", &norm(&info.values), &norm(wanted), &mut keys);
-        keys.truncate(5);
+        crate::state::diff_paths("", &norm(&info.values), &norm(wanted), &mut keys, 5);
         return Some(format!("values differ ({})", keys.join(", ")));
     }
     None
-}
-
-/// Dotted paths at which two JSON values differ (for drift messages).
-fn diff_keys(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-    match (a, b) {
-        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                match (x.get(k), y.get(k)) {
-                    (Some(l), Some(r)) => diff_keys(&p, l, r, out),
-                    _ => out.push(p),
-                }
-            }
-        }
-        _ if a != b => out.push(if prefix.is_empty() { "<root>".into() } else { prefix.to_string() }),
-        _ => {}
-    }
 }
 
 #[derive(Debug, Clone)]

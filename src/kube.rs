@@ -1,7 +1,9 @@
 //! Kubernetes access: one client per cluster, from the kubeconfig context of its account
 //! (`kube_context` when configured, else the context `kubeconfig/<account>` writes, named
 //! after the EKS cluster), and the helpers every cluster-side step uses: server-side apply
-//! and dry-run drift checks ([`apply`]), waits with timeouts ([`wait`]).
+//! and dry-run drift checks ([`apply`]), waits with timeouts and one readiness rule for
+//! every workload kind ([`wait`]), the kubeconfig file as a YAML document
+//! ([`kubeconfig_file`]), manifest templates ([`template`]). Knows nothing of the engine.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,16 +14,18 @@ use tokio::sync::OnceCell;
 use crate::config::Config;
 
 pub mod apply;
+pub mod aws_auth;
+pub mod kubeconfig_file;
 pub mod template;
 pub mod wait;
 
-pub use apply::{parse_manifests, typed, Target};
+pub use apply::{parse_manifests, to_dynamic, to_typed, typed, Target};
+
+use crate::error::{Error, ErrorKind};
+pub use crate::names::LABEL_MANAGED_BY as MANAGED_BY;
 
 /// Field manager for every server-side apply meshctl does.
 pub const FIELD_MANAGER: &str = "meshctl";
-
-/// Label put on everything meshctl creates, so teardown touches only its own objects.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshctl");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KubeError {
@@ -48,25 +52,31 @@ pub enum KubeError {
     Timeout { context: String, what: String, secs: u64 },
 }
 
-impl From<KubeError> for crate::engine::StepError {
-    fn from(e: KubeError) -> Self {
-        crate::engine::StepError::new(e.to_string())
+impl KubeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KubeError::UnknownAccount(_) | KubeError::Manifest { .. } => ErrorKind::InvalidInput,
+            KubeError::Context { .. } => ErrorKind::InvalidInput,
+            KubeError::Discovery { .. } => ErrorKind::NotFound,
+            KubeError::Api { status: Some(code), .. } => ErrorKind::from_http_status(*code),
+            KubeError::Api { status: None, .. } | KubeError::Wait { .. } | KubeError::Timeout { .. } => ErrorKind::Other,
+        }
     }
 }
 
-/// An error with its sources, for messages.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        src = s.source();
+impl From<KubeError> for Error {
+    fn from(e: KubeError) -> Error {
+        Error::new(e.kind(), e.to_string())
     }
-    text
+}
+
+/// A kube-rs error as an [`Error`]: the API server's message and reason, classified by its
+/// HTTP status.
+pub fn api_error(e: kube::Error) -> Error {
+    match &e {
+        kube::Error::Api(s) => Error::new(ErrorKind::from_http_status(s.code), format!("{} ({})", s.message, s.reason)),
+        other => Error::other(crate::error::chain(other)),
+    }
 }
 
 /// One cluster's client and the context name errors use.
@@ -135,6 +145,11 @@ impl Kube {
     /// The kubeconfig file clients are built from.
     pub fn kubeconfig(&self) -> Option<&std::path::Path> {
         self.kubeconfig.as_deref()
+    }
+
+    /// Every account with its context, for messages.
+    pub fn contexts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.clusters.iter().map(|(a, c)| (a.as_str(), c.context.as_str()))
     }
 
     /// The account's client, built on first use.

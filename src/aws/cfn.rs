@@ -9,8 +9,9 @@ use std::time::Duration;
 use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, StackStatus, Tag, TemplateStage};
 use aws_sdk_cloudformation::Client;
 
-use super::{error_code, error_text, is_throttling, Backoff};
-use crate::engine::{Status, StepCx, StepError};
+use super::Backoff;
+use crate::error::{Error, ErrorKind, ResultExt};
+use crate::state::{Progress, Status};
 
 /// First interval between two polls of a stack or change set, and the longest one.
 pub const POLL_FIRST: Duration = Duration::from_secs(5);
@@ -43,7 +44,7 @@ impl StackSpec {
 /// What a stack status means for meshctl. Derived by an exhaustive match, so a status AWS
 /// adds later is reported rather than misread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum StackPhase {
     /// Settled and usable: the last operation succeeded (or rolled back to a usable state).
     Stable,
     /// An operation is running: wait for it.
@@ -60,13 +61,13 @@ pub enum Phase {
     Unknown,
 }
 
-pub fn classify(status: &StackStatus) -> Phase {
+pub fn classify(status: &StackStatus) -> StackPhase {
     match status {
         StackStatus::CreateComplete
         | StackStatus::UpdateComplete
         | StackStatus::ImportComplete
         | StackStatus::UpdateRollbackComplete
-        | StackStatus::ImportRollbackComplete => Phase::Stable,
+        | StackStatus::ImportRollbackComplete => StackPhase::Stable,
         StackStatus::CreateInProgress
         | StackStatus::DeleteInProgress
         | StackStatus::ImportInProgress
@@ -75,17 +76,17 @@ pub fn classify(status: &StackStatus) -> Phase {
         | StackStatus::UpdateCompleteCleanupInProgress
         | StackStatus::UpdateInProgress
         | StackStatus::UpdateRollbackCompleteCleanupInProgress
-        | StackStatus::UpdateRollbackInProgress => Phase::InProgress,
-        StackStatus::RollbackComplete => Phase::RollbackComplete,
+        | StackStatus::UpdateRollbackInProgress => StackPhase::InProgress,
+        StackStatus::RollbackComplete => StackPhase::RollbackComplete,
         StackStatus::CreateFailed
         | StackStatus::DeleteFailed
         | StackStatus::ImportRollbackFailed
         | StackStatus::RollbackFailed
         | StackStatus::UpdateFailed
-        | StackStatus::UpdateRollbackFailed => Phase::Failed,
-        StackStatus::ReviewInProgress => Phase::Review,
-        StackStatus::DeleteComplete => Phase::Gone,
-        _ => Phase::Unknown,
+        | StackStatus::UpdateRollbackFailed => StackPhase::Failed,
+        StackStatus::ReviewInProgress => StackPhase::Review,
+        StackStatus::DeleteComplete => StackPhase::Gone,
+        _ => StackPhase::Unknown,
     }
 }
 
@@ -101,8 +102,8 @@ pub struct LiveStack {
 }
 
 impl LiveStack {
-    pub fn phase(&self) -> Phase {
-        self.status.as_ref().map(classify).unwrap_or(Phase::Unknown)
+    pub fn phase(&self) -> StackPhase {
+        self.status.as_ref().map(classify).unwrap_or(StackPhase::Unknown)
     }
     pub fn status_str(&self) -> &str {
         self.status.as_ref().map(|s| s.as_str()).unwrap_or("UNKNOWN")
@@ -110,15 +111,15 @@ impl LiveStack {
 }
 
 /// Reads a stack; `None` when it does not exist.
-pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, String> {
+pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, Error> {
     let out = match client.describe_stacks().stack_name(name).send().await {
         Ok(o) => o,
         Err(e) => {
-            let text = error_text(&e);
-            if error_code(&e).as_deref() == Some("ValidationError") && text.contains("does not exist") {
+            let e = Error::from(e);
+            if e.is(ErrorKind::NotFound) {
                 return Ok(None);
             }
-            return Err(text);
+            return Err(e);
         }
     };
     let Some(s) = out.stacks.unwrap_or_default().into_iter().next() else { return Ok(None) };
@@ -140,7 +141,7 @@ pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, 
 
 /// How the live stack differs from the spec; `None` when it matches. Reads the template
 /// CloudFormation stored (GetTemplate, Original stage).
-pub async fn diff(client: &Client, spec: &StackSpec, live: &LiveStack) -> Result<Option<String>, String> {
+pub async fn diff(client: &Client, spec: &StackSpec, live: &LiveStack) -> Result<Option<String>, Error> {
     let mut why = Vec::new();
     for (k, want) in &spec.params {
         match live.params.get(k) {
@@ -159,8 +160,7 @@ pub async fn diff(client: &Client, spec: &StackSpec, live: &LiveStack) -> Result
         .stack_name(&live.id)
         .template_stage(TemplateStage::Original)
         .send()
-        .await
-        .map_err(|e| error_text(&e))?;
+        .await?;
     if !same_template(tpl.template_body.as_deref().unwrap_or_default(), &spec.body) {
         why.push("template changed".into());
     }
@@ -186,24 +186,28 @@ pub fn same_template(live: &str, want: &str) -> bool {
 }
 
 /// The check of a stack step: live state against the spec.
-pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, StepError> {
-    let live = describe(client, &spec.name).await.map_err(|e| StepError::new(format!("{}: cannot read it: {e}", spec.who())))?;
+pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, Error> {
+    let live = describe(client, &spec.name).await.context(format!("{}: cannot read it", spec.who()))?;
     let Some(live) = live else { return Ok(Status::Missing) };
     Ok(match live.phase() {
-        Phase::Gone | Phase::Review => Status::Missing,
-        Phase::RollbackComplete => Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into()),
-        Phase::Failed | Phase::Unknown => Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default())),
-        Phase::InProgress => Status::Drifted(format!("{}: an operation is running", live.status_str())),
-        Phase::Stable => match diff(client, spec, &live).await.map_err(|e| StepError::new(format!("{}: cannot read its template: {e}", spec.who())))? {
+        StackPhase::Gone | StackPhase::Review => Status::Missing,
+        StackPhase::RollbackComplete => Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into()),
+        StackPhase::Failed | StackPhase::Unknown => Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default())),
+        StackPhase::InProgress => Status::Drifted(format!("{}: an operation is running", live.status_str())),
+        StackPhase::Stable => match diff(client, spec, &live).await.context(format!("{}: cannot read its template", spec.who()))? {
             None => Status::UpToDate,
             Some(why) => Status::Drifted(why),
         },
     })
 }
 
-/// Failed events of the stack's latest operation, oldest first: `Logical (Type): reason`.
+/// Failed events of the stack's latest operation, oldest first: `Logical (Type): reason`. When
+/// the events cannot be read, the one line says why.
 pub async fn failure_reasons(client: &Client, stack: &str) -> Vec<String> {
-    let Ok(out) = client.describe_stack_events().stack_name(stack).send().await else { return Vec::new() };
+    let out = match client.describe_stack_events().stack_name(stack).send().await {
+        Ok(out) => out,
+        Err(e) => return vec![format!("(its events could not be read: {})", Error::from(e))],
+    };
     let mut reasons = Vec::new();
     for e in out.stack_events.unwrap_or_default() {
         let status = e.resource_status.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default();
@@ -224,14 +228,14 @@ pub async fn failure_reasons(client: &Client, stack: &str) -> Vec<String> {
     reasons
 }
 
-async fn failure(client: &Client, spec: &StackSpec, live: &LiveStack, what: &str) -> StepError {
+async fn failure(client: &Client, spec: &StackSpec, live: &LiveStack, what: &str) -> Error {
     let reasons = failure_reasons(client, if live.id.is_empty() { &spec.name } else { &live.id }).await;
     let detail = if reasons.is_empty() {
         live.reason.clone().unwrap_or_else(|| "no failed resource events".into())
     } else {
         reasons.join("; ")
     };
-    StepError::new(format!("{}: {what} ended in {}: {detail}; {}", spec.who(), live.status_str(), spec.events_hint()))
+    Error::other(format!("{}: {what} ended in {}: {detail}; {}", spec.who(), live.status_str(), spec.events_hint()))
 }
 
 /// What a wait is for.
@@ -247,7 +251,7 @@ enum Goal {
 
 /// Polls the stack until it reaches the goal: first read at once, then every 5 s growing
 /// to 30 s (doubling on throttling), showing its status on the progress line.
-async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx: &StepCx) -> Result<Option<LiveStack>, StepError> {
+async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx: &dyn Progress) -> Result<Option<LiveStack>, Error> {
     let mut backoff = Backoff::new(POLL_FIRST, POLL_MAX);
     loop {
         let mut throttled = false;
@@ -257,7 +261,7 @@ async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx
                     if goal == Goal::Deleted {
                         return Ok(None);
                     }
-                    return Err(StepError::new(format!("{}: disappeared while waiting", spec.who())));
+                    return Err(Error::new(ErrorKind::NotFound, format!("{}: disappeared while waiting", spec.who())));
                 };
                 let live = LiveStack {
                     id: s.stack_id.unwrap_or_default(),
@@ -267,10 +271,10 @@ async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx
                 };
                 cx.progress(format!("{} {}", live.status_str(), spec.name));
                 match (live.phase(), goal) {
-                    (Phase::InProgress, _) => {}
-                    (Phase::Gone, Goal::Deleted) => return Ok(None),
+                    (StackPhase::InProgress, _) => {}
+                    (StackPhase::Gone, Goal::Deleted) => return Ok(None),
                     (_, Goal::Settled) => return Ok(Some(live)),
-                    (Phase::Stable, Goal::Success) => {
+                    (StackPhase::Stable, Goal::Success) => {
                         // UPDATE_ROLLBACK_COMPLETE is settled but means the update failed.
                         if live.status == Some(StackStatus::UpdateRollbackComplete) {
                             return Err(failure(client, spec, &live, "the update").await);
@@ -282,21 +286,20 @@ async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx
                 }
             }
             Err(e) => {
-                let code = error_code(&e);
-                let text = error_text(&e);
-                if goal == Goal::Deleted && code.as_deref() == Some("ValidationError") && text.contains("does not exist") {
+                let e = Error::from(e);
+                if goal == Goal::Deleted && e.is(ErrorKind::NotFound) {
                     return Ok(None);
                 }
-                if !is_throttling(code.as_deref()) {
-                    return Err(StepError::new(format!("{}: cannot read it while waiting: {text}", spec.who())));
+                if !e.is(ErrorKind::Throttled) {
+                    return Err(e.context(format!("{}: cannot read it while waiting", spec.who())));
                 }
                 throttled = true;
                 cx.progress(format!("throttled, backing off ({})", spec.name));
             }
         }
         if cx.cancelled() {
-            return Err(StepError::new(format!(
-                "{}: interrupted while waiting; the operation goes on in CloudFormation; {}",
+            return Err(Error::other(format!(
+                "{}: aborted while waiting; the operation goes on in CloudFormation; {}",
                 spec.who(),
                 spec.events_hint()
             )));
@@ -306,22 +309,17 @@ async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx
 }
 
 /// Deletes the stack and waits until it is gone. Absent is success.
-pub async fn delete(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<(), StepError> {
-    let live = describe(client, &spec.name).await.map_err(|e| StepError::new(format!("{}: cannot read it: {e}", spec.who())))?;
+pub async fn delete(client: &Client, spec: &StackSpec, cx: &dyn Progress) -> Result<(), Error> {
+    let live = describe(client, &spec.name).await.context(format!("{}: cannot read it", spec.who()))?;
     let Some(live) = live else { return Ok(()) };
-    if live.phase() == Phase::Gone {
+    if live.phase() == StackPhase::Gone {
         return Ok(());
     }
-    if live.phase() == Phase::InProgress {
+    if live.phase() == StackPhase::InProgress {
         wait(client, spec, &live.id, Goal::Settled, cx).await?;
     }
     cx.progress(format!("DELETE_IN_PROGRESS {}", spec.name));
-    client
-        .delete_stack()
-        .stack_name(&live.id)
-        .send()
-        .await
-        .map_err(|e| StepError::new(format!("{}: DeleteStack failed: {}; {}", spec.who(), error_text(&e), spec.events_hint())))?;
+    client.delete_stack().stack_name(&live.id).send().await.context(format!("{}: DeleteStack ({})", spec.who(), spec.events_hint()))?;
     wait(client, spec, &live.id, Goal::Deleted, cx).await?;
     Ok(())
 }
@@ -331,34 +329,34 @@ fn no_changes(reason: &str) -> bool {
 }
 
 /// Creates or updates the stack through a change set and waits for it. Returns `false`
-/// when CloudFormation found nothing to change (the empty change set is deleted).
-pub async fn deploy(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<bool, StepError> {
+/// when CloudFormation found nothing to change (the empty change set is deleted). A stack in
+/// ROLLBACK_COMPLETE is deleted and created again only with `recreate_failed` (`--yes`).
+pub async fn deploy(client: &Client, spec: &StackSpec, recreate_failed: bool, cx: &dyn Progress) -> Result<bool, Error> {
     let who = spec.who();
-    let read_err = |e: String| StepError::new(format!("{who}: cannot read it: {e}"));
-    let mut live = describe(client, &spec.name).await.map_err(read_err)?;
+    let mut live = describe(client, &spec.name).await.context(format!("{who}: cannot read it"))?;
     if let Some(l) = &live {
-        if l.phase() == Phase::InProgress {
+        if l.phase() == StackPhase::InProgress {
             wait(client, spec, &l.id, Goal::Settled, cx).await?;
-            live = describe(client, &spec.name).await.map_err(|e| StepError::new(format!("{}: cannot read it: {e}", spec.who())))?;
+            live = describe(client, &spec.name).await.context(format!("{who}: cannot read it"))?;
         }
     }
     let kind = match &live {
         None => ChangeSetType::Create,
         Some(l) => match l.phase() {
-            Phase::Gone | Phase::Review => ChangeSetType::Create,
-            Phase::Stable => ChangeSetType::Update,
-            Phase::RollbackComplete => {
-                if !cx.yes {
+            StackPhase::Gone | StackPhase::Review => ChangeSetType::Create,
+            StackPhase::Stable => ChangeSetType::Update,
+            StackPhase::RollbackComplete => {
+                if !recreate_failed {
                     return Err(failure(client, spec, l, "its creation")
                         .await
-                        .with_suffix("; it must be deleted before it can be created again: rerun with --yes to let meshctl delete and recreate it"));
+                        .hint("it must be deleted before it can be created again: rerun with --yes to let meshctl delete and recreate it"));
                 }
                 cx.progress(format!("deleting {} (ROLLBACK_COMPLETE) to recreate it", spec.name));
                 delete(client, spec, cx).await?;
                 ChangeSetType::Create
             }
-            Phase::Failed | Phase::Unknown | Phase::InProgress => {
-                return Err(StepError::new(format!(
+            StackPhase::Failed | StackPhase::Unknown | StackPhase::InProgress => {
+                return Err(Error::new(ErrorKind::Conflict, format!(
                     "{who}: is {} ({}); fix or delete it first; {}",
                     l.status_str(),
                     l.reason.clone().unwrap_or_default(),
@@ -384,7 +382,7 @@ pub async fn deploy(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<bo
         .description("meshctl up")
         .send()
         .await
-        .map_err(|e| StepError::new(format!("{who}: CreateChangeSet failed: {}", error_text(&e))))?;
+        .context(format!("{who}: CreateChangeSet"))?;
     let cs_id = created.id.unwrap_or(cs_name);
     // Wait for the change set to be computed.
     let mut backoff = Backoff::new(POLL_FIRST, POLL_MAX);
@@ -397,19 +395,26 @@ pub async fn deploy(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<bo
                 match status {
                     Some(ChangeSetStatus::CreateComplete) => break,
                     Some(ChangeSetStatus::Failed) if no_changes(&reason) => {
-                        client.delete_change_set().change_set_name(&cs_id).stack_name(&spec.name).send().await.map_err(|e| {
-                            StepError::new(format!("{who}: DeleteChangeSet of the empty change set failed: {}", error_text(&e)))
-                        })?;
+                        client
+                            .delete_change_set()
+                            .change_set_name(&cs_id)
+                            .stack_name(&spec.name)
+                            .send()
+                            .await
+                            .context(format!("{who}: DeleteChangeSet of the empty change set"))?;
                         return Ok(false);
                     }
                     Some(ChangeSetStatus::Failed) | Some(ChangeSetStatus::DeleteFailed) => {
-                        return Err(StepError::new(format!(
-                            "{who}: change set {cs_id} failed: {reason}; see `aws cloudformation describe-change-set --change-set-name {cs_id} --profile {}`",
-                            spec.profile
-                        )))
+                        return Err(Error::new(
+                            ErrorKind::InvalidInput,
+                            format!(
+                                "{who}: change set {cs_id} failed: {reason}; see `aws cloudformation describe-change-set --change-set-name {cs_id} --profile {}`",
+                                spec.profile
+                            ),
+                        ))
                     }
                     Some(ChangeSetStatus::DeleteComplete) => {
-                        return Err(StepError::new(format!("{who}: change set {cs_id} was deleted by someone else")))
+                        return Err(Error::new(ErrorKind::Conflict, format!("{who}: change set {cs_id} was deleted by someone else")))
                     }
                     Some(ChangeSetStatus::CreateInProgress)
                     | Some(ChangeSetStatus::CreatePending)
@@ -420,15 +425,16 @@ pub async fn deploy(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<bo
                 }
             }
             Err(e) => {
-                let code = error_code(&e);
-                if !is_throttling(code.as_deref()) {
-                    return Err(StepError::new(format!("{who}: DescribeChangeSet failed: {}", error_text(&e))));
+                let e = Error::from(e);
+                if !e.is(ErrorKind::Throttled) {
+                    return Err(e.context(format!("{who}: DescribeChangeSet")));
                 }
                 throttled = true;
+                cx.progress(format!("throttled, backing off ({})", spec.name));
             }
         }
         if cx.cancelled() {
-            return Err(StepError::new(format!("{who}: interrupted before the change set {cs_id} was executed")));
+            return Err(Error::other(format!("{who}: aborted before the change set {cs_id} was executed")));
         }
         backoff.wait(throttled).await;
     }
@@ -439,46 +445,35 @@ pub async fn deploy(client: &Client, spec: &StackSpec, cx: &StepCx) -> Result<bo
         .stack_name(&spec.name)
         .send()
         .await
-        .map_err(|e| StepError::new(format!("{who}: ExecuteChangeSet failed: {}; {}", error_text(&e), spec.events_hint())))?;
+        .context(format!("{who}: ExecuteChangeSet ({})", spec.events_hint()))?;
     wait(client, spec, &spec.name, Goal::Success, cx).await?;
     Ok(true)
 }
 
 /// The outputs of a stack that must exist (for steps that build on it).
-pub async fn outputs(client: &Client, account: &str, profile: &str, stack: &str) -> Result<BTreeMap<String, String>, StepError> {
-    let live = describe(client, stack)
-        .await
-        .map_err(|e| StepError::new(format!("account {account} (profile {profile}): stack {stack}: cannot read it: {e}")))?;
+pub async fn outputs(client: &Client, account: &str, profile: &str, stack: &str) -> Result<BTreeMap<String, String>, Error> {
+    let live = describe(client, stack).await.context(format!("account {account} (profile {profile}): stack {stack}: cannot read it"))?;
     match live {
-        Some(l) if l.phase() == Phase::Stable => Ok(l.outputs),
-        Some(l) => Err(StepError::new(format!(
-            "account {account} (profile {profile}): stack {stack} is {}; run `meshctl up --only stacks` first",
-            l.status_str()
-        ))),
-        None => Err(StepError::new(format!(
-            "account {account} (profile {profile}): stack {stack} does not exist; run `meshctl up --only stacks` first"
-        ))),
+        Some(l) if l.phase() == StackPhase::Stable => Ok(l.outputs),
+        Some(l) => Err(Error::new(
+            ErrorKind::Conflict,
+            format!("account {account} (profile {profile}): stack {stack} is {}; run `meshctl up --only stacks` first", l.status_str()),
+        )),
+        None => Err(Error::new(
+            ErrorKind::NotFound,
+            format!("account {account} (profile {profile}): stack {stack} does not exist; run `meshctl up --only stacks` first"),
+        )),
     }
 }
 
 /// One output of a stack's outputs, or an error naming it.
-pub fn output<'a>(outputs: &'a BTreeMap<String, String>, account: &str, stack: &str, key: &str) -> Result<&'a str, StepError> {
+pub fn output<'a>(outputs: &'a BTreeMap<String, String>, account: &str, stack: &str, key: &str) -> Result<&'a str, Error> {
     outputs.get(key).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
-        StepError::new(format!(
+        Error::new(ErrorKind::NotFound, format!(
             "account {account}: stack {stack} has no output {key} (outputs: {}); was it created by this meshctl's template?",
             outputs.keys().cloned().collect::<Vec<_>>().join(", ")
         ))
     })
-}
-
-trait WithSuffix {
-    fn with_suffix(self, s: &str) -> Self;
-}
-impl WithSuffix for StepError {
-    fn with_suffix(mut self, s: &str) -> Self {
-        self.message.push_str(s);
-        self
-    }
 }
 
 #[cfg(test)]

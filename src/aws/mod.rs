@@ -5,16 +5,20 @@
 use std::collections::BTreeMap;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
 
+pub mod access_entries;
 pub mod cfn;
 pub mod count;
 pub mod ram;
 pub mod vpc;
 
 use count::{CountingInterceptor, WriteCounter};
+
+use crate::error::{Error, ErrorKind};
 
 /// Why an account could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,6 +29,36 @@ pub enum AwsError {
     /// STS GetCallerIdentity failed: no credentials, an expired session, a wrong endpoint.
     #[error("account {account} (profile {profile}): cannot resolve credentials: {message}; try `aws sts get-caller-identity --profile {profile}`{hint}")]
     Identity { account: String, profile: String, message: String, hint: String },
+}
+
+impl From<AwsError> for Error {
+    fn from(e: AwsError) -> Error {
+        let kind = match &e {
+            AwsError::UnknownAccount(_) => ErrorKind::InvalidInput,
+            AwsError::Identity { message, .. } if message.contains("expired") || message.contains("InvalidClientTokenId") => ErrorKind::Denied,
+            AwsError::Identity { .. } => ErrorKind::Other,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+/// An SDK error as an [`Error`]: the service's code and message (or the whole chain when
+/// the request never got an answer), classified by the code. CloudFormation answers a
+/// missing stack with `ValidationError ... does not exist`: that is not-found.
+impl<E, R> From<aws_smithy_runtime_api::client::result::SdkError<E, R>> for Error
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    fn from(e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Error {
+        let text = error_text(&e);
+        let kind = match error_code(&e).as_deref() {
+            Some("ValidationError") if text.contains("does not exist") => ErrorKind::NotFound,
+            Some(code) => ErrorKind::from_aws_code(code),
+            None => ErrorKind::Other,
+        };
+        Error::new(kind, text)
+    }
 }
 
 struct AccountAws {
@@ -99,12 +133,16 @@ impl Aws {
         iam, aws_sdk_iam);
     client_fn!(/// RAM in the account.
         ram, aws_sdk_ram);
+    client_fn!(/// Elastic Load Balancing v2 (ALB, NLB) in the account.
+        elbv2, aws_sdk_elasticloadbalancingv2);
+    client_fn!(/// Classic Elastic Load Balancing in the account.
+        elb, aws_sdk_elasticloadbalancing);
+    #[cfg(feature = "appmesh")]
     client_fn!(/// App Mesh in the account.
         appmesh, aws_sdk_appmesh);
+    #[cfg(feature = "appmesh")]
     client_fn!(/// Cloud Map in the account.
         servicediscovery, aws_sdk_servicediscovery);
-    client_fn!(/// Elastic Load Balancing v2 in the account.
-        elbv2, aws_sdk_elasticloadbalancingv2);
 
     fn account(&self, name: &str) -> Result<&AccountAws, AwsError> {
         self.accounts.get(name).ok_or_else(|| AwsError::UnknownAccount(name.to_string()))
@@ -120,7 +158,7 @@ impl Aws {
         Ok(acct
             .sdk
             .get_or_init(|| async {
-                aws_config::defaults(BehaviorVersion::latest())
+                sdk_loader()
                     .profile_name(&acct.profile)
                     .region(Region::new(self.region.clone()))
                     .load()
@@ -152,57 +190,64 @@ impl Aws {
     }
 }
 
+/// The SDK's HTTPS client: rustls on *ring*, the same TLS stack kube-rs uses, so the binary
+/// carries one crypto library. Built once per process and shared by every account.
+pub fn http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    static CLIENT: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()).clone()
+}
+
+/// The SDK configuration loader every account and `meshctl token` start from: the standard
+/// AWS configuration (profiles, environment, SSO) with [`http_client`].
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client())
+}
+
 /// The most useful text of an SDK error: the service's code and message when there is one,
 /// else the whole source chain (connection refused, no credentials, ...).
 pub fn error_text<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    if let Some(svc) = err.as_service_error() {
-        // An unmodeled error without a code (e.g. a response that failed to parse) falls
-        // through to the whole chain, which says what went wrong.
-        if let Some(code) = svc.code() {
-            return match svc.message() {
-                Some(m) => format!("{code}: {m}"),
-                None => code.to_string(),
-            };
-        }
+    if let (Some(svc), Some(code)) = (err.as_service_error(), error_code(err)) {
+        return match svc.message() {
+            Some(m) if !m.is_empty() => format!("{code}: {m}"),
+            _ => code,
+        };
     }
-    let mut text = err.to_string();
-    let mut src = std::error::Error::source(err);
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
-    text
+    // No service answer (connection refused, no credentials, a response that failed to
+    // parse): the whole chain says what went wrong.
+    crate::error::chain(err)
 }
 
 pub mod token;
 
-/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
-/// The error code of an SDK error (`ValidationError`, `NotFoundException`, ...), if any.
+/// The error code of an SDK error (`ValidationError`, `NotFoundException`, ...), if any: the
+/// response's code, else the name of the modeled exception (`ResourceNotFoundException: ...`
+/// is how a modeled error displays itself).
 pub fn error_code<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Option<String>
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
 {
-    err.as_service_error().and_then(|e| e.code()).map(str::to_string)
+    let svc = err.as_service_error()?;
+    if let Some(code) = svc.code() {
+        return Some(code.to_string());
+    }
+    let shown = svc.to_string();
+    let name = shown.split(':').next().unwrap_or_default().trim();
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')).then(|| name.to_string())
 }
 
 /// True for the throttling codes AWS services answer with.
 pub fn is_throttling(code: Option<&str>) -> bool {
-    matches!(code, Some("Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "Throttled"))
+    code.is_some_and(|c| ErrorKind::from_aws_code(c) == ErrorKind::Throttled)
+}
+
+/// Who and where, for messages: `account frontend (profile frontend)`.
+pub fn who(aws: &Aws, account: &str) -> String {
+    format!("account {account} (profile {})", aws.profile(account).unwrap_or("?"))
 }
 
 /// Waits with backoff: `first` before the second poll, growing by half up to `max`.
@@ -245,7 +290,7 @@ pub(crate) mod testing {
     use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 
     use super::*;
-    use crate::context::Ctx;
+    use crate::session::Session;
 
     pub(crate) const REGION: &str = "us-east-2";
     /// The account ids of the default configuration's accounts (as in the test bed).
@@ -281,10 +326,14 @@ pub(crate) mod testing {
     }
     pub(crate) use mocked_client;
 
-    /// A context on the default configuration (hub `shared`, spokes `frontend`, `backend`)
+    /// A session on the default configuration (hub `shared`, spokes `frontend`, `backend`)
     /// whose account `name` answers from `rules` in `mode`, for each `(name, mode, rules)`.
-    pub(crate) fn ctx(accounts: &[(&str, RuleMode, &[&Rule])]) -> Arc<Ctx> {
-        let config = crate::config::Config::default();
+    pub(crate) fn ctx(accounts: &[(&str, RuleMode, &[&Rule])]) -> Arc<Session> {
+        session(crate::config::Config::default(), accounts)
+    }
+
+    /// The same for any configuration whose accounts are the default ones.
+    pub(crate) fn session(config: crate::config::Config, accounts: &[(&str, RuleMode, &[&Rule])]) -> Arc<Session> {
         let mut aws = Aws::new(&config);
         for (name, acct) in aws.accounts.iter_mut() {
             let id = match name.as_str() {
@@ -301,7 +350,8 @@ pub(crate) mod testing {
         for (name, _, _) in accounts {
             assert!(aws.accounts.contains_key(*name), "no account {name} in the default configuration");
         }
-        crate::context::install_crypto_provider();
-        Arc::new(Ctx { kube: crate::kube::Kube::new(&config), aws, config })
+        let mut s = Session::new(config).expect("a valid test configuration");
+        s.aws = aws;
+        Arc::new(s)
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_sdk_ram::types::{ResourceOwner, ResourceShareInvitationStatus, ResourceShareStatus};
 use aws_sdk_ram::Client;
 
-use super::{error_text, Backoff};
+use super::Backoff;
+use crate::error::{Error, ErrorKind};
 
 /// Where the recipient account stands with a share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +22,12 @@ pub enum ShareState {
 }
 
 /// Reads the state of share `name` owned by `owner` as seen from the recipient account.
-pub async fn share_state(client: &Client, name: &str, owner: &str) -> Result<ShareState, String> {
+pub async fn share_state(client: &Client, name: &str, owner: &str) -> Result<ShareState, Error> {
     // Pending invitations first: a share deleted and created again leaves an old accepted one.
     let mut token: Option<String> = None;
     let mut pending: Option<(Option<aws_smithy_types::DateTime>, String)> = None;
     loop {
-        let out = client.get_resource_share_invitations().set_next_token(token.clone()).send().await.map_err(|e| error_text(&e))?;
+        let out = client.get_resource_share_invitations().set_next_token(token.clone()).send().await?;
         for inv in out.resource_share_invitations.unwrap_or_default() {
             if inv.resource_share_name.as_deref() != Some(name) || inv.sender_account_id.as_deref() != Some(owner) {
                 continue;
@@ -55,8 +56,7 @@ pub async fn share_state(client: &Client, name: &str, owner: &str) -> Result<Sha
         .resource_owner(ResourceOwner::OtherAccounts)
         .name(name)
         .send()
-        .await
-        .map_err(|e| error_text(&e))?;
+        .await?;
     let active = out
         .resource_shares
         .unwrap_or_default()
@@ -66,20 +66,20 @@ pub async fn share_state(client: &Client, name: &str, owner: &str) -> Result<Sha
 }
 
 /// Accepts the pending invitation (already accepted counts as success).
-pub async fn accept(client: &Client, invitation_arn: &str) -> Result<(), String> {
+pub async fn accept(client: &Client, invitation_arn: &str) -> Result<(), Error> {
     match client.accept_resource_share_invitation().resource_share_invitation_arn(invitation_arn).send().await {
         Ok(out) => match out.resource_share_invitation.and_then(|i| i.status) {
             Some(ResourceShareInvitationStatus::Accepted) | None => Ok(()),
-            Some(other) => Err(format!("invitation {invitation_arn} is {} after accepting", other.as_str())),
+            Some(other) => Err(Error::new(ErrorKind::Conflict, format!("invitation {invitation_arn} is {} after accepting", other.as_str()))),
         },
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_share_invitation_already_accepted_exception()) => Ok(()),
-        Err(e) => Err(error_text(&e)),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Waits (up to `patience`) for the invitation to arrive, accepts it, and returns once the
 /// share is active for this account.
-pub async fn accept_share(client: &Client, name: &str, owner: &str, patience: Duration, first_poll: Duration) -> Result<(), String> {
+pub async fn accept_share(client: &Client, name: &str, owner: &str, patience: Duration, first_poll: Duration) -> Result<(), Error> {
     let started = std::time::Instant::now();
     let mut backoff = Backoff::new(first_poll, Duration::from_secs(30));
     loop {
@@ -90,9 +90,9 @@ pub async fn accept_share(client: &Client, name: &str, owner: &str, patience: Du
                 return Ok(());
             }
             ShareState::Absent if started.elapsed() >= patience => {
-                return Err(format!(
-                    "no invitation to RAM share {name} from account {owner} arrived within {}s, and the share is not associated",
-                    patience.as_secs()
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no invitation to RAM share {name} from account {owner} arrived within {}s, and the share is not associated", patience.as_secs()),
                 ))
             }
             ShareState::Absent => backoff.wait(false).await,
@@ -190,7 +190,7 @@ mod tests {
         let c = client(&[&invs, &none]);
         assert_eq!(share_state(&c, "mesh-share", HUB).await.unwrap(), ShareState::Absent);
         let err = accept_share(&c, "mesh-share", HUB, Duration::from_millis(30), Duration::from_millis(10)).await.unwrap_err();
-        assert!(err.contains("no invitation to RAM share mesh-share from account 111111111111"), "{err}");
+        assert!(err.to_string().contains("no invitation to RAM share mesh-share from account 111111111111"), "{err}");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
 use base64::Engine as _;
@@ -100,7 +100,7 @@ pub fn url_from_token(token: &str) -> Option<String> {
 /// Credentials for `profile` (or the default chain), after AssumeRole of `role_arn` when
 /// given; also the STS endpoint to presign for.
 pub async fn resolve(profile: Option<&str>, region: &str, role_arn: Option<&str>) -> Result<(Credentials, String), TokenError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string()));
+    let mut loader = crate::aws::sdk_loader().region(Region::new(region.to_string()));
     if let Some(p) = profile {
         loader = loader.profile_name(p);
     }
@@ -113,7 +113,7 @@ pub async fn resolve(profile: Option<&str>, region: &str, role_arn: Option<&str>
     let base = provider
         .provide_credentials()
         .await
-        .map_err(|e| TokenError::Credentials { profile: profile_text.clone(), message: error_chain(&e) })?;
+        .map_err(|e| TokenError::Credentials { profile: profile_text.clone(), message: crate::error::chain(&e) })?;
     let Some(role_arn) = role_arn else { return Ok((base, endpoint)) };
     let sts = aws_sdk_sts::Client::new(&sdk);
     let out = sts
@@ -129,16 +129,6 @@ pub async fn resolve(profile: Option<&str>, region: &str, role_arn: Option<&str>
     Ok((creds, endpoint))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
-    text
-}
 
 /// A token for `cluster`, signed now.
 pub async fn token(cluster: &str, role_arn: Option<&str>, profile: Option<&str>, region: &str) -> Result<Token, TokenError> {
@@ -164,8 +154,8 @@ pub fn exec_credential(token: &Token) -> serde_json::Value {
 }
 
 /// Prints an ExecCredential for `meshctl token`.
-pub async fn print_exec_credential(cluster: &str, role_arn: Option<&str>, profile: Option<&str>, region: &str) -> Result<(), String> {
-    let t = token(cluster, role_arn, profile, region).await.map_err(|e| e.to_string())?;
+pub async fn print_exec_credential(cluster: &str, role_arn: Option<&str>, profile: Option<&str>, region: &str) -> Result<(), TokenError> {
+    let t = token(cluster, role_arn, profile, region).await?;
     println!("{}", exec_credential(&t));
     Ok(())
 }

@@ -1,17 +1,26 @@
 //! What keeps CloudFormation from deleting a cluster's VPC: things Kubernetes created inside
-//! it that no stack knows about — load balancers of `LoadBalancer` Services, their leftover
-//! network interfaces, and the security groups the controllers made for them.
+//! it that no stack knows about — load balancers of `LoadBalancer` Services (network and
+//! application load balancers from ELBv2, and the classic ELB the in-tree AWS cloud provider
+//! makes for a Service without annotations), their leftover network interfaces, and the
+//! security groups the controllers made for them.
 
 use std::fmt;
 
 use aws_sdk_ec2::types::{Filter, NetworkInterfaceStatus};
 
-use super::error_text;
+use crate::error::{Error, ErrorKind, ResultExt};
+
+/// The load balancer APIs of an account: ELBv2 (NLB, ALB) and classic ELB.
+pub struct LoadBalancers<'a> {
+    pub v2: &'a aws_sdk_elasticloadbalancingv2::Client,
+    pub classic: &'a aws_sdk_elasticloadbalancing::Client,
+}
 
 /// One resource in the VPC that the stack did not create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocker {
     LoadBalancer { arn: String, name: String },
+    ClassicLoadBalancer { name: String },
     NetworkInterface { id: String, description: String },
     SecurityGroup { id: String, name: String },
 }
@@ -20,6 +29,7 @@ impl fmt::Display for Blocker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Blocker::LoadBalancer { name, arn } => write!(f, "load balancer {name} ({arn})"),
+            Blocker::ClassicLoadBalancer { name } => write!(f, "classic load balancer {name}"),
             Blocker::NetworkInterface { id, description } => write!(f, "network interface {id} ({description})"),
             Blocker::SecurityGroup { id, name } => write!(f, "security group {id} ({name})"),
         }
@@ -42,17 +52,11 @@ fn is_kubernetes_interface(description: &str, tags: &[(String, String)], cluster
 }
 
 /// Lists the blockers in `vpc_id`; `own_groups` are the stack's security groups (kept).
-pub async fn blockers(
-    ec2: &aws_sdk_ec2::Client,
-    elb: &aws_sdk_elasticloadbalancingv2::Client,
-    vpc_id: &str,
-    cluster: &str,
-    own_groups: &[String],
-) -> Result<Vec<Blocker>, String> {
+pub async fn blockers(ec2: &aws_sdk_ec2::Client, lbs: &LoadBalancers<'_>, vpc_id: &str, cluster: &str, own_groups: &[String]) -> Result<Vec<Blocker>, Error> {
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let page = elb.describe_load_balancers().set_marker(marker.clone()).send().await.map_err(|e| error_text(&e))?;
+        let page = lbs.v2.describe_load_balancers().set_marker(marker.clone()).send().await.context("ELBv2 DescribeLoadBalancers")?;
         for lb in page.load_balancers.unwrap_or_default() {
             if lb.vpc_id.as_deref() == Some(vpc_id) {
                 out.push(Blocker::LoadBalancer {
@@ -66,8 +70,21 @@ pub async fn blockers(
             break;
         }
     }
+    let mut marker: Option<String> = None;
+    loop {
+        let page = lbs.classic.describe_load_balancers().set_marker(marker.clone()).send().await.context("ELB DescribeLoadBalancers")?;
+        for lb in page.load_balancer_descriptions.unwrap_or_default() {
+            if lb.vpc_id.as_deref() == Some(vpc_id) {
+                out.push(Blocker::ClassicLoadBalancer { name: lb.load_balancer_name.unwrap_or_default() });
+            }
+        }
+        marker = page.next_marker;
+        if marker.is_none() {
+            break;
+        }
+    }
     let vpc_filter = Filter::builder().name("vpc-id").values(vpc_id).build();
-    let enis = ec2.describe_network_interfaces().filters(vpc_filter.clone()).send().await.map_err(|e| error_text(&e))?;
+    let enis = ec2.describe_network_interfaces().filters(vpc_filter.clone()).send().await.context("EC2 DescribeNetworkInterfaces")?;
     for eni in enis.network_interfaces.unwrap_or_default() {
         // In-use interfaces belong to instances, load balancers or EKS and go with them;
         // detached ones left behind by the VPC CNI or a deleted load balancer block subnets.
@@ -81,7 +98,7 @@ pub async fn blockers(
             });
         }
     }
-    let groups = ec2.describe_security_groups().filters(vpc_filter).send().await.map_err(|e| error_text(&e))?;
+    let groups = ec2.describe_security_groups().filters(vpc_filter).send().await.context("EC2 DescribeSecurityGroups")?;
     for g in groups.security_groups.unwrap_or_default() {
         let id = g.group_id.unwrap_or_default();
         let name = g.group_name.unwrap_or_default();
@@ -99,40 +116,31 @@ pub async fn blockers(
 
 /// Deletes the blockers: load balancers first (their interfaces go with them), then the
 /// detached interfaces, then the security groups. Already gone counts as deleted.
-pub async fn delete_blockers(
-    ec2: &aws_sdk_ec2::Client,
-    elb: &aws_sdk_elasticloadbalancingv2::Client,
-    blockers: &[Blocker],
-) -> Result<(), String> {
-    let gone = |text: &str| text.contains("NotFound") || text.contains("does not exist");
+pub async fn delete_blockers(ec2: &aws_sdk_ec2::Client, lbs: &LoadBalancers<'_>, blockers: &[Blocker]) -> Result<(), Error> {
+    fn done<T>(b: &Blocker, r: Result<T, Error>) -> Result<(), Error> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.is(ErrorKind::NotFound) => Ok(()),
+            Err(e) => Err(e.context(format!("deleting {b}"))),
+        }
+    }
     for b in blockers {
-        if let Blocker::LoadBalancer { arn, .. } = b {
-            if let Err(e) = elb.delete_load_balancer().load_balancer_arn(arn).send().await {
-                let t = error_text(&e);
-                if !gone(&t) {
-                    return Err(format!("deleting {b}: {t}"));
-                }
+        match b {
+            Blocker::LoadBalancer { arn, .. } => done(b, lbs.v2.delete_load_balancer().load_balancer_arn(arn).send().await.map_err(Error::from))?,
+            Blocker::ClassicLoadBalancer { name } => {
+                done(b, lbs.classic.delete_load_balancer().load_balancer_name(name).send().await.map_err(Error::from))?
             }
+            _ => {}
         }
     }
     for b in blockers {
         if let Blocker::NetworkInterface { id, .. } = b {
-            if let Err(e) = ec2.delete_network_interface().network_interface_id(id).send().await {
-                let t = error_text(&e);
-                if !gone(&t) {
-                    return Err(format!("deleting {b}: {t}"));
-                }
-            }
+            done(b, ec2.delete_network_interface().network_interface_id(id).send().await.map_err(Error::from))?;
         }
     }
     for b in blockers {
         if let Blocker::SecurityGroup { id, .. } = b {
-            if let Err(e) = ec2.delete_security_group().group_id(id).send().await {
-                let t = error_text(&e);
-                if !gone(&t) {
-                    return Err(format!("deleting {b}: {t}"));
-                }
-            }
+            done(b, ec2.delete_security_group().group_id(id).send().await.map_err(Error::from))?;
         }
     }
     Ok(())

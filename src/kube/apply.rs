@@ -10,14 +10,14 @@
 
 use std::fmt::Debug;
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{KubeClient, KubeError, FIELD_MANAGER, MANAGED_BY};
-use crate::engine::Status;
+use crate::state::{diff_paths, Status};
 
 /// A resolved object: what it is, where it is served, and whether it lives in a namespace.
 #[derive(Clone, Debug)]
@@ -64,6 +64,13 @@ pub fn parse_manifests(yaml: &str, source: &str) -> Result<Vec<DynamicObject>, K
     Ok(out)
 }
 
+fn namespace_target(name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<Target, KubeError> {
+    let mut ns = k8s_openapi::api::core::v1::Namespace::default();
+    ns.metadata.name = Some(name.to_string());
+    ns.metadata.labels = Some(labels.clone());
+    typed(&ns)
+}
+
 /// Erases a typed object into a [`Target`] without discovery.
 pub fn typed<K>(obj: &K) -> Result<Target, KubeError>
 where
@@ -96,32 +103,13 @@ fn normalize(obj: &DynamicObject) -> serde_json::Value {
     v
 }
 
-/// Dotted paths where two JSON values differ, at most `max`.
-pub fn diff_paths(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>, max: usize) {
-    use serde_json::Value;
-    if out.len() >= max {
-        return;
-    }
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                match (x.get(k), y.get(k)) {
-                    (Some(l), Some(r)) => diff_paths(&p, l, r, out, max),
-                    _ => {
-                        if out.len() < max {
-                            out.push(p)
-                        }
-                    }
-                }
-            }
-        }
-        _ if a != b => out.push(if prefix.is_empty() { "<root>".into() } else { prefix.to_string() }),
-        _ => {}
-    }
+/// Erases a typed object into a [`DynamicObject`] (apiVersion and kind set), for lists of
+/// mixed objects.
+pub fn to_dynamic<K>(obj: &K) -> Result<DynamicObject, KubeError>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    Ok(typed(obj)?.obj)
 }
 
 impl KubeClient {
@@ -132,7 +120,7 @@ impl KubeClient {
         };
         let message = match &e {
             kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
-            other => super::error_chain(other),
+            other => crate::error::chain(other),
         };
         KubeError::Api { context: self.context.clone(), verb, object, message, status }
     }
@@ -145,7 +133,7 @@ impl KubeClient {
             context: self.context.clone(),
             api_version: types.api_version.clone(),
             kind: types.kind.clone(),
-            message: super::error_chain(&e),
+            message: crate::error::chain(&e),
         })?;
         let namespaced = caps.scope == Scope::Namespaced;
         let mut obj = obj;
@@ -214,45 +202,53 @@ impl KubeClient {
         Ok(if paths.is_empty() { Status::UpToDate } else { Status::Drifted(format!("{} differs at {}", t.describe(), paths.join(", "))) })
     }
 
-    /// Checks a typed object.
-    pub async fn check_typed<K>(&self, obj: &K) -> Result<Status, KubeError>
-    where
-        K: Resource<DynamicType = ()> + Serialize,
-    {
-        self.check(&typed(obj)?).await
-    }
-
-    /// Checks every target; the first that is not up to date decides (missing before drifted).
+    /// Checks every target: missing when all are, up to date when all are, else drifted
+    /// with what differs.
     pub async fn check_all(&self, targets: &[Target]) -> Result<Status, KubeError> {
-        let mut missing = Vec::new();
-        let mut drifted = Vec::new();
+        let mut parts = Vec::new();
         for t in targets {
-            match self.check(t).await? {
-                Status::UpToDate => {}
-                Status::Missing => missing.push(t.describe()),
-                Status::Drifted(r) => drifted.push(r),
-            }
+            let status = match self.check(t).await? {
+                // The reason of a drifted object already names it.
+                Status::Drifted(r) => Status::Drifted(r.trim_start_matches(&format!("{} ", t.describe())).to_string()),
+                other => other,
+            };
+            parts.push((t.describe(), status));
         }
-        Ok(if missing.len() == targets.len() && !targets.is_empty() {
-            Status::Missing
-        } else if !missing.is_empty() || !drifted.is_empty() {
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!("missing: {}", missing.join(", ")));
-            }
-            parts.extend(drifted);
-            Status::Drifted(parts.join("; "))
-        } else {
-            Status::UpToDate
-        })
+        Ok(Status::all(parts))
     }
 
-    /// Creates an object only when absent (for objects meshctl must not take over).
-    pub async fn create_if_absent(&self, t: &Target) -> Result<DynamicObject, KubeError> {
-        if let Some(o) = self.get(t).await? {
-            return Ok(o);
+    /// A typed object by namespace and name; `None` when absent.
+    pub async fn get_typed<K>(&self, ns: &str, name: &str) -> Result<Option<K>, KubeError>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name).await.map_err(|e| self.api_err("get", describe(&K::kind(&()), Some(ns), name), e))
+    }
+
+    /// Creates namespace `name` labelled as meshctl's when it does not exist; an existing
+    /// namespace is left as it is (applying labels to it would take it over). Returns whether
+    /// it was created.
+    pub async fn ensure_namespace(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool, KubeError> {
+        let t = namespace_target(name, labels)?;
+        if self.get(&t).await?.is_some() {
+            return Ok(false);
         }
-        self.dyn_api(t).create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &Self::labelled(t)).await.map_err(|e| self.api_err("create", t.describe(), e))
+        self.apply(&t).await?;
+        Ok(true)
+    }
+
+    /// Deletes namespace `name` when meshctl created it (labelled managed-by) and waits until
+    /// it is gone; a namespace someone else made is left in place. Returns whether it was
+    /// deleted.
+    pub async fn delete_namespace_if_ours(&self, name: &str, timeout: std::time::Duration) -> Result<bool, KubeError> {
+        let t = namespace_target(name, &Default::default())?;
+        let Some(live) = self.get(&t).await? else { return Ok(false) };
+        let ours = live.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str) == Some(MANAGED_BY.1);
+        if !ours {
+            return Ok(false);
+        }
+        self.delete_and_wait(&t, timeout).await
     }
 
     /// Deletes (foreground); returns the uid of the object that was asked to go, `None` when it

@@ -1,10 +1,11 @@
 //! Waits: kube-runtime `await_condition` predicates over `Option<&K>` (a missing object is a
-//! normal state) plus a timeout whose error says what was waited for.
+//! normal state) plus a timeout whose error says what was waited for, and one readiness rule
+//! ([`Rollout`]) for every kind of workload meshctl waits on.
 
 use std::future::Future;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -14,15 +15,56 @@ use kube::runtime::wait::{await_condition, conditions, Condition};
 use super::apply::Target;
 use super::{KubeClient, KubeError};
 
-/// True once a Deployment has as many available replicas as it wants, for its latest spec.
-pub fn is_deployment_available() -> impl Condition<Deployment> {
-    |obj: Option<&Deployment>| {
-        let Some(d) = obj else { return false };
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let Some(s) = &d.status else { return false };
-        let fresh = s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-        let available = s.conditions.as_ref().is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"));
-        fresh && available && s.available_replicas.unwrap_or(0) >= want && s.updated_replicas.unwrap_or(0) >= want
+/// A workload object whose pods roll out: ready when the controller has seen its latest spec
+/// and every wanted pod is updated and ready (available, for a Deployment). `Err` says how far
+/// it is, for a timeout message and for a check's drift reason.
+pub trait Rollout: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static {
+    fn rollout(&self) -> Result<(), String>;
+    /// Its pod selector, to say why its pods are not ready.
+    fn pod_selector(&self) -> Option<&LabelSelector>;
+}
+
+fn progress_text(fresh: bool, ready: i32, updated: i32, want: i32, noun: &str) -> Result<(), String> {
+    if fresh && ready >= want && updated >= want {
+        Ok(())
+    } else {
+        Err(format!("{ready}/{want} {noun} ready, {updated}/{want} updated{}", if fresh { "" } else { ", rollout not observed yet" }))
+    }
+}
+
+impl Rollout for Deployment {
+    fn rollout(&self) -> Result<(), String> {
+        let want = self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let st = self.status.clone().unwrap_or_default();
+        let fresh = st.observed_generation.unwrap_or(0) >= self.metadata.generation.unwrap_or(0);
+        let available = st.conditions.as_ref().is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"));
+        progress_text(fresh && available, st.available_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0), want, "replicas available and")
+    }
+    fn pod_selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|s| &s.selector)
+    }
+}
+
+impl Rollout for StatefulSet {
+    fn rollout(&self) -> Result<(), String> {
+        let want = self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let st = self.status.clone().unwrap_or_default();
+        let fresh = st.observed_generation.unwrap_or(0) >= self.metadata.generation.unwrap_or(0);
+        progress_text(fresh, st.ready_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0), want, "replicas")
+    }
+    fn pod_selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|s| &s.selector)
+    }
+}
+
+impl Rollout for DaemonSet {
+    fn rollout(&self) -> Result<(), String> {
+        let st = self.status.clone().unwrap_or_default();
+        let fresh = st.observed_generation.unwrap_or(0) >= self.metadata.generation.unwrap_or(0);
+        progress_text(fresh, st.number_ready, st.updated_number_scheduled.unwrap_or(0), st.desired_number_scheduled, "pods")
+    }
+    fn pod_selector(&self) -> Option<&LabelSelector> {
+        self.spec.as_ref().map(|s| &s.selector)
     }
 }
 
@@ -97,7 +139,7 @@ impl KubeClient {
         C: Condition<K>,
     {
         self.with_timeout(what, timeout, async {
-            await_condition(api, name, cond).await.map_err(|e| KubeError::Wait { context: self.context.clone(), what: what.to_string(), message: super::error_chain(&e) })
+            await_condition(api, name, cond).await.map_err(|e| KubeError::Wait { context: self.context.clone(), what: what.to_string(), message: crate::error::chain(&e) })
         })
         .await
     }
@@ -108,17 +150,41 @@ impl KubeClient {
         self.wait_for(api, name, &format!("CustomResourceDefinition {name} to be Established"), timeout, conditions::is_crd_established()).await.map(|_| ())
     }
 
-    /// Waits until Deployment `ns/name` is available.
-    pub async fn wait_deployment_available(&self, ns: &str, name: &str, timeout: Duration) -> Result<(), KubeError> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        match self.wait_for(api.clone(), name, &format!("Deployment {ns}/{name} to be available"), timeout, is_deployment_available()).await {
+    /// Waits until the workload `ns/name` (Deployment, StatefulSet, DaemonSet) has rolled out;
+    /// a timeout says how far it got and why its pods are not ready.
+    pub async fn wait_rolled_out<K: Rollout>(&self, ns: &str, name: &str, timeout: Duration) -> Result<(), KubeError> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let kind = K::kind(&());
+        let cond = |o: Option<&K>| o.is_some_and(|o| o.rollout().is_ok());
+        match self.wait_for(api.clone(), name, &format!("{kind} {ns}/{name} to be ready"), timeout, cond).await {
             Err(KubeError::Timeout { context, what, secs }) => {
-                let selector = api.get_opt(name).await.ok().flatten().and_then(|d| d.spec).map(|s| s.selector);
-                let pods = pod_problems(self.client.clone(), ns, selector.as_ref()).await;
-                Err(KubeError::Timeout { context, what: format!("{what}{pods}"), secs })
+                let state = match api.get_opt(name).await {
+                    Ok(Some(o)) => {
+                        let pods = pod_problems(self.client.clone(), ns, o.pod_selector()).await;
+                        format!(": {}{pods}", o.rollout().err().unwrap_or_else(|| "ready now".into()))
+                    }
+                    Ok(None) => ": it does not exist".into(),
+                    Err(e) => format!(": cannot read it: {e}"),
+                };
+                Err(KubeError::Timeout { context, what: format!("{what}{state}"), secs })
             }
             other => other.map(|_| ()),
         }
+    }
+
+    /// The rollout state of workload `ns/name`: up to date when rolled out, missing when
+    /// absent, else drifted with how far it is. A momentary unavailability is reported, not
+    /// hidden, so `up` waits for it again.
+    pub async fn rollout_status<K: Rollout>(&self, ns: &str, name: &str) -> Result<crate::state::Status, KubeError> {
+        use crate::state::Status;
+        let kind = K::kind(&());
+        Ok(match self.get_typed::<K>(ns, name).await? {
+            None => Status::Missing,
+            Some(o) => match o.rollout() {
+                Ok(()) => Status::UpToDate,
+                Err(state) => Status::Drifted(format!("{kind} {ns}/{name} not ready: {state}")),
+            },
+        })
     }
 
     /// Waits until Service `ns/name` has a load balancer address; returns it.

@@ -65,13 +65,35 @@ pub fn digest(chart: &EmbeddedChart) -> String {
     format!("{h:016x}")
 }
 
-/// The server chart's values: trust domain, port, admin socket, image, one k8s_psat cluster
-/// per spoke (allowed agent service account, kubeconfig ConfigMap and key).
-pub fn server_values(c: &Config) -> Value {
-    let clusters: Vec<Value> = c
-        .spokes
+/// Where the token refresher writes each spoke's EKS token, in an in-memory volume shared by
+/// the server's containers.
+pub const TOKEN_DIR: &str = "/var/run/meshctl/spoke-tokens";
+/// How often the refresher writes new tokens (EKS tokens are valid for 15 minutes).
+pub const TOKEN_REFRESH_SECONDS: u64 = 300;
+/// The server's service account (its Pod Identity association names it).
+pub const SERVER_SERVICE_ACCOUNT: &str = "spire-server";
+
+/// The token file of a spoke, as the server's kubeconfig for that spoke names it.
+pub fn spoke_token_path(_c: &Config, spoke: &Account) -> String {
+    format!("{TOKEN_DIR}/{}.token", spoke.name)
+}
+
+/// How the server reaches one spoke's API server: the EKS cluster and the cross-account
+/// role the refresher assumes for its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpokeAccess {
+    pub spoke: Account,
+    pub access_role_arn: String,
+}
+
+/// The server chart's values: trust domain, port, admin socket, image, TTLs, storage, one
+/// k8s_psat cluster per spoke (allowed agent service account, kubeconfig ConfigMap and key),
+/// and the token refresher that keeps each spoke's token file current.
+pub fn server_values(c: &Config, spokes: &[SpokeAccess]) -> Value {
+    let clusters: Vec<Value> = spokes
         .iter()
-        .map(|s| {
+        .map(|a| {
+            let s = &a.spoke;
             json!({
                 "name": s.psat_cluster(),
                 "role": s.name,
@@ -81,13 +103,31 @@ pub fn server_values(c: &Config) -> Value {
             })
         })
         .collect();
+    let tokens: Vec<Value> = spokes
+        .iter()
+        .map(|a| json!({"file": format!("{}.token", a.spoke.name), "cluster": a.spoke.cluster_name, "roleArn": a.access_role_arn}))
+        .collect();
     json!({
         "image": c.spire.server_image,
         "trustDomain": c.mesh.trust_domain,
         "bindPort": c.spire.server_port,
         "socketPath": c.spire.server_socket,
+        "defaultX509SvidTtl": c.spire.svid_ttl,
+        "caTtl": c.spire.ca_ttl,
         "bundle": { "configMap": BUNDLE_CONFIGMAP, "key": BUNDLE_KEY },
         "clusters": clusters,
+        "persistence": {
+            "enabled": c.spire.server.persistence,
+            "storageClass": c.spire.server.storage_class,
+            "size": c.spire.server.storage_size,
+        },
+        "tokenRefresher": {
+            "image": c.spire.token_refresher_image,
+            "region": c.region,
+            "dir": TOKEN_DIR,
+            "intervalSeconds": TOKEN_REFRESH_SECONDS,
+            "spokes": tokens,
+        },
         DIGEST_KEY: digest(&SERVER_CHART),
     })
 }
@@ -136,10 +176,18 @@ mod tests {
         }
     }
 
+    fn access(c: &Config) -> Vec<SpokeAccess> {
+        c.spokes
+            .iter()
+            .zip(["222222222222", "333333333333"])
+            .map(|(s, id)| SpokeAccess { spoke: s.clone(), access_role_arn: crate::names::access_role_arn(c, s, id) })
+            .collect()
+    }
+
     #[test]
     fn server_values_list_every_spoke() {
         let c = Config::default();
-        let v = server_values(&c);
+        let v = server_values(&c, &access(&c));
         let clusters = v["clusters"].as_array().unwrap();
         assert_eq!(clusters.len(), c.spokes.len());
         assert_eq!(clusters[0]["name"], "frontend-k8s-cluster");
@@ -148,6 +196,12 @@ mod tests {
         assert_eq!(clusters[1]["kubeconfigKey"], "backend.conf");
         assert_eq!(v["trustDomain"], "am-multi-account-mesh");
         assert_eq!(digest(&SERVER_CHART).len(), 16);
+        assert_eq!((v["defaultX509SvidTtl"].as_str(), v["caTtl"].as_str()), (Some("1h"), Some("24h")));
+        assert_eq!(v["persistence"], json!({"enabled": true, "storageClass": "meshctl-gp3", "size": "1Gi"}));
+        let t = &v["tokenRefresher"];
+        assert_eq!(t["image"], "public.ecr.aws/aws-cli/aws-cli:2.15.62");
+        assert_eq!(t["spokes"][1], json!({"file": "backend.token", "cluster": "eks-cluster-backend", "roleArn": "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role"}));
+        assert_eq!(spoke_token_path(&c, &c.spokes[1]), format!("{TOKEN_DIR}/backend.token"));
     }
 
     #[test]

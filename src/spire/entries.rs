@@ -4,14 +4,15 @@
 //! ([`PodExec`]); arguments are always a vector, never a shell string.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::config::{Account, Config, Service};
+use crate::config::{Account, Config};
+use crate::error::{Error, ErrorKind};
+use crate::topology::Workload;
 
 /// One entry as meshctl wants it. Selectors are `type:value` strings, kept sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +51,12 @@ pub fn node_entry(c: &Config, spoke: &Account) -> WantedEntry {
     }
 }
 
-/// The workload entry of a meshed service's Envoy, parented on its spoke's agents.
-pub fn workload_entry(c: &Config, svc: &Service) -> Option<WantedEntry> {
-    let spoke = c.spokes.iter().find(|s| s.name == svc.account)?;
-    Some(WantedEntry {
-        spiffe_id: c.spiffe_id(&svc.spiffe_path),
-        parent_id: c.agent_spiffe_id(spoke),
-        selectors: [
-            format!("k8s:ns:{}", c.mesh.app_namespace),
-            "k8s:sa:default".to_string(),
-            format!("k8s:pod-label:app:{}", svc.app_label),
-            format!("k8s:pod-label:tier:{}", svc.tier_label),
-            "k8s:container-name:envoy".to_string(),
-        ]
-        .into_iter()
-        .collect(),
-    })
+/// The workload entry of a meshed workload, parented on its spoke's agents; `selectors` are
+/// the provider's (they pick the container that holds the SVID). `None` when the workload's
+/// account is not a spoke (validation rejects such a configuration).
+pub fn workload_entry(c: &Config, w: &Workload, selectors: Vec<String>) -> Option<WantedEntry> {
+    let spoke = c.spokes.iter().find(|s| s.name == w.account)?;
+    Some(WantedEntry { spiffe_id: w.spiffe_id.clone(), parent_id: c.agent_spiffe_id(spoke), selectors: selectors.into_iter().collect() })
 }
 
 #[derive(Deserialize)]
@@ -106,8 +97,9 @@ struct SelectorJson {
 }
 
 /// Parses `spire-server entry show -output json` (protojson of ListEntriesResponse).
-pub fn parse_show(json: &str) -> Result<Vec<LiveEntry>, String> {
-    let show: ShowJson = serde_json::from_str(json.trim()).map_err(|e| format!("cannot parse `entry show -output json`: {e}: {}", snippet(json)))?;
+pub fn parse_show(json: &str) -> Result<Vec<LiveEntry>, Error> {
+    let show: ShowJson = serde_json::from_str(json.trim())
+        .map_err(|e| Error::new(ErrorKind::Other, format!("cannot parse `entry show -output json`: {e}: {}", snippet(json))))?;
     Ok(show
         .entries
         .into_iter()
@@ -205,20 +197,10 @@ pub fn delete_args(id: &str) -> Vec<String> {
     ["entry", "delete", "-entryID", id, "-output", "json"].map(String::from).to_vec()
 }
 
-/// A failed `spire-server` invocation.
-#[derive(Debug, Clone)]
-pub struct CliError(pub String);
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Runs `spire-server <args> -socketPath <socket>` somewhere and returns its stdout.
 #[async_trait::async_trait]
 pub trait EntryCli: Send + Sync {
-    async fn run(&self, args: Vec<String>) -> Result<String, CliError>;
+    async fn run(&self, args: Vec<String>) -> Result<String, Error>;
 }
 
 /// The server CLI inside the server pod, through the Kubernetes exec API.
@@ -234,14 +216,18 @@ pub struct PodExec {
 
 #[async_trait::async_trait]
 impl EntryCli for PodExec {
-    async fn run(&self, args: Vec<String>) -> Result<String, CliError> {
+    async fn run(&self, args: Vec<String>) -> Result<String, Error> {
         let mut command = vec![self.binary.clone()];
         command.extend(args);
         command.extend(["-socketPath".to_string(), self.socket.clone()]);
         let shown = command.join(" ");
-        let err = |m: String| CliError(format!("exec `{shown}` in pod {} container {} ({}): {m}", self.pod, self.container, self.where_));
+        let err = |m: String| Error::other(format!("exec `{shown}` in pod {} container {} ({}): {m}", self.pod, self.container, self.where_));
         let ap = AttachParams::default().container(self.container.clone()).stdin(false).stdout(true).stderr(true);
-        let mut proc = self.pods.exec(&self.pod, command.clone(), &ap).await.map_err(|e| err(e.to_string()))?;
+        let mut proc = self
+            .pods
+            .exec(&self.pod, command.clone(), &ap)
+            .await
+            .map_err(|e| crate::kube::api_error(e).context(format!("exec `{shown}` in pod {} container {} ({})", self.pod, self.container, self.where_)))?;
         let mut out = proc.stdout().ok_or_else(|| err("no stdout stream".into()))?;
         let mut errs = proc.stderr().ok_or_else(|| err("no stderr stream".into()))?;
         let status = proc.take_status().ok_or_else(|| err("no status channel".into()))?;
@@ -250,7 +236,11 @@ impl EntryCli for PodExec {
         r1.map_err(|e| err(format!("reading stdout: {e}")))?;
         r2.map_err(|e| err(format!("reading stderr: {e}")))?;
         let status = status.await;
-        let _ = proc.join().await;
+        // The status says how the command ended; a failure to close the stream after it
+        // cannot change that, so it is only logged.
+        if let Err(e) = proc.join().await {
+            tracing::debug!("closing the exec stream of `{shown}`: {e}");
+        }
         let stdout = String::from_utf8_lossy(&so).into_owned();
         let stderr = String::from_utf8_lossy(&se).trim().to_string();
         match status {
@@ -266,13 +256,13 @@ impl EntryCli for PodExec {
 }
 
 /// The live entries of one SPIFFE ID.
-pub async fn show(cli: &dyn EntryCli, spiffe_id: &str) -> Result<Vec<LiveEntry>, CliError> {
+pub async fn show(cli: &dyn EntryCli, spiffe_id: &str) -> Result<Vec<LiveEntry>, Error> {
     let out = cli.run(show_args(spiffe_id)).await?;
-    parse_show(&out).map_err(CliError)
+    parse_show(&out)
 }
 
 /// Makes the server's entry match `wanted`; returns what was done.
-pub async fn ensure(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<Plan, CliError> {
+pub async fn ensure(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<Plan, Error> {
     let live = show(cli, &wanted.spiffe_id).await?;
     let p = plan(wanted, &live);
     match &p {
@@ -288,7 +278,7 @@ pub async fn ensure(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<Plan, Cl
 }
 
 /// Deletes the entries meshctl owns for `wanted`; returns how many were deleted.
-pub async fn remove(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<usize, CliError> {
+pub async fn remove(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<usize, Error> {
     let live = show(cli, &wanted.spiffe_id).await?;
     let mine = owned(wanted, &live);
     for e in &mine {
@@ -336,8 +326,9 @@ mod tests {
     #[test]
     fn plans_create_update_and_leaves_foreign_entries() {
         let c = Config::default();
-        let svc = c.service("yelb-appserver").unwrap();
-        let want = workload_entry(&c, svc).unwrap();
+        let t = crate::topology::Topology::new(&c);
+        let w = t.workload("yelb-appserver").unwrap();
+        let want = workload_entry(&c, w, crate::mesh::k8s_selectors(w, "yelb", "envoy")).unwrap();
         assert_eq!(want.spiffe_id, "spiffe://am-multi-account-mesh/yelbapp");
         assert_eq!(want.parent_id, "spiffe://am-multi-account-mesh/ns/spire/sa/spire-agent-back");
         assert!(want.selectors.contains("k8s:pod-label:tier:middletier"));

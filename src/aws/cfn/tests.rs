@@ -14,6 +14,7 @@ use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutpu
 use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
 use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
 use crate::aws::testing::mocked_client;
+use crate::state::Silent;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 
 const ID: &str = "arn:aws:cloudformation:us-east-2:222222222222:stack/eks-cluster-frontend-stack/6a1f0c80-0000-11ef-a000-0a1b2c3d4e5f";
@@ -80,11 +81,11 @@ fn failed_events() -> DescribeStackEventsOutput {
 fn every_known_status_is_classified() {
     for s in StackStatus::values() {
         let status = StackStatus::from(*s);
-        assert_ne!(classify(&status), Phase::Unknown, "{s} is not classified");
+        assert_ne!(classify(&status), StackPhase::Unknown, "{s} is not classified");
     }
-    assert_eq!(classify(&StackStatus::from("SOMETHING_NEW")), Phase::Unknown);
-    assert_eq!(classify(&StackStatus::RollbackComplete), Phase::RollbackComplete);
-    assert_eq!(classify(&StackStatus::UpdateRollbackComplete), Phase::Stable);
+    assert_eq!(classify(&StackStatus::from("SOMETHING_NEW")), StackPhase::Unknown);
+    assert_eq!(classify(&StackStatus::RollbackComplete), StackPhase::RollbackComplete);
+    assert_eq!(classify(&StackStatus::UpdateRollbackComplete), StackPhase::Stable);
 }
 
 #[tokio::test]
@@ -102,7 +103,7 @@ async fn an_empty_change_set_is_up_to_date_and_deleted() {
     });
     let delete = mock!(Client::delete_change_set).match_requests(|r| r.change_set_name() == Some(CS)).then_output(|| DeleteChangeSetOutput::builder().build());
     let c = client(&[&describe, &create, &cs, &delete]);
-    let changed = deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap();
+    let changed = deploy(&c, &spec(), false, &Silent).await.unwrap();
     assert!(!changed);
     assert_eq!(delete.num_calls(), 1, "the empty change set is deleted");
 }
@@ -122,7 +123,7 @@ async fn a_new_stack_is_created_through_a_change_set() {
     let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
     let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
     let c = client(&[&describe, &create, &cs, &exec, &done]);
-    assert!(deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap());
+    assert!(deploy(&c, &spec(), false, &Silent).await.unwrap());
     assert_eq!(exec.num_calls(), 1);
 }
 
@@ -131,7 +132,7 @@ async fn rollback_complete_is_reported_without_yes() {
     let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
     let events = mock!(Client::describe_stack_events).then_output(failed_events);
     let c = client(&[&describe, &events]);
-    let err = deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap_err().message;
+    let err = deploy(&c, &spec(), false, &Silent).await.unwrap_err().chain();
     assert!(err.contains("account frontend (profile frontend): stack eks-cluster-frontend-stack"), "{err}");
     assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
     assert!(err.contains("Cluster (AWS::EKS::Cluster): Resource handler returned message"), "{err}");
@@ -155,9 +156,7 @@ async fn rollback_complete_is_deleted_and_recreated_with_yes() {
     let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
     let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
     let c = client(&[&describe, &describe2, &del, &gone, &create, &cs, &exec, &done]);
-    let mut cx = StepCx::detached("stacks/frontend");
-    cx.yes = true;
-    assert!(deploy(&c, &spec(), &cx).await.unwrap());
+    assert!(deploy(&c, &spec(), true, &Silent).await.unwrap());
     assert_eq!(del.num_calls(), 1);
     assert_eq!(exec.num_calls(), 1);
 }
@@ -205,7 +204,7 @@ fn template_comments_layout_and_metadata_are_not_drift() {
 async fn delete_of_an_absent_stack_succeeds() {
     let describe = mock!(Client::describe_stacks).then_error(not_found);
     let c = client(&[&describe]);
-    delete(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap();
+    delete(&c, &spec(), &Silent).await.unwrap();
 }
 
 /// Polls at most every 5 s: this test waits one interval.
@@ -221,7 +220,7 @@ async fn a_failed_creation_names_the_failed_resources_and_the_next_command() {
     let events = mock!(Client::describe_stack_events).then_output(failed_events);
     let c = client(&[&describe, &create, &cs, &exec, &running, &failed, &events]);
     let t = std::time::Instant::now();
-    let err = deploy(&c, &spec(), &StepCx::detached("stacks/frontend")).await.unwrap_err().message;
+    let err = deploy(&c, &spec(), false, &Silent).await.unwrap_err().chain();
     assert!(t.elapsed() >= POLL_FIRST, "polled after {:?}", t.elapsed());
     assert!(err.contains("ended in ROLLBACK_COMPLETE"), "{err}");
     assert!(err.contains("Cluster (AWS::EKS::Cluster)"), "{err}");
