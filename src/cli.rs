@@ -43,8 +43,8 @@ pub enum OutputFormat {
     Json,
 }
 
-/// A walkthrough phase that contributes steps to the graph, in walkthrough order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+/// A walkthrough phase that contributes steps to the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
     Stacks,
     Ram,
@@ -57,8 +57,23 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the walkthrough's order (what `up --from` counts from).
     pub const ALL: [Phase; 8] =
         [Phase::Stacks, Phase::Ram, Phase::Kubeconfig, Phase::AwsAuth, Phase::Mesh, Phase::Spire, Phase::Register, Phase::Yelb];
+
+    /// What `meshctl cleanup` removes: everything that lives in or for the clusters, and
+    /// nothing of the stacks and shares that make them.
+    pub const CLEANUP: [Phase; 6] = [Phase::Kubeconfig, Phase::AwsAuth, Phase::Mesh, Phase::Spire, Phase::Register, Phase::Yelb];
+
+    /// This phase and every later one.
+    pub fn and_later(self) -> Vec<Phase> {
+        Phase::ALL.into_iter().skip_while(|p| *p != self).collect()
+    }
+
+    /// The position in the walkthrough.
+    pub fn order(self) -> usize {
+        Phase::ALL.iter().position(|p| *p == self).expect("every phase is in ALL")
+    }
 
     /// The name used in step ids and on the command line.
     pub fn name(self) -> &'static str {
@@ -101,7 +116,12 @@ pub enum Command {
         only: Vec<Phase>,
     },
     /// Destroy everything meshctl created, in reverse dependency order, stacks last
-    Down,
+    Down {
+        /// Delete the stacks even when an in-cluster cleanup step failed (after naming what
+        /// is left); without it such a failure stops the stacks from being deleted
+        #[arg(long)]
+        force: bool,
+    },
     /// Show what `up` (or `down`) would do, per step, without changing anything
     Plan {
         /// Contact nothing: print the static step graph
@@ -118,22 +138,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Phase 1: one CloudFormation stack per account, plus each spoke's TGW attachment stack
-    Stacks(PhaseArgs),
-    /// Phase 2: accept the Transit Gateway share in each spoke account
-    Ram(PhaseArgs),
-    /// Phase 3: kubeconfig contexts, and the spoke kubeconfigs the SPIRE server uses
-    Kubeconfig(PhaseArgs),
-    /// Phase 4: let each spoke's access role into its cluster
-    AwsAuth(PhaseArgs),
-    /// Phase 5: App Mesh mesh and share, Cloud Map, IRSA, controller, Mesh resource
-    Mesh(PhaseArgs),
-    /// Phase 6: SPIRE server in the hub, bundle and agents in the spokes
-    Spire(PhaseArgs),
-    /// Phase 7: SPIRE node and workload entries
-    Register(PhaseArgs),
-    /// Phase 8: Yelb's mesh resources and workloads
-    Yelb(PhaseArgs),
+    #[command(flatten)]
+    Phase(PhaseCommand),
     /// Phase 9: prove mTLS from every meshed workload's Envoy admin interface
     Verify(crate::verify::VerifyArgs),
     /// Phase 10: remove everything above the stacks; keeps the clusters
@@ -159,25 +165,46 @@ pub enum Command {
     },
 }
 
+/// The subcommands that run one phase.
+#[derive(Debug, Subcommand)]
+pub enum PhaseCommand {
+    /// Phase 1: one CloudFormation stack per account, plus each spoke's TGW attachment stack
+    Stacks(PhaseArgs),
+    /// Phase 2: accept the Transit Gateway share in each spoke account
+    Ram(PhaseArgs),
+    /// Phase 3: kubeconfig contexts, and the spoke kubeconfigs the SPIRE server uses
+    Kubeconfig(PhaseArgs),
+    /// Phase 4: let each spoke's access role into its cluster
+    AwsAuth(PhaseArgs),
+    /// Phase 5: the mesh provider's control plane (none for the default envoy provider)
+    Mesh(PhaseArgs),
+    /// Phase 6: SPIRE server in the hub, bundle and agents in the spokes
+    Spire(PhaseArgs),
+    /// Phase 7: SPIRE node and workload entries
+    Register(PhaseArgs),
+    /// Phase 8: the application's workloads with their sidecars
+    Yelb(PhaseArgs),
+}
+
+impl PhaseCommand {
+    /// The phase and its arguments.
+    pub fn split(&self) -> (Phase, &PhaseArgs) {
+        match self {
+            PhaseCommand::Stacks(a) => (Phase::Stacks, a),
+            PhaseCommand::Ram(a) => (Phase::Ram, a),
+            PhaseCommand::Kubeconfig(a) => (Phase::Kubeconfig, a),
+            PhaseCommand::AwsAuth(a) => (Phase::AwsAuth, a),
+            PhaseCommand::Mesh(a) => (Phase::Mesh, a),
+            PhaseCommand::Spire(a) => (Phase::Spire, a),
+            PhaseCommand::Register(a) => (Phase::Register, a),
+            PhaseCommand::Yelb(a) => (Phase::Yelb, a),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the effective configuration (defaults + file + environment + --set) as TOML
     Show,
 }
 
-impl Command {
-    /// The phase a phase subcommand runs, with its arguments.
-    pub fn phase(&self) -> Option<(Phase, &PhaseArgs)> {
-        Some(match self {
-            Command::Stacks(a) => (Phase::Stacks, a),
-            Command::Ram(a) => (Phase::Ram, a),
-            Command::Kubeconfig(a) => (Phase::Kubeconfig, a),
-            Command::AwsAuth(a) => (Phase::AwsAuth, a),
-            Command::Mesh(a) => (Phase::Mesh, a),
-            Command::Spire(a) => (Phase::Spire, a),
-            Command::Register(a) => (Phase::Register, a),
-            Command::Yelb(a) => (Phase::Yelb, a),
-            _ => return None,
-        })
-    }
-}

@@ -6,7 +6,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = meshctl::cli::Cli::parse();
-    meshctl::context::install_crypto_provider();
     let filter = match cli.global.verbose {
         0 => "warn",
         1 => "meshctl=info",
@@ -17,10 +16,10 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshctl: cannot start the async runtime: {e}");
-            return ExitCode::from(meshctl::app::exit::FAILED);
+            return ExitCode::from(meshctl::commands::exit::FAILED);
         }
     };
-    match runtime.block_on(meshctl::app::run(cli)) {
+    match runtime.block_on(meshctl::commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("meshctl: {e}");

@@ -10,11 +10,11 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::engine::{Event, EventKind, EventSink, Mode, Outcome, StepMeta, Status, Summary};
+use crate::engine::{Event, EventKind, EventSink, Mode, Outcome, RunSummary, Status, StepId, StepMeta};
 
 /// A renderer receives events while a run goes and prints the summary at its end.
 pub trait Renderer: EventSink {
-    fn summary(&self, mode: Mode, summary: &Summary);
+    fn summary(&self, mode: Mode, summary: &RunSummary);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +65,13 @@ pub fn outcome_text(mode: Mode, o: &Outcome) -> String {
             (_, Status::Missing) => "would create".into(),
             (_, Status::Drifted(why)) => format!("would change: {why}"),
         },
-        Outcome::Pending(needs) => format!("would create (after {})", needs.join(", ")),
+        Outcome::Pending(needs) => format!("would create (after {})", join(needs)),
     }
+}
+
+/// Step ids as `a, b, c`.
+pub fn join(ids: &[StepId]) -> String {
+    ids.iter().map(StepId::as_str).collect::<Vec<_>>().join(", ")
 }
 
 fn stamp(e: &Event) -> String {
@@ -89,7 +94,7 @@ fn out(line: &str) {
 }
 
 /// Summary text shared by the terminal and plain renderers.
-fn summary_text(mode: Mode, s: &Summary) -> String {
+fn summary_text(mode: Mode, s: &RunSummary) -> String {
     let mut t = String::new();
     let mut changed = 0;
     let mut unchanged = 0;
@@ -114,8 +119,8 @@ fn summary_text(mode: Mode, s: &Summary) -> String {
     if s.interrupted {
         t.push_str("\ninterrupted: steps that had started were let finish; run the same command again to continue");
     }
-    for (id, msg) in &s.failed {
-        t.push_str(&format!("\n✖ {id}: {msg}"));
+    for f in &s.failed {
+        t.push_str(&format!("\n✖ {}: {}", f.step, f.message));
     }
     for (id, msg) in &s.skipped {
         t.push_str(&format!("\n– {id}: skipped, {msg}"));
@@ -123,12 +128,12 @@ fn summary_text(mode: Mode, s: &Summary) -> String {
     t
 }
 
-pub fn summary_json(mode: Mode, s: &Summary) -> serde_json::Value {
+pub fn summary_json(mode: Mode, s: &RunSummary) -> serde_json::Value {
     json!({"summary": {
         "mode": mode,
         "ok": s.ok(),
         "done": s.done.iter().map(|(id, o)| json!({"step": id, "outcome": o})).collect::<Vec<_>>(),
-        "failed": s.failed.iter().map(|(id, m)| json!({"step": id, "message": m})).collect::<Vec<_>>(),
+        "failed": s.failed.iter().map(|f| json!({"step": f.step, "message": f.message, "kind": f.kind})).collect::<Vec<_>>(),
         "skipped": s.skipped.iter().map(|(id, m)| json!({"step": id, "reason": m})).collect::<Vec<_>>(),
         "interrupted": s.interrupted,
         "elapsed_seconds": (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -144,7 +149,7 @@ impl EventSink for Plain {
 }
 
 impl Renderer for Plain {
-    fn summary(&self, mode: Mode, s: &Summary) {
+    fn summary(&self, mode: Mode, s: &RunSummary) {
         out(&summary_text(mode, s));
     }
 }
@@ -158,7 +163,7 @@ impl EventSink for JsonLines {
 }
 
 impl Renderer for JsonLines {
-    fn summary(&self, mode: Mode, s: &Summary) {
+    fn summary(&self, mode: Mode, s: &RunSummary) {
         out(&summary_json(mode, s).to_string());
     }
 }
@@ -181,12 +186,12 @@ impl EventSink for Bars {
             EventKind::Started => {
                 let pb = self.multi.add(ProgressBar::new_spinner());
                 pb.set_style(ProgressStyle::with_template("{spinner} {prefix:<32} {elapsed:>4} {wide_msg}").expect("template"));
-                pb.set_prefix(e.step.clone());
+                pb.set_prefix(e.step.to_string());
                 pb.enable_steady_tick(Duration::from_millis(120));
-                bars.insert(e.step.clone(), pb);
+                bars.insert(e.step.to_string(), pb);
             }
             EventKind::Progress(m) => {
-                if let Some(pb) = bars.get(&e.step) {
+                if let Some(pb) = bars.get(e.step.as_str()) {
                     pb.set_message(m.clone());
                 }
             }
@@ -196,7 +201,7 @@ impl EventSink for Bars {
                     EventKind::Failed(_) => "✖",
                     _ => "–",
                 };
-                let elapsed = bars.remove(&e.step).map(|pb| {
+                let elapsed = bars.remove(e.step.as_str()).map(|pb| {
                     let t = pb.elapsed();
                     pb.finish_and_clear();
                     self.multi.remove(&pb);
@@ -210,7 +215,7 @@ impl EventSink for Bars {
 }
 
 impl Renderer for Bars {
-    fn summary(&self, mode: Mode, s: &Summary) {
+    fn summary(&self, mode: Mode, s: &RunSummary) {
         let _ = self.multi.clear();
         out(&summary_text(mode, s));
     }
@@ -218,7 +223,7 @@ impl Renderer for Bars {
 
 /// The static graph as a table (`plan --offline`).
 pub fn graph_text(mode: Mode, metas: &[StepMeta]) -> String {
-    let w = metas.iter().map(|m| m.id.len()).max().unwrap_or(4).max(4);
+    let w = metas.iter().map(|m| m.id.as_str().len()).max().unwrap_or(4).max(4);
     let mut t = format!(
         "meshctl {}: {} steps\n{:<w$}  {:<10}  {:<10}  NEEDS\n",
         if mode == Mode::PlanDown { "down" } else { "up" },
@@ -228,8 +233,8 @@ pub fn graph_text(mode: Mode, metas: &[StepMeta]) -> String {
         "ACCOUNT"
     );
     for m in metas {
-        let needs = if m.needs.is_empty() { "-".to_string() } else { m.needs.join(", ") };
-        t.push_str(&format!("{:<w$}  {:<10}  {:<10}  {}\n", m.id, m.phase, m.account, needs));
+        let needs = if m.needs.is_empty() { "-".to_string() } else { join(&m.needs) };
+        t.push_str(&format!("{:<w$}  {:<10}  {:<10}  {}\n", m.id.as_str(), m.phase, m.account, needs));
     }
     t
 }
@@ -239,16 +244,16 @@ pub fn graph_json(mode: Mode, metas: &[StepMeta]) -> serde_json::Value {
 }
 
 /// The result of a check-only run (plan, status) as a table grouped by phase, in graph order.
-pub fn check_table(mode: Mode, order: &[StepMeta], s: &Summary) -> String {
-    let w = order.iter().map(|m| m.id.len()).max().unwrap_or(4).max(4);
+pub fn check_table(mode: Mode, order: &[StepMeta], s: &RunSummary) -> String {
+    let w = order.iter().map(|m| m.id.as_str().len()).max().unwrap_or(4).max(4);
     let mut t = String::new();
     let mut phase = "";
     for m in order {
-        let text = if let Some(o) = s.outcome(&m.id) {
+        let text = if let Some(o) = s.outcome(m.id.as_str()) {
             outcome_text(mode, o)
-        } else if let Some((_, msg)) = s.failed.iter().find(|(id, _)| id == &m.id) {
-            format!("failed: {msg}")
-        } else if let Some((_, msg)) = s.skipped.iter().find(|(id, _)| id == &m.id) {
+        } else if let Some(f) = s.failure(m.id.as_str()) {
+            format!("failed: {}", f.message)
+        } else if let Some(msg) = s.skip_reason(m.id.as_str()) {
             format!("not checked: {msg}")
         } else {
             continue;
@@ -257,7 +262,7 @@ pub fn check_table(mode: Mode, order: &[StepMeta], s: &Summary) -> String {
             phase = &m.phase;
             t.push_str(&format!("{phase}\n"));
         }
-        t.push_str(&format!("  {:<w$}  {text}\n", m.id));
+        t.push_str(&format!("  {:<w$}  {text}\n", m.id.as_str()));
     }
     t
 }

@@ -42,6 +42,16 @@ enum Spokes {
     Three,
 }
 
+impl Spokes {
+    /// The spoke accounts, each reached through the test-bed context of the same name.
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            Spokes::Two => &["frontend", "backend"],
+            Spokes::Three => &["frontend", "backend", "analytics"],
+        }
+    }
+}
+
 /// A config for the test bed: every account through its existing context, unique namespaces
 /// so parallel tests (and other phases' tests) never collide.
 fn config(tb: &Testbed, spokes: Spokes, extra: &str) -> (Config, TempDir) {
@@ -59,11 +69,7 @@ chart_path = "{chart}"
         region = tb.region,
         kubeconfig = tb.kubeconfig.display(),
         chart = chart.display(),
-        accounts = common::accounts_toml(if spokes == Spokes::Three {
-            &["frontend", "backend", "analytics"]
-        } else {
-            &["frontend", "backend"]
-        }),
+        accounts = common::accounts_toml(spokes.names()),
     );
     if spokes == Spokes::Three {
         let example = std::fs::read_to_string(root.join("examples/three-spokes.toml")).unwrap();
@@ -73,7 +79,7 @@ chart_path = "{chart}"
     let path = dir.path().join("meshctl.toml");
     std::fs::write(&path, toml).unwrap();
     let c = Config::load(Some(&path), &[], &[]).unwrap_or_else(|e| panic!("config: {e}"));
-    assert_eq!(c.spokes.len(), if spokes == Spokes::Three { 3 } else { 2 });
+    assert_eq!(c.spokes.len(), spokes.names().len());
     (c, dir)
 }
 

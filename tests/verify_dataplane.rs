@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use meshctl::verify::envoy::{parse_certs, parse_clusters, parse_stats};
 use meshctl::verify::{
-    self, AdminTransport, Backend, CheckId, HttpTarget, Report, Status, VerifyArgs, Workload,
+    self, AdminTransport, Backend, CheckId, HttpTarget, Report, CheckStatus, VerifyArgs, Proxy,
 };
 
 const TD: &str = "am-multi-account-mesh";
@@ -381,7 +381,7 @@ impl Bed {
         format!("http://127.0.0.1:{}/", self.entry_port)
     }
 
-    fn transports(&self) -> Vec<(Workload, Box<dyn AdminTransport>)> {
+    fn transports(&self) -> Vec<(Proxy, Box<dyn AdminTransport>)> {
         verify::admin_transports(
             &[
                 format!("frontend=http://127.0.0.1:{}", self.fe_admin),
@@ -418,8 +418,8 @@ async fn admin_get(port: u16, path: &str) -> Result<String, String> {
 }
 
 /// The two workloads as the configuration would describe them.
-fn workloads(sock: &str) -> Vec<Workload> {
-    let base = |name: &str, cluster: &str| Workload {
+fn workloads(sock: &str) -> Vec<Proxy> {
+    let base = |name: &str, cluster: &str| Proxy {
         name: name.into(),
         cluster: cluster.into(),
         namespace: "yelb".into(),
@@ -467,7 +467,7 @@ async fn healthy_mesh_passes_every_check_with_traffic() {
     for r in &report.results {
         assert_eq!(
             r.status,
-            Status::Pass,
+            CheckStatus::Pass,
             "{}/{} is not a pass:\n{text}",
             r.workload,
             r.check
@@ -533,7 +533,7 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     for ok in [CheckId::Sds, CheckId::Identity, CheckId::Peers] {
         assert_eq!(
             after.get("frontend", ok).unwrap().status,
-            Status::Pass,
+            CheckStatus::Pass,
             "{text}"
         );
     }
@@ -653,7 +653,7 @@ async fn absent_svid_fails_identity() {
     // The frontend still holds its SVID.
     assert_eq!(
         report.get("frontend", CheckId::Identity).unwrap().status,
-        Status::Pass,
+        CheckStatus::Pass,
         "{text}"
     );
 }
@@ -673,8 +673,8 @@ fn unknown_admin_name_is_a_usage_error() {
     );
 }
 
-/// Status of every check, in report order.
-fn statuses(r: &Report) -> Vec<(String, CheckId, Status)> {
+/// CheckStatus of every check, in report order.
+fn statuses(r: &Report) -> Vec<(String, CheckId, CheckStatus)> {
     r.results
         .iter()
         .map(|c| (c.workload.clone(), c.check, c.status))
@@ -796,7 +796,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
             .unwrap();
         clients.insert(ctx, kube::Client::try_from(config).unwrap());
     }
-    let in_ns: Vec<Workload> = workloads(&bed.sock())
+    let in_ns: Vec<Proxy> = workloads(&bed.sock())
         .into_iter()
         .map(|mut w| {
             w.namespace = ns.name.clone();
@@ -804,7 +804,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         })
         .collect();
     // the workload's cluster is its test-bed context
-    let transport = |w: &Workload| {
+    let transport = |w: &Proxy| {
         verify::PortForwardAdmin::for_workload(clients[w.cluster.as_str()].clone(), w)
             .with_context(w.cluster.clone())
     };
@@ -857,7 +857,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
     // The same checks through HttpAdmin and through the pods.
     let http = bed.verify(true).await;
     let http_text = http.render_text(false);
-    let pf_targets: Vec<(Workload, Box<dyn AdminTransport>)> = in_ns
+    let pf_targets: Vec<(Proxy, Box<dyn AdminTransport>)> = in_ns
         .iter()
         .map(|w| (w.clone(), Box::new(transport(w)) as Box<dyn AdminTransport>))
         .collect();
@@ -913,9 +913,9 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         &["apply", "-f", "-"],
         Some(&admin_port_forward(&ns.name, "noadmin-0", closed)),
     );
-    let broken: Vec<Workload> = ["noadmin", "nopod"]
+    let broken: Vec<Proxy> = ["noadmin", "nopod"]
         .iter()
-        .map(|name| Workload {
+        .map(|name| Proxy {
             name: name.to_string(),
             pod_selector: format!("app={name}"),
             cluster: CTX.into(),
@@ -927,7 +927,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
     let refused = format!("127.0.0.1:{closed}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let bad = loop {
-        let targets: Vec<(Workload, Box<dyn AdminTransport>)> = broken
+        let targets: Vec<(Proxy, Box<dyn AdminTransport>)> = broken
             .iter()
             .map(|w| (w.clone(), Box::new(transport(w)) as Box<dyn AdminTransport>))
             .collect();

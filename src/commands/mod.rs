@@ -1,19 +1,20 @@
-//! One function per subcommand. Loads the configuration, builds the graph, picks the steps,
-//! runs the engine and turns the result into an exit code.
+//! One function per subcommand. Loads the configuration, builds the session and the graph,
+//! picks the steps, runs the engine and turns the result into an exit code. `verify` is a
+//! command of its own ([`verify`]): a read-only checker run after `up`, not a graph step.
+
+pub mod verify;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::cli::{Cli, Command, ConfigCommand, Global, OutputFormat, Phase};
 use crate::config::{Config, ConfigError};
-use crate::context::Ctx;
-use crate::engine::{self, Graph, Mode, Outcome, RunOptions, StepMeta, Status};
+use crate::engine::{self, Graph, Mode, Outcome, RunOptions, RunSummary, Status, StepId, StepMeta};
 use crate::phases::{self, PREFLIGHT};
 use crate::render::{self, Style};
+use crate::session::Session;
 
 /// Exit codes: what a script can rely on.
 pub mod exit {
@@ -62,6 +63,11 @@ pub fn load_config(global: &Global) -> Result<Config, ConfigError> {
     Config::load(config_path(global).as_deref(), &env, &global.set)
 }
 
+/// The configuration with its provider (whose section is validated here: exit 2 on error).
+pub fn load_session(global: &Global) -> Result<Arc<Session>, AppError> {
+    Ok(Arc::new(Session::new(load_config(global)?)?))
+}
+
 pub async fn run(cli: Cli) -> Result<u8, AppError> {
     let g = &cli.global;
     match &cli.command {
@@ -79,12 +85,12 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             let region = region.clone().unwrap_or(config.region);
             crate::aws::token::print_exec_credential(cluster, role_arn.as_deref(), profile.as_deref(), &region)
                 .await
-                .map_err(|e| AppError::Failed(e.to_string()))?;
+                .map_err(|e| AppError::Failed(crate::error::chain(&e)))?;
             Ok(exit::OK)
         }
         Command::Plan { offline: true, down } => {
-            let ctx = Arc::new(Ctx::new(load_config(g)?));
-            let graph = build_graph(&ctx)?;
+            let session = load_session(g)?;
+            let graph = build_graph(&session)?;
             let mode = if *down { Mode::PlanDown } else { Mode::Plan };
             let metas = static_metas(&graph, mode);
             match g.output {
@@ -100,24 +106,25 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         Command::Status => run_graph(g, Mode::Status, None).await,
         Command::Up { from, only } => {
             let phases: Vec<Phase> = match (from, only.is_empty()) {
-                (Some(f), _) => Phase::ALL.into_iter().filter(|p| p >= f).collect(),
+                (Some(f), _) => f.and_later(),
                 (None, false) => only.clone(),
                 (None, true) => return run_graph(g, Mode::Up, None).await,
             };
             run_phases(g, &phases, Mode::Up, false).await
         }
-        Command::Down => {
+        Command::Down { force } => {
             confirm(g, "destroy every resource meshctl created, including the EKS clusters and their stacks")?;
-            run_graph(g, Mode::Down, None).await
+            let session = load_session(g)?;
+            let graph = build_graph(&session)?;
+            execute(g, &graph, Mode::Down, None, *force).await
         }
         Command::Cleanup => {
-            confirm(g, "remove everything above the stacks (mesh, SPIRE, Yelb, controller, IRSA, kubeconfig entries)")?;
-            let above: Vec<Phase> = Phase::ALL.into_iter().filter(|p| *p > Phase::Ram).collect();
-            run_phases(g, &above, Mode::Down, false).await
+            confirm(g, "remove everything above the stacks (workloads, SPIRE, mesh control plane, access mappings, kubeconfig entries)")?;
+            run_phases(g, &Phase::CLEANUP, Mode::Down, false).await
         }
-        Command::Verify(args) => crate::phases::verify::run(g, args).await,
-        cmd => {
-            let (phase, args) = cmd.phase().expect("every other command is a phase");
+        Command::Verify(args) => verify::run(g, args).await,
+        Command::Phase(p) => {
+            let (phase, args) = p.split();
             if args.destroy {
                 confirm(g, &format!("destroy the resources of phase {}", phase.name()))?;
                 run_phases(g, &[phase], Mode::Down, false).await
@@ -128,15 +135,15 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
     }
 }
 
-fn build_graph(ctx: &Arc<Ctx>) -> Result<Graph, AppError> {
-    phases::graph(ctx).map_err(|e| AppError::Usage(format!("the configuration gives an impossible step graph: {e}")))
+fn build_graph(session: &Arc<Session>) -> Result<Graph, AppError> {
+    phases::graph(session).map_err(|e| AppError::Usage(format!("the configuration gives an impossible step graph: {e}")))
 }
 
 /// The graph's steps as printed by `plan --offline`: for `down`, in teardown order, each
 /// listing the steps that must be destroyed before it.
 pub fn static_metas(graph: &Graph, mode: Mode) -> Vec<StepMeta> {
     let order = graph.topo_order().expect("validated");
-    let metas: Vec<StepMeta> = order.iter().map(|id| graph.get(id).expect("id").meta().clone()).collect();
+    let metas: Vec<StepMeta> = order.iter().map(|id| graph.get(id.as_str()).expect("id").meta().clone()).collect();
     if mode != Mode::PlanDown {
         return metas;
     }
@@ -161,9 +168,10 @@ fn confirm(g: &Global, what: &str) -> Result<(), AppError> {
         return Err(AppError::Usage(format!("refusing to {what} without --yes when not on a terminal")));
     }
     eprint!("meshctl will {what}. Continue? [y/N] ");
-    let _ = std::io::stderr().flush();
+    // A prompt that cannot be shown or answered is a refusal, not a yes.
+    std::io::stderr().flush().map_err(|e| AppError::Usage(format!("cannot ask for confirmation: {e}")))?;
     let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
+    std::io::stdin().read_line(&mut answer).map_err(|e| AppError::Usage(format!("cannot read the confirmation: {e}")))?;
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
@@ -174,11 +182,11 @@ fn confirm(g: &Global, what: &str) -> Result<(), AppError> {
 /// Runs the phases' steps (plus the read-only preflight). Needs outside them must already be
 /// in place unless `with_deps`, in which case they run too.
 async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, with_deps: bool) -> Result<u8, AppError> {
-    let ctx = Arc::new(Ctx::new(load_config(g)?));
-    let graph = build_graph(&ctx)?;
+    let session = load_session(g)?;
+    let graph = build_graph(&session)?;
     let mut names: Vec<&str> = phases.iter().map(|p| p.name()).collect();
     names.push(PREFLIGHT);
-    let mut selection: BTreeSet<String> = graph.ids_in_phases(&names).into_iter().collect();
+    let mut selection: BTreeSet<StepId> = graph.ids_in_phases(&names).into_iter().collect();
     if mode == Mode::Up {
         let outside = graph.outside_needs(&selection);
         if with_deps {
@@ -189,16 +197,16 @@ async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, with_deps: bool) -
     } else {
         require_gone(g, &graph, &selection).await?;
     }
-    execute(g, &graph, mode, Some(selection)).await
+    execute(g, &graph, mode, Some(selection), false).await
 }
 
 /// Exit 2 unless every step in `ids` checks up to date, naming each missing phase and the
 /// command that makes it.
-async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<String>) -> Result<(), AppError> {
+async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<StepId>) -> Result<(), AppError> {
     let mut opts = RunOptions::new(Mode::Plan);
     opts.concurrency = g.concurrency as usize;
     opts.selection = Some(ids);
-    let quiet: Arc<dyn engine::EventSink> = Arc::new(Quiet);
+    let quiet: Arc<dyn engine::EventSink> = Arc::new(engine::NullSink);
     let summary = engine::run(graph, &opts, quiet).await;
     let mut missing: Vec<String> = Vec::new();
     for (id, o) in &summary.done {
@@ -206,7 +214,10 @@ async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<String>) -> Resul
             missing.push(format!("{id}: {}", render::outcome_text(Mode::Plan, o)));
         }
     }
-    for (id, m) in summary.failed.iter().chain(summary.skipped.iter()) {
+    for f in &summary.failed {
+        missing.push(format!("{}: cannot check: {}", f.step, f.message));
+    }
+    for (id, m) in &summary.skipped {
         missing.push(format!("{id}: cannot check: {m}"));
     }
     if missing.is_empty() {
@@ -217,7 +228,7 @@ async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<String>) -> Resul
         .filter_map(|l| l.split('/').next())
         .filter(|p| *p != PREFLIGHT)
         .collect();
-    phases.sort_by_key(|p| Phase::from_name(p));
+    phases.sort_by_key(|p| Phase::from_name(p).map(Phase::order));
     phases.dedup();
     let commands: Vec<String> = phases.iter().map(|p| format!("`meshctl {p}`")).collect();
     Err(AppError::Usage(format!(
@@ -229,10 +240,10 @@ async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<String>) -> Resul
 
 /// For a partial teardown: exit 2 while a step outside the selection that needs a selected
 /// step still exists (destroying under it would strand it).
-async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<String>) -> Result<(), AppError> {
-    let dependents: BTreeSet<String> = graph
+async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<StepId>) -> Result<(), AppError> {
+    let dependents: BTreeSet<StepId> = graph
         .metas()
-        .filter(|m| !selection.contains(&m.id) && m.phase != PREFLIGHT && graph.ancestors(&m.id).iter().any(|a| selection.contains(a)))
+        .filter(|m| !selection.contains(&m.id) && m.phase != PREFLIGHT && graph.ancestors(m.id.as_str()).iter().any(|a| selection.contains(a)))
         .map(|m| m.id.clone())
         .collect();
     if dependents.is_empty() {
@@ -241,13 +252,13 @@ async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<String>) -
     let mut opts = RunOptions::new(Mode::PlanDown);
     opts.concurrency = g.concurrency as usize;
     opts.selection = Some(dependents);
-    let summary = engine::run(graph, &opts, Arc::new(Quiet)).await;
-    let standing: Vec<&String> = summary
+    let summary = engine::run(graph, &opts, Arc::new(engine::NullSink)).await;
+    let standing: Vec<&StepId> = summary
         .done
         .iter()
         .filter(|(_, o)| !matches!(o, Outcome::Checked(Status::Missing)))
         .map(|(id, _)| id)
-        .chain(summary.failed.iter().map(|(id, _)| id))
+        .chain(summary.failed.iter().map(|f| &f.step))
         .collect();
     if standing.is_empty() {
         return Ok(());
@@ -259,33 +270,44 @@ async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<String>) -
     )))
 }
 
-async fn run_graph(g: &Global, mode: Mode, selection: Option<BTreeSet<String>>) -> Result<u8, AppError> {
-    let ctx = Arc::new(Ctx::new(load_config(g)?));
-    let graph = build_graph(&ctx)?;
-    execute(g, &graph, mode, selection).await
+async fn run_graph(g: &Global, mode: Mode, selection: Option<BTreeSet<StepId>>) -> Result<u8, AppError> {
+    let session = load_session(g)?;
+    let graph = build_graph(&session)?;
+    execute(g, &graph, mode, selection, false).await
 }
 
-async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<String>>) -> Result<u8, AppError> {
+async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<StepId>>, force: bool) -> Result<u8, AppError> {
     let style = Style::detect(g.output == OutputFormat::Json);
     let renderer: Arc<dyn render::Renderer> = Arc::from(render::renderer(style));
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
+    let opts = RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, force, selection, ..RunOptions::new(mode) };
+    // First Ctrl-C: no new step starts, running ones finish. Second: running waits stop.
+    let (stop, abort) = (opts.stop.clone(), opts.abort.clone());
+    let signals = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
+            stop.cancel();
+            eprintln!("\nmeshctl: stopping: no new step starts; running steps finish (Ctrl-C again to abort them)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                abort.cancel();
+                eprintln!("\nmeshctl: aborting running steps at their next safe point");
+            }
         }
     });
-    let opts = RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, selection, cancel };
-    let check_only = matches!(mode, Mode::Plan | Mode::PlanDown | Mode::Status);
+    let check_only = mode.check_only();
     let sink: Arc<dyn engine::EventSink> =
-        if check_only && style != Style::Json { Arc::new(Quiet) } else { Arc::new(Forward(renderer.clone())) };
+        if check_only && style != Style::Json { Arc::new(engine::NullSink) } else { Arc::new(Forward(renderer.clone())) };
     let summary = engine::run(graph, &opts, sink).await;
+    signals.abort();
     if check_only && style != Style::Json {
         print!("{}", render::check_table(mode, &static_metas(graph, mode), &summary));
     }
     renderer.summary(mode, &summary);
-    if mode == Mode::Up && summary.ok() && style != Style::Json {
-        println!("next: `meshctl verify` proves mTLS from every Envoy's admin interface");
+    if style != Style::Json {
+        if mode == Mode::Up && summary.ok() {
+            println!("next: `meshctl verify` proves mTLS from every Envoy's admin interface");
+        }
+        if mode == Mode::Down && !summary.ok() && !summary.interrupted {
+            print!("{}", leftovers(graph, &summary, force));
+        }
     }
     Ok(if summary.interrupted {
         exit::INTERRUPTED
@@ -296,6 +318,25 @@ async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeS
     })
 }
 
+/// After a `down` that did not finish: what is left, which stacks were therefore not
+/// deleted (they hold running EKS clusters, NAT gateways: money), and how to finish.
+pub fn leftovers(graph: &Graph, summary: &RunSummary, force: bool) -> String {
+    let kept: Vec<&StepId> = summary.skipped.iter().map(|(id, _)| id).filter(|id| id.phase() == "stacks").collect();
+    let mut t = String::from("\nleft in place:\n");
+    for f in &summary.failed {
+        let what = graph.get(f.step.as_str()).map(|s| s.meta().description.clone()).unwrap_or_default();
+        t.push_str(&format!("  {} ({what}): its teardown failed\n", f.step));
+    }
+    for id in &kept {
+        let what = graph.get(id.as_str()).map(|s| s.meta().description.clone()).unwrap_or_default();
+        t.push_str(&format!("  {id} ({what}): NOT deleted, it still runs and costs money\n"));
+    }
+    if !kept.is_empty() && !force {
+        t.push_str("fix the failures above and run `meshctl down` again, or run `meshctl down --force` to delete the stacks anyway (what is left inside the clusters goes with them)\n");
+    }
+    t
+}
+
 struct Forward(Arc<dyn render::Renderer>);
 impl engine::EventSink for Forward {
     fn event(&self, e: &engine::Event) {
@@ -303,7 +344,4 @@ impl engine::EventSink for Forward {
     }
 }
 
-struct Quiet;
-impl engine::EventSink for Quiet {
-    fn event(&self, _: &engine::Event) {}
-}
+

@@ -36,7 +36,7 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { key: key.into(), file: None, line: None, message: message.into() }
     }
 }
@@ -59,14 +59,6 @@ pub enum AccessLevel {
     LeastPrivilege,
     /// `system:masters`, as the walkthrough does.
     SystemMasters,
-}
-
-/// Which data plane configures the Envoys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MeshProvider {
-    /// AWS App Mesh and its Kubernetes controller (end of support 2026-09-30).
-    Appmesh,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,46 +116,35 @@ impl Account {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The built-in default of `mesh.provider`.
+pub const DEFAULT_PROVIDER: &str = "envoy";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mesh {
+    /// Name of the mesh (and default trust domain).
     pub name: String,
-    pub provider: MeshProvider,
+    /// The data-plane provider (`envoy`, `appmesh`); checked against the providers this
+    /// meshctl has when a command starts (`mesh::registry`).
+    pub provider: String,
     pub trust_domain: String,
     /// Namespace every meshed workload runs in.
     pub app_namespace: String,
+    /// Provider sections (`[mesh.envoy]`, `[mesh.appmesh]`) as written: each provider reads
+    /// and validates its own; the sections of providers not selected are ignored.
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
     pub tgw_name: String,
     pub tgw_share: String,
-    pub mesh_share: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CloudMap {
-    pub namespace: String,
-    /// The spoke that owns the namespace.
-    pub account: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Auth {
     pub mode: AuthMode,
     pub access: AccessLevel,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Controller {
-    pub namespace: String,
-    pub release: String,
-    pub chart_repo: String,
-    pub chart: String,
-    pub chart_version: String,
-    /// A local chart directory or archive; wins over repo/chart/version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chart_path: Option<String>,
-    pub service_account: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,6 +167,28 @@ pub struct Spire {
     /// The agents' health-check port. Agents use the node's network, so this port must be
     /// free on every node of the spokes.
     pub agent_health_port: u16,
+    /// Lifetime of the X.509-SVIDs the server issues (`default_x509_svid_ttl`), e.g. `1h`.
+    pub svid_ttl: String,
+    /// Lifetime of the server's CA (`ca_ttl`), e.g. `24h`.
+    pub ca_ttl: String,
+    /// The image of the token refresher beside the SPIRE server (the official AWS CLI).
+    pub token_refresher_image: String,
+    pub server: SpireServer,
+}
+
+/// The StorageClass meshctl creates in the hub for the SPIRE server's volume (EBS gp3 through
+/// the EBS CSI driver). Any other `spire.server.storage_class` must exist already.
+pub const MANAGED_STORAGE_CLASS: &str = "meshctl-gp3";
+
+/// Where the SPIRE server keeps its datastore and CA keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpireServer {
+    /// A persistent volume (`true`), or an emptyDir that loses every entry and the CA on
+    /// restart (`false`).
+    pub persistence: bool,
+    /// The StorageClass of its volume.
+    pub storage_class: String,
+    pub storage_size: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -204,10 +207,12 @@ pub struct Service {
     /// Exposed to the internet through a LoadBalancer Service on this port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer_port: Option<u16>,
+    /// The application's container image (the walkthrough's Yelb images by default).
+    pub image: String,
 }
 
 /// The resolved configuration every phase reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub region: String,
     /// Kubeconfig file meshctl merges contexts into (default: $KUBECONFIG or ~/.kube/config).
@@ -215,14 +220,32 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     pub mesh: Mesh,
     pub network: Network,
-    pub cloudmap: CloudMap,
     pub auth: Auth,
-    pub controller: Controller,
     pub spire: Spire,
     pub hub: Account,
     pub spokes: Vec<Account>,
     pub services: Vec<Service>,
+    /// Where the configuration was read from, to place errors found later (a provider's
+    /// section is validated by the provider).
+    #[serde(skip)]
+    pub source: Source,
 }
+
+/// The file and text a configuration was read from. Never part of comparisons: two
+/// configurations are equal when they say the same, wherever they were written.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub file: Option<PathBuf>,
+    text: String,
+}
+
+impl PartialEq for Source {
+    fn eq(&self, _: &Source) -> bool {
+        true
+    }
+}
+
+impl Eq for Source {}
 
 impl Default for Config {
     /// The walkthrough, exactly.
@@ -257,6 +280,18 @@ impl Config {
     /// Services that call `name`: whose SPIFFE IDs its listener must accept.
     pub fn callers_of(&self, name: &str) -> Vec<&Service> {
         self.services.iter().filter(|s| s.backends.iter().any(|b| b == name)).collect()
+    }
+
+    /// Places an error found after loading (in a provider's section) in the file: its file
+    /// and, when the key is written there, its line.
+    pub fn locate(&self, mut e: ConfigError) -> ConfigError {
+        if e.file.is_none() {
+            e.file = self.source.file.clone();
+        }
+        if e.line.is_none() && !self.source.text.is_empty() {
+            e.line = line_of_key(&self.source.text, &e.key);
+        }
+        e
     }
 
     /// The effective configuration as TOML (for `meshctl config show`).
@@ -296,12 +331,14 @@ impl Config {
             let line = if merged == text { line_of_offset(&text, e.span().map(|s| s.start)) } else { None };
             with_file(ConfigError { key: String::new(), file: None, line, message: e.message().trim().to_string() })
         })?;
-        raw.resolve().map_err(|mut e| {
+        let mut config = raw.resolve().map_err(|mut e| {
             if e.line.is_none() && !text.is_empty() {
                 e.line = line_of_key(&text, &e.key);
             }
             with_file(e)
-        })
+        })?;
+        config.source = Source { file, text };
+        Ok(config)
     }
 }
 
@@ -314,8 +351,7 @@ fn env_key(var: &str) -> Option<String> {
     TOP_LEVEL_KEYS.contains(&top).then_some(key)
 }
 
-const TOP_LEVEL_KEYS: &[&str] =
-    &["region", "kubeconfig", "mesh", "network", "cloudmap", "auth", "controller", "spire", "hub", "spokes", "services"];
+const TOP_LEVEL_KEYS: &[&str] = &["region", "kubeconfig", "mesh", "network", "auth", "spire", "hub", "spokes", "services"];
 
 /// Sets a dotted key (`spire.server_port`, `spokes.0.kube_context`) in the document. The
 /// value is read as TOML when it parses as a number, boolean or array, else as a string.
@@ -387,7 +423,8 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
 mod raw;
 mod validate;
 
-pub use raw::RawConfig;
+pub use raw::{yelb_image, RawConfig};
+pub use validate::{is_dns_label, is_dns_subdomain, is_image_ref, is_region, parse_cidr, parse_ttl};
 
 #[cfg(test)]
 mod tests;

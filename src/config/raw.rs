@@ -18,26 +18,29 @@ pub struct RawConfig {
     #[serde(default)]
     network: RawNetwork,
     #[serde(default)]
-    cloudmap: RawCloudMap,
-    #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
-    controller: RawController,
-    #[serde(default)]
     spire: RawSpire,
+    /// Moved to the App Mesh provider's section: named here only to say where.
+    cloudmap: Option<toml::Value>,
+    /// Moved to the App Mesh provider's section: named here only to say where.
+    controller: Option<toml::Value>,
     #[serde(default)]
     hub: RawAccount,
     spokes: Option<Vec<RawAccount>>,
     services: Option<Vec<RawService>>,
 }
 
+/// `[mesh]`: its own keys, plus one table per provider (`[mesh.envoy]`), which the provider
+/// reads; any other key is rejected when resolving.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMesh {
     name: Option<String>,
-    provider: Option<MeshProvider>,
+    provider: Option<String>,
     trust_domain: Option<String>,
     app_namespace: Option<String>,
+    #[serde(flatten)]
+    other: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,14 +48,8 @@ struct RawMesh {
 struct RawNetwork {
     tgw_name: Option<String>,
     tgw_share: Option<String>,
-    mesh_share: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCloudMap {
-    namespace: Option<String>,
-    account: Option<String>,
+    /// Moved to the App Mesh provider's section: named here only to say where.
+    mesh_share: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,18 +57,6 @@ struct RawCloudMap {
 struct RawAuth {
     mode: Option<AuthMode>,
     access: Option<AccessLevel>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawController {
-    namespace: Option<String>,
-    release: Option<String>,
-    chart_repo: Option<String>,
-    chart: Option<String>,
-    chart_version: Option<String>,
-    chart_path: Option<String>,
-    service_account: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +73,19 @@ struct RawSpire {
     server_socket: Option<String>,
     agent_socket: Option<String>,
     agent_health_port: Option<u16>,
+    svid_ttl: Option<String>,
+    ca_ttl: Option<String>,
+    token_refresher_image: Option<String>,
+    #[serde(default)]
+    server: RawSpireServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpireServer {
+    persistence: Option<bool>,
+    storage_class: Option<String>,
+    storage_size: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +117,7 @@ struct RawService {
     #[serde(default)]
     backends: Vec<String>,
     load_balancer_port: Option<u16>,
+    image: Option<String>,
 }
 
 /// The walkthrough's names for the spokes it knows; any other spoke name derives its own:
@@ -185,6 +184,26 @@ impl RawAccount {
     }
 }
 
+/// The walkthrough's container images of the Yelb services, fully qualified (the name a
+/// node's container runtime stores them under).
+pub fn yelb_image(service: &str) -> Option<&'static str> {
+    Some(match service {
+        "yelb-ui" => "docker.io/mreferre/yelb-ui:0.7",
+        "yelb-appserver" => "docker.io/mreferre/yelb-appserver:0.5",
+        "yelb-db" => "docker.io/mreferre/yelb-db:0.5",
+        "redis-server" => "docker.io/library/redis:4.0.2",
+        _ => return None,
+    })
+}
+
+/// Keys that moved into the App Mesh provider's own section, with where they went.
+fn moved(key: &str, to: &str) -> ConfigError {
+    ConfigError::new(
+        key,
+        format!("this App Mesh setting moved to the App Mesh provider's section: write it as {to} (it is read only with mesh.provider = \"appmesh\")"),
+    )
+}
+
 fn default_services() -> Vec<Service> {
     let svc = |name: &str, account: &str, path: &str, tier: &str, port, protocol, backends: &[&str], lb| Service {
         name: name.into(),
@@ -196,6 +215,7 @@ fn default_services() -> Vec<Service> {
         protocol,
         backends: backends.iter().map(|b| b.to_string()).collect(),
         load_balancer_port: lb,
+        image: yelb_image(name).unwrap_or_default().to_string(),
     };
     vec![
         svc("yelb-ui", "frontend", "frontend", "frontend", 80, Protocol::Http, &["yelb-appserver"], Some(80)),
@@ -208,6 +228,29 @@ fn default_services() -> Vec<Service> {
 impl RawConfig {
     /// Fills every gap with the walkthrough's value and validates the whole.
     pub fn resolve(self) -> Result<Config, ConfigError> {
+        if self.cloudmap.is_some() {
+            return Err(moved("cloudmap", "[mesh.appmesh] cloudmap_namespace / cloudmap_account"));
+        }
+        if self.controller.is_some() {
+            return Err(moved("controller", "[mesh.appmesh.controller]"));
+        }
+        if self.network.mesh_share.is_some() {
+            return Err(moved("network.mesh_share", "[mesh.appmesh] mesh_share"));
+        }
+        let mut sections = std::collections::BTreeMap::new();
+        for (key, value) in self.mesh.other {
+            match value {
+                toml::Value::Table(t) => {
+                    sections.insert(key, t);
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("mesh.{key}"),
+                        "unknown key; [mesh] takes name, provider, trust_domain, app_namespace and one table per provider ([mesh.envoy], [mesh.appmesh])",
+                    ))
+                }
+            }
+        }
         let mesh_name = or(self.mesh.name, "am-multi-account-mesh");
         let spokes = match self.spokes {
             Some(list) => list.into_iter().enumerate().map(|(i, s)| s.resolve_spoke(i)).collect::<Result<Vec<_>, _>>()?,
@@ -217,6 +260,7 @@ impl RawConfig {
             Some(list) => list
                 .into_iter()
                 .map(|s| Service {
+                    image: s.image.or_else(|| yelb_image(&s.name).map(str::to_string)).unwrap_or_default(),
                     spiffe_path: s.spiffe_path.unwrap_or_else(|| s.name.clone()),
                     app_label: s.app_label.unwrap_or_else(|| s.name.clone()),
                     tier_label: s.tier_label.unwrap_or_else(|| s.name.clone()),
@@ -230,7 +274,6 @@ impl RawConfig {
                 .collect(),
             None => default_services(),
         };
-        let c = self.controller;
         let sp = self.spire;
         let config = Config {
             region: or(self.region, "us-east-2"),
@@ -238,30 +281,17 @@ impl RawConfig {
             mesh: Mesh {
                 trust_domain: self.mesh.trust_domain.unwrap_or_else(|| mesh_name.clone()),
                 name: mesh_name,
-                provider: self.mesh.provider.unwrap_or(MeshProvider::Appmesh),
+                provider: or(self.mesh.provider, DEFAULT_PROVIDER),
                 app_namespace: or(self.mesh.app_namespace, "yelb"),
+                sections,
             },
             network: Network {
                 tgw_name: or(self.network.tgw_name, "tgw-shared"),
                 tgw_share: or(self.network.tgw_share, "multi-account-tgw-share"),
-                mesh_share: or(self.network.mesh_share, "mesh-share"),
-            },
-            cloudmap: CloudMap {
-                namespace: or(self.cloudmap.namespace, "am-multi-account.local"),
-                account: or(self.cloudmap.account, "backend"),
             },
             auth: Auth {
                 mode: self.auth.mode.unwrap_or(AuthMode::AwsAuth),
                 access: self.auth.access.unwrap_or(AccessLevel::LeastPrivilege),
-            },
-            controller: Controller {
-                namespace: or(c.namespace, "appmesh-system"),
-                release: or(c.release, "appmesh-controller"),
-                chart_repo: or(c.chart_repo, "https://aws.github.io/eks-charts"),
-                chart: or(c.chart, "appmesh-controller"),
-                chart_version: or(c.chart_version, "1.13.1"),
-                chart_path: c.chart_path,
-                service_account: or(c.service_account, "appmesh-controller"),
             },
             spire: Spire {
                 namespace: or(sp.namespace, "spire"),
@@ -275,10 +305,19 @@ impl RawConfig {
                 server_socket: or(sp.server_socket, "/tmp/spire-server/private/api.sock"),
                 agent_socket: or(sp.agent_socket, "/run/spire/sockets/agent.sock"),
                 agent_health_port: sp.agent_health_port.unwrap_or(8080),
+                svid_ttl: or(sp.svid_ttl, "1h"),
+                ca_ttl: or(sp.ca_ttl, "24h"),
+                token_refresher_image: or(sp.token_refresher_image, "public.ecr.aws/aws-cli/aws-cli:2.15.62"),
+                server: SpireServer {
+                    persistence: sp.server.persistence.unwrap_or(true),
+                    storage_class: or(sp.server.storage_class, MANAGED_STORAGE_CLASS),
+                    storage_size: or(sp.server.storage_size, "1Gi"),
+                },
             },
             hub: self.hub.resolve_hub(),
             spokes,
             services,
+            source: Source::default(),
         };
         validate(&config)?;
         Ok(config)

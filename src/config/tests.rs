@@ -20,11 +20,9 @@ fn defaults_are_the_walkthrough() {
     assert_eq!(c.region, "us-east-2");
     assert_eq!(c.mesh.name, "am-multi-account-mesh");
     assert_eq!(c.mesh.trust_domain, "am-multi-account-mesh");
-    assert_eq!(c.cloudmap.namespace, "am-multi-account.local");
-    assert_eq!(c.cloudmap.account, "backend");
+    assert_eq!(c.mesh.provider, "envoy", "App Mesh reached end of support: the default data plane is meshctl's own");
     assert_eq!(c.network.tgw_name, "tgw-shared");
     assert_eq!(c.network.tgw_share, "multi-account-tgw-share");
-    assert_eq!(c.network.mesh_share, "mesh-share");
     let rows: Vec<(&str, &str, &str, &str)> =
         c.accounts().map(|a| (a.name.as_str(), a.profile.as_str(), a.cluster_name.as_str(), a.stack_name.as_str())).collect();
     assert_eq!(
@@ -66,12 +64,52 @@ fn defaults_are_the_walkthrough() {
 }
 
 #[test]
-fn walkthrough_example_equals_defaults_but_for_the_grant() {
+fn walkthrough_example_equals_defaults_but_for_the_grant_and_the_provider() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/walkthrough.toml");
     let mut c = Config::load(Some(Path::new(path)), &[], &[]).unwrap();
     assert_eq!(c.auth.access, AccessLevel::SystemMasters);
+    assert_eq!(c.mesh.provider, "appmesh", "the historical walkthrough keeps App Mesh");
+    assert!(c.mesh.sections.contains_key("appmesh"));
     c.auth.access = AccessLevel::LeastPrivilege;
+    c.mesh.provider = DEFAULT_PROVIDER.to_string();
+    c.mesh.sections.clear();
     assert_eq!(c, Config::default());
+}
+
+#[test]
+fn app_mesh_keys_moved_to_the_providers_section_say_where() {
+    let e = err("[cloudmap]\naccount = \"backend\"\n");
+    assert_eq!(e.key, "cloudmap");
+    assert!(e.message.contains("[mesh.appmesh]"), "{e}");
+    let e = err("[controller]\nnamespace = \"x\"\n");
+    assert!(e.message.contains("[mesh.appmesh.controller]"), "{e}");
+    let e = err("[network]\nmesh_share = \"x\"\n");
+    assert_eq!(e.key, "network.mesh_share");
+    let e = err("[mesh]\nenvoy = 3\n");
+    assert_eq!(e.key, "mesh.envoy");
+}
+
+#[test]
+fn spire_ttls_storage_and_images_are_checked() {
+    let e = err("[spire]\nsvid_ttl = \"1 hour\"\n");
+    assert_eq!(e.key, "spire.svid_ttl");
+    let e = err("[spire]\nsvid_ttl = \"2h\"\nca_ttl = \"3h\"\n");
+    assert_eq!(e.key, "spire.ca_ttl");
+    assert!(e.message.contains("twice"), "{e}");
+    let c = load_str("[spire]\nsvid_ttl = \"30m\"\nca_ttl = \"168h\"\n[spire.server]\npersistence = false\nstorage_class = \"gp2\"\n").unwrap();
+    assert_eq!((c.spire.svid_ttl.as_str(), c.spire.ca_ttl.as_str()), ("30m", "168h"));
+    assert!(!c.spire.server.persistence);
+    assert_eq!(c.spire.server.storage_class, "gp2");
+    assert_eq!(Config::default().spire.server.storage_class, MANAGED_STORAGE_CLASS);
+    let e = err("[spire.server]\nstorage_size = \"lots\"\n");
+    assert_eq!(e.key, "spire.server.storage_size");
+    let e = err("[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 1\n");
+    assert_eq!(e.key, "services[0].image");
+    let e = err("[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 1\nimage = \"busybox\"\n");
+    assert_eq!(e.key, "services[0].image");
+    assert!(e.message.contains("tag"), "{e}");
+    assert_eq!(parse_ttl("1h30m"), Some(5400));
+    assert_eq!(parse_ttl("90"), None);
 }
 
 #[test]
@@ -97,7 +135,7 @@ fn config_show_round_trips() {
 
 #[test]
 fn spokes_are_a_list_with_derived_names() {
-    let c = load_str("[[spokes]]\nname = \"payments\"\n[cloudmap]\naccount = \"payments\"\n[[services]]\nname = \"api\"\naccount = \"payments\"\nport = 8080\n").unwrap();
+    let c = load_str("[[spokes]]\nname = \"payments\"\n[[services]]\nname = \"api\"\naccount = \"payments\"\nport = 8080\nimage = \"registry.example.com/api:1.2\"\n").unwrap();
     let p = &c.spokes[0];
     assert_eq!(p.profile, "payments");
     assert_eq!(p.cluster_name, "eks-cluster-payments");
@@ -197,16 +235,14 @@ fn invalid_names_rejected_with_allowed_forms() {
 
 #[test]
 fn invalid_spiffe_path_and_references_rejected() {
-    let base = "[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 1\n";
+    let base = "[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 1\nimage = \"x/a:1\"\n";
     let e = err(&format!("{base}spiffe_path = \"a//b\"\n"));
     assert_eq!(e.key, "services[0].spiffe_path");
-    let e = err("[[services]]\nname = \"a\"\naccount = \"nowhere\"\nport = 1\n");
+    let e = err("[[services]]\nname = \"a\"\naccount = \"nowhere\"\nport = 1\nimage = \"x/a:1\"\n");
     assert_eq!(e.key, "services[0].account");
     assert!(e.message.contains("frontend, backend"), "{e}");
     let e = err(&format!("{base}backends = [\"ghost\"]\n"));
     assert_eq!(e.key, "services[0].backends");
-    let e = err("[cloudmap]\naccount = \"shared\"\n");
-    assert!(e.message.contains("not a spoke"), "{e}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ fn all_chars(s: &str, f: impl Fn(char) -> bool) -> bool {
 }
 
 /// RFC 1123 label: Kubernetes namespace and most object names.
-pub(crate) fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && all_chars(s, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -33,7 +33,7 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 }
 
 /// RFC 1123 subdomain: ConfigMap names, service accounts, DNS names.
-pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
@@ -62,7 +62,8 @@ fn is_iam_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && all_chars(s, |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
 }
 
-fn is_region(s: &str) -> bool {
+/// An AWS region name (`us-east-2`, `us-gov-west-1`): the one region rule of meshctl.
+pub fn is_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() >= 3
         && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && all_chars(p, |c| c.is_ascii_lowercase()))
@@ -73,12 +74,57 @@ fn is_profile(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c == '[' || c == ']')
 }
 
-/// `a.b.c.d/n` with a VPC-sized prefix (/16 to /28); returns (network, prefix).
-pub(crate) fn parse_cidr(s: &str) -> Option<(u32, u8)> {
+/// A Go-style duration made of whole units (`1h`, `90m`, `1h30m`, `45s`), in seconds.
+pub fn parse_ttl(s: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total += n * match ch {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        any = true;
+    }
+    (any && num.is_empty()).then_some(total)
+}
+
+/// A Kubernetes storage quantity: digits and a binary or decimal suffix (`1Gi`, `500M`).
+fn is_quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && ["", "Ki", "Mi", "Gi", "Ti", "K", "M", "G", "T"].contains(&suffix)
+}
+
+/// An image reference with an explicit tag or digest (`name:tag`, `name@sha256:...`), no
+/// spaces: an untagged image means whatever `latest` is on the day a node pulls it.
+pub fn is_image_ref(s: &str) -> bool {
+    if s.is_empty() || s.chars().any(char::is_whitespace) {
+        return false;
+    }
+    if let Some((name, digest)) = s.split_once('@') {
+        return !name.is_empty() && digest.starts_with("sha256:") && digest.len() == 71;
+    }
+    // The tag is after the last ':' that comes after the last '/' (a registry may have a port).
+    let last = s.rsplit('/').next().unwrap_or(s);
+    matches!(last.split_once(':'), Some((n, t)) if !n.is_empty() && !t.is_empty())
+}
+
+/// `a.b.c.d/n` with a prefix from /16 to /24 (a VPC must hold the six subnets, 16 blocks of
+/// 1/16th each, that the stacks carve out of it); returns (network, prefix).
+pub fn parse_cidr(s: &str) -> Option<(u32, u8)> {
     let (ip, len) = s.split_once('/')?;
     let ip: std::net::Ipv4Addr = ip.parse().ok()?;
     let len: u8 = len.parse().ok()?;
-    if !(16..=28).contains(&len) {
+    if !(16..=24).contains(&len) {
         return None;
     }
     let ip = u32::from(ip);
@@ -99,22 +145,38 @@ pub(super) fn validate(c: &Config) -> Check {
     rule("mesh.trust_domain", &c.mesh.trust_domain, is_trust_domain(&c.mesh.trust_domain), "a SPIFFE trust domain: lowercase letters, digits, '.', '-', '_' (no spiffe:// prefix)")?;
     let ns_rule = "a Kubernetes namespace: lowercase letters, digits and '-', at most 63 characters";
     rule("mesh.app_namespace", &c.mesh.app_namespace, is_dns_label(&c.mesh.app_namespace), ns_rule)?;
-    rule("controller.namespace", &c.controller.namespace, is_dns_label(&c.controller.namespace), ns_rule)?;
     rule("spire.namespace", &c.spire.namespace, is_dns_label(&c.spire.namespace), ns_rule)?;
+    rule("mesh.provider", &c.mesh.provider, is_dns_label(&c.mesh.provider), "a provider name such as envoy or appmesh")?;
     for (key, v) in [
-        ("controller.release", &c.controller.release),
-        ("controller.service_account", &c.controller.service_account),
         ("spire.server_release", &c.spire.server_release),
         ("spire.agent_release", &c.spire.agent_release),
     ] {
         rule(key, v, is_dns_label(v), "lowercase letters, digits and '-', at most 63 characters")?;
     }
-    rule("cloudmap.namespace", &c.cloudmap.namespace, is_dns_subdomain(&c.cloudmap.namespace), "a DNS name such as am-multi-account.local")?;
     for (key, port) in [("spire.server_port", c.spire.server_port), ("spire.agent_health_port", c.spire.agent_health_port)] {
         if port == 0 {
             return fail(key, "0 is not a port: use 1-65535");
         }
     }
+    let svid = parse_ttl(&c.spire.svid_ttl).ok_or_else(|| ConfigError::new("spire.svid_ttl", format!("{:?} is not a duration: use e.g. 1h, 30m, 90s", c.spire.svid_ttl)))?;
+    let ca = parse_ttl(&c.spire.ca_ttl).ok_or_else(|| ConfigError::new("spire.ca_ttl", format!("{:?} is not a duration: use e.g. 24h, 168h", c.spire.ca_ttl)))?;
+    if svid < 60 {
+        return fail("spire.svid_ttl", format!("{} is too short: at least 1m (Envoy must fetch the SVID and use it)", c.spire.svid_ttl));
+    }
+    if ca < 2 * svid {
+        return fail(
+            "spire.ca_ttl",
+            format!("{} must be at least twice spire.svid_ttl ({}): SPIRE caps every SVID at its CA's remaining lifetime", c.spire.ca_ttl, c.spire.svid_ttl),
+        );
+    }
+    rule("spire.token_refresher_image", &c.spire.token_refresher_image, is_image_ref(&c.spire.token_refresher_image), "an image reference with a tag, e.g. public.ecr.aws/aws-cli/aws-cli:2.15.62")?;
+    rule("spire.server.storage_class", &c.spire.server.storage_class, is_dns_subdomain(&c.spire.server.storage_class), "a StorageClass name")?;
+    rule(
+        "spire.server.storage_size",
+        &c.spire.server.storage_size,
+        is_quantity(&c.spire.server.storage_size),
+        "a Kubernetes quantity such as 1Gi or 500Mi",
+    )?;
     if c.spokes.is_empty() {
         return fail("spokes", "the list is empty: at least one spoke account is needed (the hub runs the SPIRE server, workloads run in spokes)");
     }
@@ -162,9 +224,6 @@ pub(super) fn validate(c: &Config) -> Check {
         }
     }
     let spoke_names: Vec<&str> = c.spokes.iter().map(|s| s.name.as_str()).collect();
-    if !spoke_names.contains(&c.cloudmap.account.as_str()) {
-        return fail("cloudmap.account", format!("{:?} is not a spoke; allowed: {}", c.cloudmap.account, spoke_names.join(", ")));
-    }
 
     let mut svc_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
@@ -187,6 +246,13 @@ pub(super) fn validate(c: &Config) -> Check {
         if s.port == 0 {
             return fail(key("port"), "0 is not a port: use 1-65535");
         }
+        if s.load_balancer_port == Some(0) {
+            return fail(key("load_balancer_port"), "0 is not a port: use 1-65535");
+        }
+        if s.image.is_empty() {
+            return fail(key("image"), format!("service {:?} has no image: set image = \"registry/name:tag\" (only the Yelb services have defaults)", s.name));
+        }
+        rule(&key("image"), &s.image, is_image_ref(&s.image), "an image reference with a tag or digest, e.g. docker.io/library/redis:4.0.2")?;
     }
     let all: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
     for (i, s) in c.services.iter().enumerate() {

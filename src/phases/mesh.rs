@@ -1,11 +1,11 @@
-//! Phase 5: the service mesh's control plane, contributed by the configured data-plane
-//! provider (App Mesh today) behind the [`crate::mesh`] seam.
+//! Phase 5: the service mesh's control plane, contributed by the configured provider behind
+//! the [`crate::mesh`] contract (none for the default `envoy` provider).
 
 use std::sync::Arc;
 
-use crate::context::Ctx;
 use crate::engine::Step;
+use crate::session::Session;
 
-pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
-    crate::mesh::provider(ctx).mesh_steps(ctx)
+pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
+    session.mesh.control_plane(session)
 }

@@ -1,5 +1,6 @@
 //! The walkthrough's phases, each contributing its steps to one graph. A phase module knows
-//! its resources (AWS, Kubernetes, SPIRE) and nothing about rendering.
+//! its resources (AWS, Kubernetes, SPIRE) and nothing about rendering; it reaches another
+//! phase only through the step ids in [`ids`].
 
 pub mod aws_auth;
 pub mod kubeconfig;
@@ -9,102 +10,77 @@ pub mod ram;
 pub mod register;
 pub mod spire;
 pub mod stacks;
-pub mod verify;
 pub mod yelb;
 
 use std::sync::Arc;
 
-use crate::context::Ctx;
-use crate::engine::{Graph, GraphError, Status, Step, StepCx, StepError, StepMeta};
+use crate::engine::{Graph, GraphError, Step};
+use crate::session::Session;
 
 /// The phase whose steps every run includes (read-only checks of the accounts).
 pub const PREFLIGHT: &str = "preflight";
 
-/// Builds the whole up-graph for the configuration.
-pub fn graph(ctx: &Arc<Ctx>) -> Result<Graph, GraphError> {
+/// Builds the whole up-graph for the session's configuration and provider.
+pub fn graph(session: &Arc<Session>) -> Result<Graph, GraphError> {
     let mut steps: Vec<Arc<dyn Step>> = Vec::new();
-    steps.extend(preflight::steps(ctx));
-    steps.extend(stacks::steps(ctx));
-    steps.extend(ram::steps(ctx));
-    steps.extend(kubeconfig::steps(ctx));
-    steps.extend(aws_auth::steps(ctx));
-    steps.extend(mesh::steps(ctx));
-    steps.extend(spire::steps(ctx));
-    steps.extend(register::steps(ctx));
-    steps.extend(yelb::steps(ctx));
+    steps.extend(preflight::steps(session));
+    steps.extend(stacks::steps(session));
+    steps.extend(ram::steps(session));
+    steps.extend(kubeconfig::steps(session));
+    steps.extend(aws_auth::steps(session));
+    steps.extend(mesh::steps(session));
+    steps.extend(spire::steps(session));
+    steps.extend(register::steps(session));
+    steps.extend(yelb::steps(session));
     Graph::new(steps)
 }
 
-/// A step whose work is not written yet: it fails with "not implemented", never pretends.
-pub struct Todo {
-    meta: StepMeta,
-}
-
-impl Todo {
-    pub fn step(meta: StepMeta) -> Arc<dyn Step> {
-        Arc::new(Todo { meta })
-    }
-}
-
-#[async_trait::async_trait]
-impl Step for Todo {
-    fn meta(&self) -> &StepMeta {
-        &self.meta
-    }
-    async fn check(&self, _: &StepCx) -> Result<Status, StepError> {
-        Err(StepError::not_implemented(&self.meta.description))
-    }
-    async fn apply(&self, _: &StepCx) -> Result<(), StepError> {
-        Err(StepError::not_implemented(&self.meta.description))
-    }
-    async fn destroy(&self, _: &StepCx) -> Result<(), StepError> {
-        Err(StepError::not_implemented(&self.meta.description))
-    }
-}
-
-/// Step id helpers shared by the phases, so needs are spelled one way.
+/// The ids of the steps phases (and providers) need from each other, spelled once.
 pub mod ids {
-    pub fn preflight() -> String {
-        "preflight/accounts".into()
+    use crate::engine::StepId;
+
+    pub fn preflight() -> StepId {
+        StepId::new(super::PREFLIGHT, "accounts")
     }
-    pub fn stack(account: &str) -> String {
-        format!("stacks/{account}")
+    pub fn stack(account: &str) -> StepId {
+        StepId::new("stacks", account)
     }
-    pub fn tgw_stack(spoke: &str) -> String {
-        format!("stacks/{spoke}-tgw")
+    pub fn tgw_stack(spoke: &str) -> StepId {
+        StepId::new("stacks", &format!("{spoke}-tgw"))
     }
-    pub fn ram(spoke: &str) -> String {
-        format!("ram/{spoke}")
+    pub fn ram(spoke: &str) -> StepId {
+        StepId::new("ram", spoke)
     }
-    pub fn kubeconfig(account: &str) -> String {
-        format!("kubeconfig/{account}")
+    pub fn kubeconfig(account: &str) -> StepId {
+        StepId::new("kubeconfig", account)
     }
-    pub fn spire_configmaps() -> String {
-        "kubeconfig/spire-configmaps".into()
+    pub fn spire_configmaps() -> StepId {
+        StepId::new("kubeconfig", "spire-configmaps")
     }
-    pub fn aws_auth(spoke: &str) -> String {
-        format!("aws-auth/{spoke}")
+    pub fn aws_auth(spoke: &str) -> StepId {
+        StepId::new("aws-auth", spoke)
     }
-    pub fn mesh_resource(account: &str) -> String {
-        format!("mesh/resource-{account}")
+    /// A step of the `mesh` phase (the provider's control plane).
+    pub fn mesh(name: &str) -> StepId {
+        StepId::new("mesh", name)
     }
-    pub fn mesh_cloudmap() -> String {
-        "mesh/cloudmap".into()
+    pub fn spire_server() -> StepId {
+        StepId::new("spire", "server")
     }
-    pub fn spire_server() -> String {
-        "spire/server".into()
+    pub fn spire_bundle(spoke: &str) -> StepId {
+        StepId::new("spire", &format!("bundle-{spoke}"))
     }
-    pub fn spire_agent(spoke: &str) -> String {
-        format!("spire/agent-{spoke}")
+    pub fn spire_agent(spoke: &str) -> StepId {
+        StepId::new("spire", &format!("agent-{spoke}"))
     }
-    pub fn register_node(spoke: &str) -> String {
-        format!("register/node-{spoke}")
+    pub fn register_node(spoke: &str) -> StepId {
+        StepId::new("register", &format!("node-{spoke}"))
     }
-    pub fn register_service(service: &str) -> String {
-        format!("register/{service}")
+    pub fn register_service(service: &str) -> StepId {
+        StepId::new("register", service)
     }
-    pub fn yelb(account: &str) -> String {
-        format!("yelb/{account}")
+    pub fn yelb(account: &str) -> StepId {
+        StepId::new("yelb", account)
     }
 }
 
@@ -114,7 +90,7 @@ mod tests {
     use crate::config::Config;
 
     fn default_graph() -> Graph {
-        graph(&Arc::new(Ctx::new(Config::default()))).expect("the default graph is valid")
+        graph(&Arc::new(Session::new(Config::default()).unwrap())).expect("the default graph is valid")
     }
 
     #[test]
@@ -134,10 +110,10 @@ mod tests {
     fn only_tgw_stacks_wait_on_the_hub_stack_among_stacks() {
         let g = default_graph();
         let waiting: Vec<&str> =
-            g.metas().filter(|m| m.phase == "stacks" && g.ancestors(&m.id).contains("stacks/shared")).map(|m| m.id.as_str()).collect();
+            g.metas().filter(|m| m.phase == "stacks" && g.ancestors(m.id.as_str()).iter().any(|a| a == &"stacks/shared")).map(|m| m.id.as_str()).collect();
         assert_eq!(waiting, ["stacks/frontend-tgw", "stacks/backend-tgw"]);
         for spoke in ["frontend", "backend"] {
-            let tgw = g.get(&ids::tgw_stack(spoke)).unwrap().meta();
+            let tgw = g.get(ids::tgw_stack(spoke).as_str()).unwrap().meta();
             assert!(tgw.needs.contains(&ids::ram(spoke)), "the attachment needs the accepted share");
         }
     }
@@ -147,21 +123,19 @@ mod tests {
         let g = default_graph();
         for m in g.metas() {
             if m.phase != PREFLIGHT {
-                assert!(g.ancestors(&m.id).contains(&ids::preflight()), "{} skips preflight", m.id);
+                assert!(g.ancestors(m.id.as_str()).contains(&ids::preflight()), "{} skips preflight", m.id);
             }
         }
-        let ui = g.ancestors(&ids::yelb("frontend"));
-        for need in ["yelb/backend", "register/yelb-ui", "spire/agent-frontend", "mesh/resource-frontend"] {
-            assert!(ui.contains(need), "yelb/frontend does not need {need}");
+        let ui = g.ancestors("yelb/frontend");
+        for need in [ids::yelb("backend"), ids::register_service("yelb-ui"), ids::spire_agent("frontend")] {
+            assert!(ui.contains(&need), "yelb/frontend does not need {need}");
         }
     }
 
     #[test]
-    fn unimplemented_steps_fail_instead_of_pretending() {
-        let step = Todo::step(StepMeta::new("x", "y", "-", "do a thing"));
-        let cx = StepCx::detached("x/y");
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let err = rt.block_on(step.check(&cx)).unwrap_err();
-        assert!(err.message.contains("not implemented"));
+    fn the_default_provider_adds_no_mesh_control_plane() {
+        let g = default_graph();
+        assert!(g.ids_in_phases(&["mesh"]).is_empty(), "the envoy provider has no control plane");
+        assert!(!g.metas().any(|m| m.description.contains("App Mesh") || m.description.contains("Cloud Map")));
     }
 }

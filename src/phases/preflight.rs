@@ -1,46 +1,38 @@
-//! Every run starts here: each profile resolves to credentials, the accounts are distinct
-//! and the region is set. Read-only.
+//! Every run starts here, in every direction (`up`, `down`, `plan`, `status`): each profile
+//! resolves to credentials, the accounts are distinct, and the mesh provider's own checks
+//! pass. Read-only: the engine runs it before any other step.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::ids;
-use crate::context::Ctx;
-use crate::engine::{Status, Step, StepCx, StepError, StepMeta};
+use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun, Teardown};
+use crate::session::Session;
 
-pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
-    let mut meta = StepMeta::new(super::PREFLIGHT, "accounts", "-", "check that every profile resolves to its own account");
-    meta.id = ids::preflight();
-    vec![Arc::new(Preflight { meta, ctx: ctx.clone() })]
+pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
+    let meta = StepMeta::new(ids::preflight(), "-", "check that every profile resolves to its own account");
+    vec![Arc::new(Preflight { meta, session: session.clone() })]
 }
 
 pub struct Preflight {
     meta: StepMeta,
-    ctx: Arc<Ctx>,
-}
-
-/// `us-east-2`-shaped: letters, a dash, letters (and dashes), a dash, digits.
-pub fn looks_like_region(r: &str) -> bool {
-    let parts: Vec<&str> = r.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+    session: Arc<Session>,
 }
 
 impl Preflight {
-    async fn run(&self) -> Result<(), StepError> {
-        let c = &self.ctx.config;
-        let mut problems = Vec::new();
-        if !looks_like_region(&c.region) {
-            problems.push(format!("region {:?} is not an AWS region (e.g. us-east-2); set `region` in meshctl.toml or MESHCTL_REGION", c.region));
-        }
+    async fn run(&self) -> Result<(), Error> {
+        let s = &self.session;
+        let c = &s.config;
         // All accounts at once: each is an independent STS call.
-        let ids = futures::future::join_all(c.accounts().map(|a| async move { (a, self.ctx.aws.account_id(&a.name).await) })).await;
+        let ids = futures::future::join_all(c.accounts().map(|a| async move { (a, s.aws.account_id(&a.name).await) })).await;
+        let mut problems = Vec::new();
+        let mut kind = ErrorKind::Other;
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (a, id) in ids {
             match id {
                 Ok(id) if id.len() == 12 => {
                     if let Some(other) = seen.insert(id.clone(), a.name.clone()) {
+                        kind = ErrorKind::InvalidInput;
                         problems.push(format!(
                             "accounts {other} and {} both resolve to AWS account {id}: each role needs its own account (check profile {} in ~/.aws/config)",
                             a.name, a.profile
@@ -49,7 +41,9 @@ impl Preflight {
                 }
                 Ok(id) => problems.push(format!("account {} (profile {}): STS answered an odd account id {id:?}", a.name, a.profile)),
                 Err(e) => {
-                    let text = e.to_string();
+                    let e = Error::from(e);
+                    kind = e.kind();
+                    let text = e.chain();
                     let hint = if text.contains("ProfileFile") || text.contains("profile") && text.contains("not") {
                         format!(" (is [profile {}] in your AWS config?)", a.profile)
                     } else {
@@ -59,11 +53,10 @@ impl Preflight {
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(StepError::new(problems.join("\n")))
+        if !problems.is_empty() {
+            return Err(Error::new(kind, problems.join("\n")));
         }
+        s.mesh.preflight(s).await
     }
 }
 
@@ -72,29 +65,16 @@ impl Step for Preflight {
     fn meta(&self) -> &StepMeta {
         &self.meta
     }
-    async fn check(&self, _cx: &StepCx) -> Result<Status, StepError> {
+    async fn check(&self, _run: &StepRun) -> Result<Status, Error> {
         self.run().await.map(|_| Status::UpToDate)
     }
-    async fn apply(&self, _cx: &StepCx) -> Result<(), StepError> {
+    async fn apply(&self, _run: &StepRun) -> Result<(), Error> {
         self.run().await
     }
-    async fn destroy(&self, _cx: &StepCx) -> Result<(), StepError> {
+    async fn destroy(&self, _run: &StepRun) -> Result<(), Error> {
         Ok(())
     }
-    fn read_only(&self) -> bool {
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn regions() {
-        assert!(super::looks_like_region("us-east-2"));
-        assert!(super::looks_like_region("ap-southeast-1"));
-        assert!(super::looks_like_region("us-gov-west-1"));
-        assert!(!super::looks_like_region(""));
-        assert!(!super::looks_like_region("useast2"));
-        assert!(!super::looks_like_region("us-east-x"));
+    fn teardown(&self) -> Teardown {
+        Teardown::ReadOnly
     }
 }

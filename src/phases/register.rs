@@ -1,11 +1,16 @@
 //! Phase 7: SPIRE registration entries: one node entry per spoke's agents, one workload entry
-//! per meshed service, created through `spire-server entry` in the server pod.
+//! per meshed workload (its selectors from the mesh provider: the container holding the SVID),
+//! created through `spire-server entry` in the server pod.
 //!
 //! Every command is `<spire.server_binary> entry show|create|update|delete ... -socketPath
 //! <spire.server_socket>`, run by kube exec into container `spire-server` of pod
 //! `spire-server-0` with its arguments as a vector. `check` reads `entry show -spiffeID`;
 //! `apply` creates a missing entry or updates one whose parent or selectors differ; `destroy`
 //! deletes only the entries meshctl would have created (that SPIFFE ID under that parent).
+//!
+//! Entries live in the server's datastore: a server pod that does not run holds none that a
+//! command could reach, and its volume goes with `spire/server`. So when the pod is not
+//! running, `check` says missing and `down` has nothing to do here.
 
 use std::sync::Arc;
 
@@ -13,29 +18,31 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use super::ids;
-use crate::context::Ctx;
-use crate::engine::{Context, Status, Step, StepCx, StepError, StepMeta};
+use crate::engine::{Error, Status, Step, StepMeta, StepRun};
+use crate::error::ResultExt;
+use crate::session::Session;
 use crate::spire::charts::{SERVER_CONTAINER, SERVER_POD};
 use crate::spire::entries::{self, EntryCli, Plan, PodExec, WantedEntry};
 
-pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
-    let c = &ctx.config;
+pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
+    let c = &session.config;
     let mut out: Vec<Arc<dyn Step>> = Vec::new();
     for s in &c.spokes {
         out.push(Arc::new(EntryStep {
-            ctx: ctx.clone(),
+            session: session.clone(),
             wanted: Some(entries::node_entry(c, s)),
-            meta: StepMeta::new("register", &format!("node-{}", s.name), &c.hub.name, format!("register node entry {}", c.agent_spiffe_id(s)))
+            meta: StepMeta::new(ids::register_node(&s.name), &c.hub.name, format!("register node entry {}", c.agent_spiffe_id(s)))
                 .needs([ids::spire_server()]),
         }));
     }
-    for svc in &c.services {
+    for w in &session.topology.workloads {
+        let selectors = session.mesh.workload_selectors(w, &session.topology.namespace);
         out.push(Arc::new(EntryStep {
-            ctx: ctx.clone(),
-            // None only when the service names no spoke: validation rejects that config.
-            wanted: entries::workload_entry(c, svc),
-            meta: StepMeta::new("register", &svc.name, &c.hub.name, format!("register workload entry {}", c.spiffe_id(&svc.spiffe_path)))
-                .needs([ids::register_node(&svc.account)]),
+            session: session.clone(),
+            // None only when the workload names no spoke: validation rejects that config.
+            wanted: entries::workload_entry(c, w, selectors),
+            meta: StepMeta::new(ids::register_service(&w.name), &c.hub.name, format!("register workload entry {}", w.spiffe_id))
+                .needs([ids::register_node(&w.account)]),
         }));
     }
     out
@@ -43,21 +50,21 @@ pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
 
 /// One registration entry, kept as the configuration says.
 pub struct EntryStep {
-    ctx: Arc<Ctx>,
+    session: Arc<Session>,
     wanted: Option<WantedEntry>,
     meta: StepMeta,
 }
 
 impl EntryStep {
-    fn wanted(&self) -> Result<&WantedEntry, StepError> {
-        self.wanted.as_ref().ok_or_else(|| StepError::new(format!("{}: the service's account is not a spoke in the configuration", self.meta.id)))
+    fn wanted(&self) -> Result<&WantedEntry, Error> {
+        self.wanted.as_ref().ok_or_else(|| Error::new(crate::error::ErrorKind::InvalidInput, format!("{}: the workload's account is not a spoke in the configuration", self.meta.id)))
     }
 
     /// The server CLI in the hub's server pod.
-    pub async fn cli(ctx: &Ctx) -> Result<PodExec, StepError> {
-        let c = &ctx.config;
-        let kc = ctx.kube.client(&c.hub.name).await.map_err(|e| StepError::new(e.to_string()))?;
-        let context = ctx.kube.context(&c.hub.name).unwrap_or("?");
+    pub async fn cli(session: &Session) -> Result<PodExec, Error> {
+        let c = &session.config;
+        let kc = session.kube.client(&c.hub.name).await?;
+        let context = session.kube.context(&c.hub.name).unwrap_or("?");
         Ok(PodExec {
             pods: Api::<Pod>::namespaced(kc, &c.spire.namespace),
             pod: SERVER_POD.to_string(),
@@ -67,6 +74,21 @@ impl EntryStep {
             where_: format!("namespace {}, cluster {}, context {context}", c.spire.namespace, c.hub.cluster_name),
         })
     }
+
+    /// Whether the server container runs, so its admin socket can answer.
+    async fn server_running(&self, cli: &PodExec) -> Result<bool, Error> {
+        let c = &self.session.config;
+        let pod = cli
+            .pods
+            .get_opt(SERVER_POD)
+            .await
+            .map_err(crate::kube::api_error)
+            .context(format!("reading pod {}/{SERVER_POD} in cluster {} ({})", c.spire.namespace, c.hub.cluster_name, cli.where_))?;
+        Ok(pod
+            .and_then(|p| p.status)
+            .and_then(|s| s.container_statuses)
+            .is_some_and(|cs| cs.iter().any(|c| c.name == SERVER_CONTAINER && c.state.as_ref().is_some_and(|s| s.running.is_some()))))
+    }
 }
 
 #[async_trait::async_trait]
@@ -75,11 +97,10 @@ impl Step for EntryStep {
         &self.meta
     }
 
-    async fn check(&self, _: &StepCx) -> Result<Status, StepError> {
+    async fn check(&self, _: &StepRun) -> Result<Status, Error> {
         let wanted = self.wanted()?;
-        let cli = Self::cli(&self.ctx).await?;
-        if !server_pod_exists(&self.ctx, &cli).await? {
-            // No server pod: no entries (and `down` has nothing to delete).
+        let cli = Self::cli(&self.session).await?;
+        if !self.server_running(&cli).await? {
             return Ok(Status::Missing);
         }
         let live = entries::show(&cli, &wanted.spiffe_id).await.context("reading registration entries")?;
@@ -90,36 +111,24 @@ impl Step for EntryStep {
         })
     }
 
-    async fn apply(&self, cx: &StepCx) -> Result<(), StepError> {
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
         let wanted = self.wanted()?;
-        let cli = Self::cli(&self.ctx).await?;
-        cx.progress(format!("entry {}", wanted.spiffe_id));
+        let cli = Self::cli(&self.session).await?;
+        run.progress(format!("entry {}", wanted.spiffe_id));
         let done = entries::ensure(&cli as &dyn EntryCli, wanted).await.context(format!("registering {}", wanted.spiffe_id))?;
         match done {
-            Plan::UpToDate { id } => cx.progress(format!("entry {id} already as wanted")),
-            Plan::Create => cx.progress(format!("created entry {}", wanted.spiffe_id)),
-            Plan::Update { reason, .. } => cx.progress(format!("updated {reason}")),
+            Plan::UpToDate { id } => run.progress(format!("entry {id} already as wanted")),
+            Plan::Create => run.progress(format!("created entry {}", wanted.spiffe_id)),
+            Plan::Update { reason, .. } => run.progress(format!("updated {reason}")),
         }
         Ok(())
     }
 
-    async fn destroy(&self, cx: &StepCx) -> Result<(), StepError> {
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let wanted = self.wanted()?;
-        // No server pod (already uninstalled, or never installed): nothing is registered.
-        let cli = Self::cli(&self.ctx).await?;
-        if !server_pod_exists(&self.ctx, &cli).await? {
-            return Ok(());
-        }
+        let cli = Self::cli(&self.session).await?;
         let n = entries::remove(&cli, wanted).await.context(format!("deleting entries of {}", wanted.spiffe_id))?;
-        cx.progress(format!("deleted {n} entr{} of {}", if n == 1 { "y" } else { "ies" }, wanted.spiffe_id));
+        run.progress(format!("deleted {n} entr{} of {}", if n == 1 { "y" } else { "ies" }, wanted.spiffe_id));
         Ok(())
-    }
-}
-
-async fn server_pod_exists(ctx: &Ctx, cli: &PodExec) -> Result<bool, StepError> {
-    let c = &ctx.config;
-    match cli.pods.get_opt(SERVER_POD).await {
-        Ok(p) => Ok(p.is_some()),
-        Err(e) => Err(StepError::new(format!("reading pod {}/{SERVER_POD} in cluster {} ({}): {e}", c.spire.namespace, c.hub.cluster_name, cli.where_))),
     }
 }

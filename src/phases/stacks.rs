@@ -14,8 +14,10 @@ use std::sync::Arc;
 use super::ids;
 use crate::aws::cfn::{self, StackSpec};
 use crate::config::{Account, Config};
-use crate::context::Ctx;
-use crate::engine::{Status, Step, StepCx, StepError, StepMeta};
+use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
+use crate::error::ResultExt;
+use crate::names::{node_role_name, tgw_stack_name, MANAGED_BY, TAG_ACCOUNT, TAG_MANAGED_BY};
+use crate::session::Session;
 
 pub const HUB_TEMPLATE: &str = include_str!("../../templates/hub.yaml");
 pub const SPOKE_TEMPLATE: &str = include_str!("../../templates/spoke.yaml");
@@ -23,42 +25,28 @@ pub const SPOKE_TGW_TEMPLATE: &str = include_str!("../../templates/spoke-tgw.yam
 
 const PEERS_MARKER: &str = "  # meshctl:peers\n";
 
-/// Tags on every stack meshctl creates.
-pub const TAG_MANAGED_BY: &str = "meshctl:managed-by";
-pub const TAG_ACCOUNT: &str = "meshctl:account";
-
-pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
-    let c = &ctx.config;
+pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
+    let c = &session.config;
     let mut out: Vec<Arc<dyn Step>> = Vec::new();
     for a in c.accounts() {
         out.push(Arc::new(StackStep {
-            meta: StepMeta::new("stacks", &a.name, &a.name, format!("create stack {} (VPC, EKS cluster {})", a.stack_name, a.cluster_name))
+            meta: StepMeta::new(ids::stack(&a.name), &a.name, format!("create stack {} (VPC, EKS cluster {})", a.stack_name, a.cluster_name))
                 .needs([ids::preflight()]),
-            ctx: ctx.clone(),
+            session: session.clone(),
             account: a.name.clone(),
             kind: Kind::Base,
         }));
     }
     for s in &c.spokes {
         out.push(Arc::new(StackStep {
-            meta: StepMeta::new("stacks", &format!("{}-tgw", s.name), &s.name, format!("create stack {} (TGW attachment and routes)", tgw_stack_name(s)))
+            meta: StepMeta::new(ids::tgw_stack(&s.name), &s.name, format!("create stack {} (TGW attachment and routes)", tgw_stack_name(s)))
                 .needs([ids::stack(&c.hub.name), ids::stack(&s.name), ids::ram(&s.name)]),
-            ctx: ctx.clone(),
+            session: session.clone(),
             account: s.name.clone(),
             kind: Kind::Tgw,
         }));
     }
     out
-}
-
-/// The name of a spoke's TGW-attachment stack.
-pub fn tgw_stack_name(spoke: &Account) -> String {
-    format!("{}-tgw", spoke.stack_name)
-}
-
-/// The hub's node instance role (named, so spokes can trust it before it exists).
-pub fn node_role_name(account: &Account) -> String {
-    format!("{}-node-role", account.cluster_name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +59,7 @@ enum Kind {
 
 pub struct StackStep {
     meta: StepMeta,
-    ctx: Arc<Ctx>,
+    session: Arc<Session>,
     account: String,
     kind: Kind,
 }
@@ -129,11 +117,11 @@ pub fn spoke_tgw_body(config: &Config, spoke: &Account) -> String {
 }
 
 fn tags(account: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(TAG_MANAGED_BY.to_string(), "meshctl".to_string()), (TAG_ACCOUNT.to_string(), account.to_string())])
+    BTreeMap::from([(TAG_MANAGED_BY.to_string(), MANAGED_BY.to_string()), (TAG_ACCOUNT.to_string(), account.to_string())])
 }
 
-fn network_params(a: &Account) -> Result<BTreeMap<String, String>, StepError> {
-    let cidrs = subnet_cidrs(&a.vpc_cidr).map_err(|e| StepError::new(format!("account {}: vpc_cidr {e}", a.name)))?;
+fn network_params(a: &Account) -> Result<BTreeMap<String, String>, Error> {
+    let cidrs = subnet_cidrs(&a.vpc_cidr).map_err(|e| Error::new(ErrorKind::InvalidInput, format!("account {}: vpc_cidr {e}", a.name)))?;
     Ok(BTreeMap::from([
         ("ClusterName".to_string(), a.cluster_name.clone()),
         ("VpcCidr".to_string(), a.vpc_cidr.clone()),
@@ -142,13 +130,9 @@ fn network_params(a: &Account) -> Result<BTreeMap<String, String>, StepError> {
     ]))
 }
 
-fn aws_err(e: crate::aws::AwsError) -> StepError {
-    StepError::new(e.to_string())
-}
-
 impl StackStep {
     fn acct(&self) -> &Account {
-        self.ctx.config.account(&self.account).expect("step account is configured")
+        self.session.config.account(&self.account).expect("step account is configured")
     }
 
     fn stack_name(&self) -> String {
@@ -158,24 +142,24 @@ impl StackStep {
         }
     }
 
-    async fn client(&self) -> Result<aws_sdk_cloudformation::Client, StepError> {
-        self.ctx.aws.cloudformation(&self.account).await.map_err(aws_err)
+    async fn client(&self) -> Result<aws_sdk_cloudformation::Client, Error> {
+        Ok(self.session.aws.cloudformation(&self.account).await?)
     }
 
     /// The stack as the configuration (and, for TGW stacks, the base stacks) want it.
-    async fn spec(&self) -> Result<StackSpec, StepError> {
-        let c = &self.ctx.config;
-        let aws = &self.ctx.aws;
+    async fn spec(&self) -> Result<StackSpec, Error> {
+        let c = &self.session.config;
+        let aws = &self.session.aws;
         let a = self.acct();
         let profile = a.profile.clone();
-        let partition = crate::aws::partition(aws.region());
+        let partition = crate::names::partition(aws.region());
         let (body, params) = match self.kind {
             Kind::Base if a.name == c.hub.name => {
                 let mut params = network_params(a)?;
                 let mut ids = Vec::new();
                 let mut roles = Vec::new();
                 for s in &c.spokes {
-                    let id = aws.account_id(&s.name).await.map_err(aws_err)?;
+                    let id = aws.account_id(&s.name).await?;
                     roles.push(format!("arn:{partition}:iam::{id}:role/{}", s.access_role_name()));
                     ids.push(id);
                 }
@@ -188,12 +172,12 @@ impl StackStep {
             Kind::Base => {
                 let mut params = network_params(a)?;
                 params.insert("AccessRoleName".into(), a.access_role_name().to_string());
-                params.insert("HubAccountId".into(), aws.account_id(&c.hub.name).await.map_err(aws_err)?);
+                params.insert("HubAccountId".into(), aws.account_id(&c.hub.name).await?);
                 params.insert("HubNodeRoleName".into(), node_role_name(&c.hub));
                 (SPOKE_TEMPLATE.to_string(), params)
             }
             Kind::Tgw => {
-                let hub_cfn = aws.cloudformation(&c.hub.name).await.map_err(aws_err)?;
+                let hub_cfn = aws.cloudformation(&c.hub.name).await?;
                 let hub_out = cfn::outputs(&hub_cfn, &c.hub.name, &c.hub.profile, &c.hub.stack_name).await?;
                 let tgw = cfn::output(&hub_out, &c.hub.name, &c.hub.stack_name, "TransitGatewayId")?.to_string();
                 let own = cfn::outputs(&self.client().await?, &a.name, &a.profile, &a.stack_name).await?;
@@ -214,20 +198,24 @@ impl StackStep {
 
     /// Before a base stack goes: what Kubernetes left in its VPC. Listed, and deleted only
     /// with `--yes`.
-    async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, cx: &StepCx) -> Result<(), StepError> {
+    async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, cx: &StepRun) -> Result<(), Error> {
         let a = self.acct();
         let stack = &a.stack_name;
-        let live = match cfn::describe(client, stack).await {
-            Ok(Some(l)) => l,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(StepError::new(format!("account {} (profile {}): stack {stack}: cannot read it: {e}", a.name, a.profile))),
+        let Some(live) = cfn::describe(client, stack).await.context(format!("account {} (profile {}): stack {stack}: cannot read it", a.name, a.profile))? else {
+            return Ok(());
         };
         let mut vpc = live.outputs.get("VpcId").cloned();
         let mut own_groups: Vec<String> = live.outputs.get("ClusterSecurityGroupId").cloned().into_iter().collect();
         if vpc.is_none() || own_groups.is_empty() {
             // A stack whose outputs are not available (failed update, older template): ask
             // for the resources by their logical ids.
-            if let Ok(res) = client.describe_stack_resources().stack_name(stack).send().await {
+            let res = client
+                .describe_stack_resources()
+                .stack_name(stack)
+                .send()
+                .await
+                .context(format!("account {} (profile {}): stack {stack}: DescribeStackResources", a.name, a.profile))?;
+            {
                 for r in res.stack_resources.unwrap_or_default() {
                     match (r.logical_resource_id.as_deref(), r.physical_resource_id) {
                         (Some("Vpc"), Some(id)) if vpc.is_none() => vpc = Some(id),
@@ -238,26 +226,25 @@ impl StackStep {
             }
         }
         let Some(vpc) = vpc.filter(|v| !v.is_empty()) else { return Ok(()) };
-        let ec2 = self.ctx.aws.ec2(&a.name).await.map_err(aws_err)?;
-        let elb = self.ctx.aws.elbv2(&a.name).await.map_err(aws_err)?;
+        let ec2 = self.session.aws.ec2(&a.name).await?;
+        let (v2, classic) = (self.session.aws.elbv2(&a.name).await?, self.session.aws.elb(&a.name).await?);
+        let lbs = crate::aws::vpc::LoadBalancers { v2: &v2, classic: &classic };
         cx.progress(format!("looking for what blocks deleting {vpc}"));
-        let found = crate::aws::vpc::blockers(&ec2, &elb, &vpc, &a.cluster_name, &own_groups)
+        let found = crate::aws::vpc::blockers(&ec2, &lbs, &vpc, &a.cluster_name, &own_groups)
             .await
-            .map_err(|e| StepError::new(format!("account {} (profile {}): cannot list what is left in {vpc}: {e}", a.name, a.profile)))?;
+            .context(format!("account {} (profile {}): cannot list what is left in {vpc}", a.name, a.profile))?;
         if found.is_empty() {
             return Ok(());
         }
         let list = found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         if !cx.yes {
-            return Err(StepError::new(format!(
+            return Err(Error::new(ErrorKind::Conflict, format!(
                 "account {} (profile {}): VPC {vpc} of stack {stack} still holds resources Kubernetes created, which block its deletion: {list}; delete the Services of type LoadBalancer first (`meshctl down` of the app phases), or rerun with --yes to let meshctl delete these",
                 a.name, a.profile
             )));
         }
         cx.progress(format!("deleting {} leftover resource(s) in {vpc}", found.len()));
-        crate::aws::vpc::delete_blockers(&ec2, &elb, &found)
-            .await
-            .map_err(|e| StepError::new(format!("account {} (profile {}): VPC {vpc}: {e}", a.name, a.profile)))
+        crate::aws::vpc::delete_blockers(&ec2, &lbs, &found).await.context(format!("account {} (profile {}): VPC {vpc}", a.name, a.profile))
     }
 }
 
@@ -267,27 +254,23 @@ impl Step for StackStep {
         &self.meta
     }
 
-    async fn check(&self, _cx: &StepCx) -> Result<Status, StepError> {
+    async fn check(&self, _run: &StepRun) -> Result<Status, Error> {
         let client = self.client().await?;
         // A missing stack needs no spec (and a TGW stack's spec needs the base stacks).
-        match cfn::describe(&client, &self.stack_name()).await {
-            Ok(None) => return Ok(Status::Missing),
-            Ok(Some(_)) => {}
-            Err(e) => {
-                let a = self.acct();
-                return Err(StepError::new(format!("account {} (profile {}): stack {}: cannot read it: {e}", a.name, a.profile, self.stack_name())));
-            }
+        let a = self.acct();
+        if cfn::describe(&client, &self.stack_name()).await.context(format!("account {} (profile {}): stack {}: cannot read it", a.name, a.profile, self.stack_name()))?.is_none() {
+            return Ok(Status::Missing);
         }
         let spec = self.spec().await?;
         cfn::check(&client, &spec).await
     }
 
-    async fn apply(&self, cx: &StepCx) -> Result<(), StepError> {
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
         let spec = self.spec().await?;
-        cfn::deploy(&self.client().await?, &spec, cx).await.map(|_| ())
+        cfn::deploy(&self.client().await?, &spec, run.yes, run).await.map(|_| ())
     }
 
-    async fn destroy(&self, cx: &StepCx) -> Result<(), StepError> {
+    async fn destroy(&self, cx: &StepRun) -> Result<(), Error> {
         let client = self.client().await?;
         let a = self.acct();
         let spec = StackSpec {
@@ -437,7 +420,7 @@ mod tests {
         })
     }
 
-    fn tgw_step(ctx: &Arc<Ctx>) -> Arc<dyn Step> {
+    fn tgw_step(ctx: &Arc<Session>) -> Arc<dyn Step> {
         steps(ctx).into_iter().find(|s| s.meta().id == "stacks/frontend-tgw").expect("stacks/frontend-tgw")
     }
 
@@ -476,7 +459,7 @@ mod tests {
             ("shared", RuleMode::Sequential, &[&hub]),
             ("frontend", RuleMode::Sequential, &[&spoke, &absent, &create, &computed, &exec, &done]),
         ]);
-        tgw_step(&ctx).apply(&StepCx::detached("stacks/frontend-tgw")).await.unwrap();
+        tgw_step(&ctx).apply(&StepRun::detached("stacks/frontend-tgw")).await.unwrap();
         for (rule, what) in [(&hub, "hub outputs"), (&spoke, "spoke outputs"), (&absent, "tgw stack"), (&create, "CreateChangeSet"), (&exec, "ExecuteChangeSet"), (&done, "wait")] {
             assert_eq!(rule.num_calls(), 1, "{what}");
         }
@@ -498,7 +481,7 @@ mod tests {
             .then_output(move || GetTemplateOutput::builder().template_body(body.clone()).build());
         let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&hub]), ("frontend", RuleMode::MatchAny, &[&exists, &spoke, &tpl])]);
         assert_eq!(
-            tgw_step(&ctx).check(&StepCx::detached("stacks/frontend-tgw")).await.unwrap(),
+            tgw_step(&ctx).check(&StepRun::detached("stacks/frontend-tgw")).await.unwrap(),
             Status::Drifted(format!("parameter TransitGatewayId: {old} → {TGW}"))
         );
         assert_eq!((exists.num_calls(), hub.num_calls(), spoke.num_calls(), tpl.num_calls()), (2, 1, 1, 1));
@@ -510,7 +493,7 @@ mod tests {
         // A hub stack from a template without the output: nothing is asked of the spoke.
         let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::CreateComplete, &[], &hub_outputs(None)));
         let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&hub])]);
-        let err = tgw_step(&ctx).apply(&StepCx::detached("stacks/frontend-tgw")).await.unwrap_err().message;
+        let err = tgw_step(&ctx).apply(&StepRun::detached("stacks/frontend-tgw")).await.unwrap_err().chain();
         assert_eq!(
             err,
             "account shared: stack eks-cluster-shared-services-stack has no output TransitGatewayId (outputs: ClusterSecurityGroupId, NodeRoleArn, \
@@ -521,7 +504,7 @@ mod tests {
         // No hub stack at all: the phase to run first.
         let hub = not_found(HUB_STACK);
         let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&hub])]);
-        let err = tgw_step(&ctx).apply(&StepCx::detached("stacks/frontend-tgw")).await.unwrap_err().message;
+        let err = tgw_step(&ctx).apply(&StepRun::detached("stacks/frontend-tgw")).await.unwrap_err().chain();
         assert_eq!(err, "account shared (profile shared): stack eks-cluster-shared-services-stack does not exist; run `meshctl up --only stacks` first");
         assert_eq!(ctx.aws.writes().count(), 0);
     }

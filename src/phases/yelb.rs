@@ -1,11 +1,277 @@
-//! Phase 8: the application: its mesh resources (from the provider) and its workloads, per
-//! spoke, a spoke after every spoke whose services it calls.
+//! Phase 8: the application. Per spoke, its workloads' Deployments and Services rendered from
+//! `manifests/app/workload.yaml`, decorated by the mesh provider (sidecar, its configuration,
+//! the shape of the Services, mesh objects beside them), then applied in the app namespace.
+//! A spoke goes after every spoke whose workloads it calls, so a caller can be pointed at its
+//! callee (a load balancer's address, a virtual service's ARN).
+//!
+//! Teardown of a spoke: the load balancers first (the cloud releases them before any stack
+//! is deleted), then every other object in reverse order of creation (mesh objects last, while
+//! the provider's control plane still runs so its finalizers clear), then the namespace when
+//! meshctl created it. Each delete waits until the object is gone and names any finalizer it
+//! is stuck on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::context::Ctx;
-use crate::engine::Step;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::DynamicObject;
 
-pub fn steps(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step>> {
-    crate::mesh::provider(ctx).app_steps(ctx)
+use super::ids;
+use crate::config::Protocol;
+use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
+use crate::error::ResultExt;
+use crate::kube::template::{render, Vars};
+use crate::kube::{parse_manifests, to_dynamic, to_typed, KubeClient, KubeError, Target, MANAGED_BY};
+use crate::mesh::{AppObjects, Wait, WorkloadObjects};
+use crate::session::Session;
+use crate::topology::Workload;
+
+const WORKLOAD: (&str, &str) = ("manifests/app/workload.yaml", include_str!("../../manifests/app/workload.yaml"));
+
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
+const LB_TIMEOUT: Duration = Duration::from_secs(600);
+const DELETE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
+    let c = &session.config;
+    let topo = &session.topology;
+    let mut out: Vec<Arc<dyn Step>> = Vec::new();
+    for s in &c.spokes {
+        let workloads: Vec<&Workload> = topo.in_account(&s.name).collect();
+        if workloads.is_empty() {
+            continue;
+        }
+        let mut needs = vec![ids::spire_agent(&s.name), ids::kubeconfig(&s.name)];
+        needs.extend(workloads.iter().map(|w| ids::register_service(&w.name)));
+        needs.extend(topo.callee_accounts(&s.name).iter().map(|a| ids::yelb(a)));
+        needs.extend(session.mesh.app_needs(&s.name));
+        let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
+        out.push(Arc::new(AppStep {
+            meta: StepMeta::new(ids::yelb(&s.name), &s.name, format!("deploy {} with their {} sidecars", names.join(", "), session.mesh.name())).needs(needs),
+            session: session.clone(),
+            account: s.name.clone(),
+        }));
+    }
+    out
+}
+
+fn vars(pairs: impl IntoIterator<Item = (&'static str, String)>) -> Vars {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The generic objects of the workloads of `account`, before the provider decorates them.
+pub fn render_app(session: &Session, account: &str) -> Result<AppObjects, Error> {
+    let topo = &session.topology;
+    let mut out = AppObjects { account: account.to_string(), ..Default::default() };
+    for w in topo.in_account(account) {
+        let protocol = match w.protocol {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        };
+        let v = vars([
+            ("name", w.name.clone()),
+            ("namespace", topo.namespace.clone()),
+            ("app_label", w.labels.get("app").cloned().unwrap_or_default()),
+            ("tier_label", w.labels.get("tier").cloned().unwrap_or_default()),
+            ("service_account", w.service_account.clone()),
+            ("image", w.image.clone()),
+            ("port", w.port.to_string()),
+            ("port_name", protocol.to_string()),
+            ("service_type", if w.public_port.is_some() { "LoadBalancer" } else { "ClusterIP" }.to_string()),
+            ("service_port", w.public_port.unwrap_or(w.port).to_string()),
+        ]);
+        let mut deployment = None;
+        let mut services = Vec::new();
+        for obj in parse_manifests(&render(WORKLOAD.0, WORKLOAD.1, &v)?, WORKLOAD.0)? {
+            match obj.types.as_ref().map(|t| t.kind.as_str()) {
+                Some("Deployment") => deployment = Some(to_typed::<Deployment>(obj)?),
+                Some("Service") => services.push(to_typed::<Service>(obj)?),
+                other => return Err(Error::new(ErrorKind::InvalidInput, format!("{}: unexpected kind {other:?}", WORKLOAD.0))),
+            }
+        }
+        let deployment = deployment.ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("{} has no Deployment", WORKLOAD.0)))?;
+        out.workloads.push(WorkloadObjects { workload: w.clone(), deployment, services });
+    }
+    Ok(out)
+}
+
+/// What one spoke's step applies, in order, and what it waits for.
+struct Plan {
+    /// Every object, in apply order (mesh objects first).
+    objects: Vec<DynamicObject>,
+    /// Facts from other clusters not known yet (check only).
+    pending: Vec<String>,
+    /// `(name, public port)` of LoadBalancer Services.
+    load_balancers: Vec<(String, Option<u16>)>,
+    deployments: Vec<String>,
+}
+
+/// `yelb/<spoke>`.
+pub struct AppStep {
+    meta: StepMeta,
+    session: Arc<Session>,
+    account: String,
+}
+
+impl AppStep {
+    fn ns(&self) -> &str {
+        &self.session.topology.namespace
+    }
+
+    fn namespace_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.session.mesh.namespace_labels();
+        labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+        labels
+    }
+
+    async fn plan(&self, wait: Wait, progress: &dyn crate::state::Progress) -> Result<Plan, Error> {
+        let mut objs = render_app(&self.session, &self.account)?;
+        let pending = self.session.mesh.decorate(&self.session, &mut objs, wait, progress).await?;
+        let mut plan = Plan { objects: objs.mesh, pending, load_balancers: Vec::new(), deployments: Vec::new() };
+        for wo in objs.workloads {
+            plan.deployments.push(wo.workload.name.clone());
+            plan.objects.push(to_dynamic(&wo.deployment)?);
+            for svc in &wo.services {
+                if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer") {
+                    let public = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p.first()).map(|p| p.port as u16);
+                    let is_public = wo.workload.public_port.is_some() && public == wo.workload.public_port;
+                    plan.load_balancers.push((svc.metadata.name.clone().unwrap_or_default(), is_public.then_some(public).flatten()));
+                }
+                plan.objects.push(to_dynamic(svc)?);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Resolves the objects' kinds; a kind the cluster does not serve (a mesh CRD not
+    /// installed) is `None`.
+    async fn resolve(kc: &KubeClient, objs: Vec<DynamicObject>) -> Result<Vec<Option<Target>>, Error> {
+        let mut out = Vec::new();
+        for o in objs {
+            out.push(match kc.resolve(o).await {
+                Ok(t) => Some(t),
+                Err(KubeError::Discovery { .. }) => None,
+                Err(e) => return Err(e.into()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for AppStep {
+    fn meta(&self) -> &StepMeta {
+        &self.meta
+    }
+
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
+        let kc = self.session.kube.cluster_client(&self.account).await?;
+        let plan = self.plan(Wait::No, run).await?;
+        let targets = Self::resolve(&kc, plan.objects).await?;
+        if targets.iter().any(Option::is_none) {
+            return Ok(Status::Missing);
+        }
+        let targets: Vec<Target> = targets.into_iter().flatten().collect();
+        let objects = kc.check_all(&targets).await?;
+        if objects == Status::Missing {
+            return Ok(Status::Missing);
+        }
+        let mut parts = vec![("objects".to_string(), objects)];
+        for d in &plan.deployments {
+            parts.push((format!("Deployment {}/{d}", self.ns()), kc.rollout_status::<Deployment>(self.ns(), d).await?));
+        }
+        for p in plan.pending {
+            parts.push((p, Status::Drifted("waiting".into())));
+        }
+        Ok(match Status::all(parts) {
+            Status::Missing => Status::Drifted("objects exist but their workloads do not run".into()),
+            s => s,
+        })
+    }
+
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
+        let ns = self.ns().to_string();
+        let kc = self.session.kube.cluster_client(&self.account).await?;
+        let labels = self.namespace_labels();
+        if !kc.ensure_namespace(&ns, &labels).await? {
+            let mut probe = k8s_openapi::api::core::v1::Namespace::default();
+            probe.metadata.name = Some(ns.clone());
+            let live = kc.get(&crate::kube::typed(&probe)?).await?.and_then(|n| n.metadata.labels).unwrap_or_default();
+            let missing: Vec<String> = self.session.mesh.namespace_labels().into_iter().filter(|(k, v)| live.get(k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+            if !missing.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("namespace {ns} exists (not created by meshctl) without the labels the {} provider needs: {}", self.session.mesh.name(), missing.join(", ")),
+                )
+                .hint(format!("label it (`kubectl label namespace {ns} {}`), or delete it and let meshctl create it", missing.join(" "))));
+            }
+        }
+        let plan = self.plan(Wait::Up(LB_TIMEOUT), run).await?;
+        for t in Self::resolve(&kc, plan.objects).await?.into_iter() {
+            let t = t.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("context {}: a mesh object's kind is not served (is the {} control plane installed?)", kc.context, self.session.mesh.name()))
+                    .hint(format!("run `meshctl up --only mesh` for account {}", self.account))
+            })?;
+            kc.apply(&t).await?;
+            run.progress(format!("applied {}", t.describe()));
+        }
+        for d in &plan.deployments {
+            run.progress(format!("waiting for Deployment {ns}/{d}"));
+            kc.wait_rolled_out::<Deployment>(&ns, d, ROLLOUT_TIMEOUT).await?;
+        }
+        for (name, public) in &plan.load_balancers {
+            run.progress(format!("waiting for the load balancer of Service {ns}/{name}"));
+            let host = kc.wait_load_balancer(&ns, name, LB_TIMEOUT).await?;
+            match public {
+                Some(80) => run.progress(format!("{name} is at http://{host}/")),
+                Some(p) => run.progress(format!("{name} is at http://{host}:{p}/")),
+                None => run.progress(format!("{name} is reachable from the other accounts at {host}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
+        let kc = self.session.kube.cluster_client(&self.account).await?;
+        let plan = self.plan(Wait::No, run).await?;
+        let lb_names: Vec<&str> = plan.load_balancers.iter().map(|(n, _)| n.as_str()).collect();
+        let is_lb = |o: &DynamicObject| o.types.as_ref().is_some_and(|t| t.kind == "Service") && lb_names.contains(&o.metadata.name.as_deref().unwrap_or_default());
+        let (lbs, mut rest): (Vec<DynamicObject>, Vec<DynamicObject>) = plan.objects.into_iter().partition(is_lb);
+        rest.reverse();
+        for t in Self::resolve(&kc, lbs.into_iter().chain(rest).collect()).await?.into_iter().flatten() {
+            if kc.get(&t).await?.is_some() {
+                run.progress(format!("deleting {}", t.describe()));
+                kc.delete_and_wait(&t, DELETE_TIMEOUT).await?;
+            }
+        }
+        if kc.delete_namespace_if_ours(self.ns(), DELETE_TIMEOUT).await.context(format!("context {}: deleting namespace {}", kc.context, self.ns()))? {
+            run.progress(format!("namespace {} deleted", self.ns()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn generic_objects_are_the_app_and_its_service() {
+        let s = Session::new(Config::default()).unwrap();
+        let o = render_app(&s, "backend").unwrap();
+        assert_eq!(o.workloads.iter().map(|w| w.workload.name.as_str()).collect::<Vec<_>>(), ["yelb-appserver", "yelb-db", "redis-server"]);
+        let app = &o.workloads[0];
+        let pod = app.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("docker.io/mreferre/yelb-appserver:0.5"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("default"));
+        let labels = app.deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        assert_eq!(labels, [("app".to_string(), "yelb-appserver".to_string()), ("tier".to_string(), "middletier".to_string())].into());
+        let ui = render_app(&s, "frontend").unwrap();
+        let svc = ui.workloads[0].services[0].spec.clone().unwrap();
+        assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(svc.ports.unwrap()[0].port, 80);
+    }
 }

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use super::envoy::{
     CertContext, CertInfo, ClusterStatus, SanMatcher, Stats, TlsConfig, TlsEndpoint, TlsSide,
 };
-use super::report::{CheckId, CheckResult, Status};
-use super::Workload;
+use super::report::{CheckId, CheckResult, CheckStatus};
+use super::{Hints, Proxy};
 
 /// What was read from one workload's admin interface. Each endpoint is read independently;
 /// an `Err` holds why it could not be read, and only the checks that need it are skipped.
@@ -37,10 +37,11 @@ pub const FAILURE_COUNTERS: [&str; 4] = [
 
 /// Runs every check on one workload's snapshot. The result has one entry per [`CheckId`].
 pub fn evaluate(
-    w: &Workload,
+    w: &Proxy,
     snap: &Snapshot,
     now: OffsetDateTime,
     show: ShowCommand<'_>,
+    provider: &dyn Hints,
 ) -> Vec<CheckResult> {
     let errors: Vec<&String> = [
         snap.clusters.as_ref().err(),
@@ -54,7 +55,7 @@ pub fn evaluate(
     let mut admin = CheckResult::new(w, CheckId::Admin, "Envoy admin interface answers");
     admin.expected = "/clusters, /certs, /config_dump and /stats answer".into();
     if errors.len() == 4 {
-        admin.status = Status::Fail;
+        admin.status = CheckStatus::Fail;
         admin.observed = errors[0].clone();
         admin.hint = Some(format!(
             "the Envoy admin interface of {} is not reachable: is the pod running with its envoy \
@@ -72,7 +73,7 @@ pub fn evaluate(
     if errors.is_empty() {
         admin.observed = "all endpoints answered".into();
     } else {
-        admin.status = Status::Warn;
+        admin.status = CheckStatus::Warn;
         admin.observed = errors
             .iter()
             .map(|e| e.as_str())
@@ -85,23 +86,23 @@ pub fn evaluate(
     }
     let mut out = vec![admin];
     out.push(match &snap.clusters {
-        Ok(c) => check_sds(w, c, show),
+        Ok(c) => check_sds(w, c, show, provider),
         Err(e) => skip(w, CheckId::Sds, &format!("/clusters unreadable: {e}")),
     });
     out.push(match &snap.certs {
-        Ok(c) => check_identity(w, c, now, show),
+        Ok(c) => check_identity(w, c, now, show, provider),
         Err(e) => skip(w, CheckId::Identity, &format!("/certs unreadable: {e}")),
     });
     match &snap.tls {
         Ok(tls) => {
-            out.push(check_peers(w, tls, show));
+            out.push(check_peers(w, tls, show, provider));
             let subjects = subjects(w, tls);
             out.push(match &snap.stats_before {
                 Ok(before) => check_handshakes(w, &subjects, before, stats_after(snap), show),
                 Err(e) => skip(w, CheckId::Handshakes, &format!("/stats unreadable: {e}")),
             });
             out.push(match &snap.stats_before {
-                Ok(before) => check_tls_failures(w, &subjects, before, stats_after(snap), show),
+                Ok(before) => check_tls_failures(w, &subjects, before, stats_after(snap), show, provider),
                 Err(e) => skip(w, CheckId::TlsFailures, &format!("/stats unreadable: {e}")),
             });
         }
@@ -116,7 +117,7 @@ pub fn evaluate(
     if let Some(Err(e)) = &snap.stats_after {
         for r in out.iter_mut() {
             if matches!(r.check, CheckId::Handshakes | CheckId::TlsFailures)
-                && r.status != Status::Skip
+                && r.status != CheckStatus::Skip
             {
                 *r = skip(w, r.check, &format!("/stats unreadable after traffic: {e}"));
             }
@@ -132,15 +133,15 @@ fn stats_after(snap: &Snapshot) -> Option<&Stats> {
     }
 }
 
-fn skip(w: &Workload, id: CheckId, why: &str) -> CheckResult {
+fn skip(w: &Proxy, id: CheckId, why: &str) -> CheckResult {
     let mut r = CheckResult::new(w, id, description(w, id));
-    r.status = Status::Skip;
+    r.status = CheckStatus::Skip;
     r.observed = why.to_string();
     r
 }
 
 /// The positive description of a check, as it reads after ✔.
-pub fn description(w: &Workload, id: CheckId) -> String {
+pub fn description(w: &Proxy, id: CheckId) -> String {
     match id {
         CheckId::Admin => "Envoy admin interface answers".into(),
         CheckId::Sds => format!(
@@ -164,7 +165,7 @@ fn normalize_socket(s: &str) -> &str {
 }
 
 /// Check 1: a cluster with a host at the agent socket, `cx_active ≥ 1`, healthy.
-pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>) -> CheckResult {
+pub fn check_sds(w: &Proxy, clusters: &[ClusterStatus], show: ShowCommand<'_>, provider: &dyn Hints) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Sds, description(w, CheckId::Sds));
     let sock = normalize_socket(&w.sds_socket);
     r.expected = format!("a cluster with host {sock}, cx_active ≥ 1, health_flags healthy");
@@ -180,7 +181,7 @@ pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>
             .filter(|(_, h)| h.address.starts_with('/') || h.address.starts_with('@'))
             .map(|(c, h)| format!("{}::{}", c.name, h.address))
             .collect();
-        r.status = Status::Fail;
+        r.status = CheckStatus::Fail;
         r.observed = if pipes.is_empty() {
             format!("no cluster has a host at {sock}, and none has a unix-socket host")
         } else {
@@ -189,12 +190,7 @@ pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>
                 pipes.join(", ")
             )
         };
-        r.hint = Some(format!(
-            "Envoy is not set up to fetch its secrets from the SPIRE agent at {sock}: SDS must be \
-             enabled in the appmesh-controller (sds.enabled=true, sds.udsPath={sock}) before the pod \
-             starts; restart the pod after fixing it. Look: `{}`",
-            show("/clusters")
-        ));
+        r.hint = Some(format!("{}. Look: `{}`", provider.sds_not_configured(&w.name, sock), show("/clusters")));
         return r;
     }
     let good = hits.iter().find(|(_, h)| h.cx_active >= 1 && h.healthy());
@@ -213,7 +209,7 @@ pub fn check_sds(w: &Workload, clusters: &[ClusterStatus], show: ShowCommand<'_>
     r.counters
         .insert(format!("{}::{}::cx_active", c.name, h.address), h.cx_active);
     if good.is_none() {
-        r.status = Status::Fail;
+        r.status = CheckStatus::Fail;
         r.hint = Some(format!(
             "the SPIRE agent socket {sock} is not reachable from Envoy: is the SPIRE agent running \
              on this node and mounting its socket into the pod? Check `kubectl --context {} -n spire \
@@ -250,19 +246,19 @@ fn fmt_dur(d: time::Duration) -> String {
 
 /// Validity of one certificate: Fail when expired or not yet valid, Warn when less than 10% of
 /// its lifetime remains.
-fn validity(c: &CertInfo, now: OffsetDateTime) -> (Status, String) {
+fn validity(c: &CertInfo, now: OffsetDateTime) -> (CheckStatus, String) {
     let (Some(from), Some(to)) = (c.valid_from, c.expiration_time) else {
         return match c.days_until_expiration {
-            Some(d) if d < 0 => (Status::Fail, format!("expired {} days ago", -d)),
-            _ => (Status::Pass, "validity period not shown".into()),
+            Some(d) if d < 0 => (CheckStatus::Fail, format!("expired {} days ago", -d)),
+            _ => (CheckStatus::Pass, "validity period not shown".into()),
         };
     };
     if now >= to {
-        return (Status::Fail, format!("expired at {}", fmt_time(Some(to))));
+        return (CheckStatus::Fail, format!("expired at {}", fmt_time(Some(to))));
     }
     if now < from {
         return (
-            Status::Fail,
+            CheckStatus::Fail,
             format!("not valid before {}", fmt_time(Some(from))),
         );
     }
@@ -275,18 +271,18 @@ fn validity(c: &CertInfo, now: OffsetDateTime) -> (Status, String) {
         fmt_dur(total)
     );
     if left * 10 < total {
-        (Status::Warn, text)
+        (CheckStatus::Warn, text)
     } else {
-        (Status::Pass, text)
+        (CheckStatus::Pass, text)
     }
 }
 
-fn worst(a: Status, b: Status) -> Status {
-    let rank = |s: Status| match s {
-        Status::Pass => 0,
-        Status::Skip => 1,
-        Status::Warn => 2,
-        Status::Fail => 3,
+fn worst(a: CheckStatus, b: CheckStatus) -> CheckStatus {
+    let rank = |s: CheckStatus| match s {
+        CheckStatus::Pass => 0,
+        CheckStatus::Skip => 1,
+        CheckStatus::Warn => 2,
+        CheckStatus::Fail => 3,
     };
     if rank(b) > rank(a) {
         b
@@ -298,10 +294,11 @@ fn worst(a: Status, b: Status) -> Status {
 /// Check 2: `/certs` has a chain whose URI SAN is the workload's SPIFFE ID and a CA for the
 /// trust domain, neither expired; warns under 10% remaining lifetime.
 pub fn check_identity(
-    w: &Workload,
+    w: &Proxy,
     certs: &[CertContext],
     now: OffsetDateTime,
     show: ShowCommand<'_>,
+    provider: &dyn Hints,
 ) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Identity, description(w, CheckId::Identity));
     let td_id = format!("spiffe://{}", w.trust_domain);
@@ -327,7 +324,7 @@ pub fn check_identity(
         .iter()
         .flat_map(|c| c.ca_cert.iter())
         .find(|c| c.uris.contains(&td_id));
-    let mut status = Status::Pass;
+    let mut status = CheckStatus::Pass;
     let mut observed = Vec::new();
     let mut hints = Vec::new();
     match svid {
@@ -338,7 +335,7 @@ pub fn check_identity(
                 "cert_chain {} (serial {}) {text}",
                 w.spiffe_id, c.serial_number
             ));
-            if s != Status::Pass {
+            if s != CheckStatus::Pass {
                 hints.push(format!(
                     "the SVID is not being rotated: the SPIRE agent renews it at half its lifetime; \
                      check the agent logs (`kubectl --context {} -n spire logs daemonset/spire-agent`)",
@@ -347,7 +344,7 @@ pub fn check_identity(
             }
         }
         None => {
-            status = Status::Fail;
+            status = CheckStatus::Fail;
             observed.push(if chain_sans.is_empty() {
                 "no certificate chain loaded".to_string()
             } else {
@@ -357,13 +354,7 @@ pub fn check_identity(
                     w.spiffe_id
                 )
             });
-            hints.push(format!(
-                "Envoy holds no SVID for {id}: no SPIRE registration entry matches this workload \
-                 (selectors k8s:ns, k8s:sa, k8s:pod-label:app, k8s:container-name:envoy) or the agent \
-                 has not issued it; check `spire-server entry show -spiffeID {id}` in the spire-server \
-                 pod and the virtual node's tls.certificate.sds.secretName",
-                id = w.spiffe_id
-            ));
+            hints.push(format!("Envoy holds no SVID for {}: {}", w.spiffe_id, provider.svid_missing(&w.name, &w.spiffe_id)));
         }
     }
     match ca {
@@ -371,12 +362,12 @@ pub fn check_identity(
             let (s, text) = validity(c, now);
             status = worst(status, s);
             observed.push(format!("ca_cert {td_id} {text}"));
-            if s == Status::Fail {
+            if s == CheckStatus::Fail {
                 hints.push("the trust bundle holds an expired CA: check the SPIRE server CA (`spire-server bundle show`)".into());
             }
         }
         None => {
-            status = Status::Fail;
+            status = CheckStatus::Fail;
             observed.push(if ca_sans.is_empty() {
                 "no CA certificate loaded".to_string()
             } else {
@@ -393,7 +384,7 @@ pub fn check_identity(
     }
     r.status = status;
     r.observed = observed.join("; ");
-    if status != Status::Pass {
+    if status != CheckStatus::Pass {
         hints.push(format!("look: `{}`", show("/certs")));
         r.hint = Some(hints.join("; "));
     }
@@ -425,30 +416,39 @@ fn show_matchers(matchers: &[SanMatcher]) -> String {
     }
 }
 
-/// The TLS egress clusters that carry traffic to a backend: the TLS clusters whose name holds
-/// the backend name, preferring those ending in `_<port>` (App Mesh names them
-/// `cds_egress_<mesh>_<virtual service>_<namespace>_<protocol>_<port>`).
+/// The TLS egress clusters that carry traffic to a backend, found by what they do: the TLS
+/// clusters the listeners on the backend's port route to (meshctl's egress listeners), else
+/// the TLS clusters whose SAN matchers accept exactly the backend's SPIFFE ID — narrowed,
+/// when there are several, to those whose endpoints are on the backend's port (App Mesh puts
+/// every backend's SAN on every egress cluster).
 pub fn clusters_for_backend<'a>(tls: &'a TlsConfig, b: &super::Backend) -> Vec<&'a TlsEndpoint> {
-    let named: Vec<&TlsEndpoint> = tls
+    let routed = tls.clusters_routed_from_port(b.port);
+    let by_route: Vec<&TlsEndpoint> = tls.clusters.iter().filter(|c| routed.contains(&c.name.as_str())).collect();
+    if !by_route.is_empty() {
+        return by_route;
+    }
+    let by_san: Vec<&TlsEndpoint> = tls
         .clusters
         .iter()
-        .filter(|c| c.name.contains(&b.name))
+        .filter(|c| c.san_matchers.iter().any(|m| matches!(m, SanMatcher::Exact(id) if id == &b.spiffe_id)))
         .collect();
-    let with_port: Vec<&TlsEndpoint> = named
-        .iter()
-        .copied()
-        .filter(|c| c.name.ends_with(&format!("_{}", b.port)))
-        .collect();
-    if with_port.is_empty() {
-        named
+    let on_port: Vec<&TlsEndpoint> = by_san.iter().copied().filter(|c| c.endpoint_ports.contains(&b.port)).collect();
+    if by_san.len() > 1 && !on_port.is_empty() {
+        on_port
     } else {
-        with_port
+        by_san
     }
+}
+
+/// Plain (non-TLS) clusters the listeners on the backend's port route to.
+fn plain_clusters_for_backend<'a>(tls: &'a TlsConfig, b: &super::Backend) -> Vec<&'a str> {
+    let routed = tls.clusters_routed_from_port(b.port);
+    tls.plain_clusters.iter().map(String::as_str).filter(|c| routed.contains(c)).collect()
 }
 
 /// Check 3: the inbound TLS listener accepts exactly `allowed_callers`; each backend's egress
 /// TLS cluster requires the backend's SPIFFE ID.
-pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> CheckResult {
+pub fn check_peers(w: &Proxy, tls: &TlsConfig, show: ShowCommand<'_>, provider: &dyn Hints) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Peers, description(w, CheckId::Peers));
     let allowed: BTreeSet<String> = w.allowed_callers.iter().cloned().collect();
     let mut observed = Vec::new();
@@ -468,10 +468,10 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
         ok = false;
         observed.push("no listener terminates TLS".into());
         hints.push(format!(
-            "{} must serve mTLS to [{}] but no listener has a DownstreamTlsContext: set the \
-             virtual node listener's tls (mode STRICT)",
+            "{} must serve mTLS to [{}]: {}",
             w.name,
-            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            allowed.iter().cloned().collect::<Vec<_>>().join(", "),
+            provider.no_tls_listener(&w.name)
         ));
     }
     for l in &tls.listeners {
@@ -490,14 +490,14 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
             let unexpected: Vec<String> = exact.difference(&allowed).cloned().collect();
             let missing: Vec<String> = allowed.difference(&exact).cloned().collect();
             hints.push(format!(
-                "listener {} accepts {} but {} must accept exactly [{}] (unexpected: [{}], missing: [{}]): \
-                 fix the virtual node listener's tls.validation.subjectAlternativeNames.match.exact",
+                "listener {} accepts {} but {} must accept exactly [{}] (unexpected: [{}], missing: [{}]): {}",
                 l.name,
                 show_matchers(&l.san_matchers),
                 w.name,
                 allowed.iter().cloned().collect::<Vec<_>>().join(", "),
                 unexpected.join(", "),
-                missing.join(", ")
+                missing.join(", "),
+                provider.listener_sans(&w.name)
             ));
         }
         if !l.require_client_certificate {
@@ -507,8 +507,9 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
                 l.name
             ));
             hints.push(format!(
-                "listener {} does not require a client certificate, so callers are not authenticated: use tls mode STRICT",
-                l.name
+                "listener {} does not require a client certificate, so callers are not authenticated: {}",
+                l.name,
+                provider.listener_sans(&w.name)
             ));
         }
     }
@@ -517,32 +518,13 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
         let cls = clusters_for_backend(tls, b);
         if cls.is_empty() {
             ok = false;
-            let plain: Vec<&String> = tls
-                .plain_clusters
-                .iter()
-                .filter(|c| c.contains(&b.name))
-                .collect();
+            let plain = plain_clusters_for_backend(tls, b);
             if plain.is_empty() {
                 observed.push(format!("no egress cluster for backend {}", b.name));
-                hints.push(format!(
-                    "no cluster named after backend {} exists: is it listed in the virtual node's backends?",
-                    b.name
-                ));
+                hints.push(provider.egress_missing(&w.name, &b.name));
             } else {
-                observed.push(format!(
-                    "egress cluster {} to {} does not originate TLS",
-                    plain
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    b.name
-                ));
-                hints.push(format!(
-                    "traffic to {} leaves in plain text: set the backend's clientPolicy.tls (enforce: true) \
-                     with subjectAlternativeNames exact {}",
-                    b.name, b.spiffe_id
-                ));
+                observed.push(format!("egress cluster {} to {} does not originate TLS", plain.join(", "), b.name));
+                hints.push(provider.egress_plaintext(&w.name, &b.name));
             }
         }
         for c in cls {
@@ -555,12 +537,12 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
             if !exact.contains(&b.spiffe_id) {
                 ok = false;
                 hints.push(format!(
-                    "cluster {} requires {} but backend {} is {}: fix the client policy's \
-                     tls.validation.subjectAlternativeNames.match.exact",
+                    "cluster {} requires {} but backend {} is {}: {}",
                     c.name,
                     show_matchers(&c.san_matchers),
                     b.name,
-                    b.spiffe_id
+                    b.spiffe_id,
+                    provider.egress_sans(&w.name, &b.name)
                 ));
             }
         }
@@ -572,7 +554,7 @@ pub fn check_peers(w: &Workload, tls: &TlsConfig, show: ShowCommand<'_>) -> Chec
     };
     r.expected = expected.join("; ");
     if !ok {
-        r.status = Status::Fail;
+        r.status = CheckStatus::Fail;
         hints.push(format!("look: `{}`", show("/config_dump")));
         r.hint = Some(hints.join("; "));
     }
@@ -589,7 +571,7 @@ pub struct Subject {
 }
 
 /// The listeners (when the workload has allowed callers) and backend clusters to count on.
-pub fn subjects(w: &Workload, tls: &TlsConfig) -> Vec<Subject> {
+pub fn subjects(w: &Proxy, tls: &TlsConfig) -> Vec<Subject> {
     let mut out = Vec::new();
     if !w.allowed_callers.is_empty() {
         for l in &tls.listeners {
@@ -625,7 +607,7 @@ fn kind(s: &Subject) -> &'static str {
 /// Check 4: `ssl.handshake` on each subject; with traffic it must have risen, without traffic
 /// a zero is a warning.
 pub fn check_handshakes(
-    w: &Workload,
+    w: &Proxy,
     subjects: &[Subject],
     before: &Stats,
     after: Option<&Stats>,
@@ -633,7 +615,7 @@ pub fn check_handshakes(
 ) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Handshakes, description(w, CheckId::Handshakes));
     if subjects.is_empty() {
-        r.status = Status::Skip;
+        r.status = CheckStatus::Skip;
         r.observed = "no TLS listener with allowed callers and no TLS egress cluster".into();
         return r;
     }
@@ -644,7 +626,7 @@ pub fn check_handshakes(
     };
     let mut observed = Vec::new();
     let mut hints = Vec::new();
-    let mut status = Status::Pass;
+    let mut status = CheckStatus::Pass;
     for s in subjects {
         let name = format!("{}ssl.handshake", s.stat_prefix);
         let b = before.get(&name);
@@ -653,7 +635,7 @@ pub fn check_handshakes(
                 r.counters.insert(name.clone(), b);
                 observed.push(format!("{name}: {b}"));
                 if b == 0 {
-                    status = worst(status, Status::Warn);
+                    status = worst(status, CheckStatus::Warn);
                     hints.push(format!(
                         "no mTLS handshake yet on {} {}: no traffic has passed; run with --traffic",
                         kind(s),
@@ -676,7 +658,7 @@ pub fn check_handshakes(
                                 == before.get(&format!("{}{f}", s.stat_prefix))
                         });
                     if reused {
-                        status = worst(status, Status::Warn);
+                        status = worst(status, CheckStatus::Warn);
                         hints.push(format!(
                             "requests to {} reused an established mTLS connection ({rq}: {} → {}), so no new handshake was counted",
                             s.name,
@@ -684,7 +666,7 @@ pub fn check_handshakes(
                             a.get(&rq)
                         ));
                     } else {
-                        status = Status::Fail;
+                        status = CheckStatus::Fail;
                         hints.push(match s.side {
                             TlsSide::Downstream => format!(
                                 "no caller completed an mTLS handshake with listener {} during the traffic: \
@@ -704,7 +686,7 @@ pub fn check_handshakes(
     }
     r.status = status;
     r.observed = observed.join("; ");
-    if status != Status::Pass {
+    if status != CheckStatus::Pass {
         hints.push(format!("look: `{}`", show("/stats?filter=ssl")));
         r.hint = Some(hints.join("; "));
     }
@@ -714,11 +696,12 @@ pub fn check_handshakes(
 /// Check 5: TLS failure counters. Without traffic any non-zero counter fails; with traffic a
 /// counter that rose fails and one that is non-zero but unchanged warns.
 pub fn check_tls_failures(
-    w: &Workload,
+    w: &Proxy,
     subjects: &[Subject],
     before: &Stats,
     after: Option<&Stats>,
     show: ShowCommand<'_>,
+    provider: &dyn Hints,
 ) -> CheckResult {
     let mut r = CheckResult::new(
         w,
@@ -726,7 +709,7 @@ pub fn check_tls_failures(
         description(w, CheckId::TlsFailures),
     );
     if subjects.is_empty() {
-        r.status = Status::Skip;
+        r.status = CheckStatus::Skip;
         r.observed = "no TLS listener with allowed callers and no TLS egress cluster".into();
         return r;
     }
@@ -739,7 +722,7 @@ pub fn check_tls_failures(
             "are 0"
         }
     );
-    let mut status = Status::Pass;
+    let mut status = CheckStatus::Pass;
     let mut bad = Vec::new();
     let mut hints: Vec<String> = Vec::new();
     let mut causes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -753,7 +736,7 @@ pub fn check_tls_failures(
             };
             r.counters.insert(name.clone(), v);
             if rose {
-                status = Status::Fail;
+                status = CheckStatus::Fail;
                 bad.push(if after.is_some() {
                     format!("{name}: {b} → {v}")
                 } else {
@@ -764,7 +747,7 @@ pub fn check_tls_failures(
                     .or_default()
                     .push(format!("{} {}", kind(s), s.name));
             } else if v > 0 {
-                status = worst(status, Status::Warn);
+                status = worst(status, CheckStatus::Warn);
                 bad.push(format!("{name}: {v} (unchanged)"));
             }
         }
@@ -779,26 +762,24 @@ pub fn check_tls_failures(
         hints.push(match *f {
             "ssl.fail_verify_san" => format!(
                 "{on}: the peer's certificate carries a SPIFFE ID that the SAN matchers do not accept \
-                 (compare the peer's SPIFFE ID with subjectAlternativeNames; see the peers check)"
+                 (compare the peer's SPIFFE ID with the SAN matchers; see the peers check)"
             ),
             "ssl.fail_verify_error" => format!(
                 "{on}: the peer's certificate does not verify against the trust bundle \
                  (other trust domain or stale bundle; check `spire-server bundle show`)"
             ),
-            "ssl.fail_verify_no_cert" => format!(
-                "{on}: the peer sent no certificate (the caller does not originate mTLS: check its client policy tls.enforce)"
-            ),
+            "ssl.fail_verify_no_cert" => format!("{on}: the peer sent no certificate ({})", provider.no_client_cert()),
             _ => format!(
                 "{on}: TLS handshakes failed; on a client this is usually the server rejecting our SVID \
                  (check the server's SAN matchers and its fail_verify_* counters)"
             ),
         });
     }
-    if status == Status::Warn {
+    if status == CheckStatus::Warn {
         hints.push("failures happened before this run, none during it".into());
     }
     r.status = status;
-    if status != Status::Pass {
+    if status != CheckStatus::Pass {
         hints.push(format!("look: `{}`", show("/stats?filter=ssl")));
         r.hint = Some(hints.join("; "));
     }

@@ -428,6 +428,18 @@ pub struct TlsEndpoint {
     pub validation_secrets: Vec<String>,
     /// Downstream only: `require_client_certificate`.
     pub require_client_certificate: bool,
+    /// Upstream only: the ports of the cluster's endpoints.
+    pub endpoint_ports: Vec<u16>,
+}
+
+/// Where a listener sends its connections: its port and the clusters its TCP proxies and
+/// (inline) HTTP routes name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerRoute {
+    pub listener: String,
+    pub address: String,
+    pub port: u16,
+    pub clusters: Vec<String>,
 }
 
 /// The TLS-relevant part of `/config_dump`.
@@ -439,6 +451,73 @@ pub struct TlsConfig {
     pub clusters: Vec<TlsEndpoint>,
     /// Names of clusters without TLS.
     pub plain_clusters: Vec<String>,
+    /// Every listener's port and the clusters it routes to.
+    pub routes: Vec<ListenerRoute>,
+}
+
+impl TlsConfig {
+    /// The clusters the listeners on `port` route to.
+    pub fn clusters_routed_from_port(&self, port: u16) -> Vec<&str> {
+        let mut out: Vec<&str> = self.routes.iter().filter(|r| r.port == port).flat_map(|r| r.clusters.iter().map(String::as_str)).collect();
+        out.dedup();
+        out
+    }
+}
+
+/// The clusters a listener's filters send traffic to: `tcp_proxy.cluster`, its weighted
+/// clusters, and the inline HTTP routes' `route.cluster` / weighted clusters.
+fn routed_clusters(listener: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                let ty = m.get("@type").and_then(Value::as_str).unwrap_or("");
+                if ty.ends_with("TcpProxy") {
+                    if let Some(c) = m.get("cluster").and_then(Value::as_str) {
+                        push_unique(out, c);
+                    }
+                }
+                if let Some(route) = m.get("route").and_then(Value::as_object) {
+                    if let Some(c) = route.get("cluster").and_then(Value::as_str) {
+                        push_unique(out, c);
+                    }
+                }
+                if let Some(wc) = m.get("weighted_clusters").and_then(|w| w.get("clusters")).and_then(Value::as_array) {
+                    for c in wc.iter().filter_map(|c| c.get("name").and_then(Value::as_str)) {
+                        push_unique(out, c);
+                    }
+                }
+                for child in m.values() {
+                    walk(child, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(chains) = listener.get("filter_chains") {
+        walk(chains, &mut out);
+    }
+    if let Some(chain) = listener.get("default_filter_chain") {
+        walk(chain, &mut out);
+    }
+    out
+}
+
+/// The ports of a cluster's `load_assignment` endpoints.
+fn endpoint_ports(cluster: &Value) -> Vec<u16> {
+    let mut out = Vec::new();
+    for group in cluster.get("load_assignment").and_then(|l| l.get("endpoints")).and_then(Value::as_array).into_iter().flatten() {
+        for ep in group.get("lb_endpoints").and_then(Value::as_array).into_iter().flatten() {
+            let port = ep.get("endpoint").and_then(|e| e.get("address")).and_then(|a| a.get("socket_address")).and_then(|s| s.get("port_value")).and_then(json_u64);
+            if let Some(p) = port.and_then(|p| u16::try_from(p).ok()) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Every object below `v` whose `@type` ends with `suffix` (`DownstreamTlsContext`, …).
@@ -526,6 +605,7 @@ fn tls_endpoint(
         certificate_secrets: Vec::new(),
         validation_secrets: Vec::new(),
         require_client_certificate: false,
+        endpoint_ports: if side == TlsSide::Upstream { endpoint_ports(obj) } else { Vec::new() },
     };
     for ctx in contexts {
         if ctx
@@ -653,6 +733,13 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
+                let sa = l.get("address").and_then(|a| a.get("socket_address"));
+                out.routes.push(ListenerRoute {
+                    listener: name.clone(),
+                    address: sa.and_then(|s| s.get("address")).and_then(Value::as_str).unwrap_or("").to_string(),
+                    port: sa.and_then(|s| s.get("port_value")).and_then(json_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                    clusters: routed_clusters(l),
+                });
                 let mut found = Vec::new();
                 find_typed(l, "DownstreamTlsContext", &mut found);
                 if !found.is_empty() {

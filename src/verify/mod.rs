@@ -26,11 +26,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use checks::Snapshot;
-pub use report::{CheckId, CheckResult, Report, Status, Summary};
+pub use report::{CheckId, CheckResult, Report, CheckStatus, ReportSummary};
 pub use transport::{AdminTransport, HttpAdmin, HttpTarget, PortForwardAdmin};
 
 /// A workload and how to reach its Envoy admin interface.
-pub type Target = (Workload, Box<dyn AdminTransport>);
+pub type AdminTarget = (Proxy, Box<dyn AdminTransport>);
 
 /// Flags of `meshctl verify`.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,7 +71,7 @@ impl Default for VerifyArgs {
 
 /// One meshed workload to verify (built from the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Workload {
+pub struct Proxy {
     /// e.g. `yelb-ui`
     pub name: String,
     /// account/cluster role name, e.g. `frontend` (for grouping)
@@ -94,14 +94,62 @@ pub struct Workload {
     pub backends: Vec<Backend>,
 }
 
-/// A backend a workload calls over mTLS.
+/// A backend a workload calls over mTLS. Its egress cluster is found by what it does (the
+/// cluster the egress listener on its port routes to, or the TLS cluster that accepts its
+/// SPIFFE ID), never by a naming pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Backend {
-    /// Virtual service name as it appears in the egress cluster name (`yelb-appserver`).
+    /// The backend's workload name (`yelb-appserver`), for messages.
     pub name: String,
     pub spiffe_id: String,
     pub port: u16,
 }
+
+/// What a failed check suggests to fix, in the words of the provider that configured the
+/// Envoy (meshctl's own bootstrap, App Mesh virtual nodes, ...). The defaults speak of Envoy
+/// configuration in general.
+pub trait Hints: Send + Sync {
+    /// No cluster reaches the SPIRE agent socket.
+    fn sds_not_configured(&self, workload: &str, socket: &str) -> String {
+        format!("the Envoy of {workload} is not set up to fetch its secrets from the SPIRE agent at {socket}: it needs an SDS cluster on that socket")
+    }
+    /// No SVID for the workload's SPIFFE ID.
+    fn svid_missing(&self, workload: &str, spiffe_id: &str) -> String {
+        format!(
+            "no SPIRE registration entry matches {workload} or the agent has not issued it: check `spire-server entry show -spiffeID {spiffe_id}` \
+             in the spire-server pod against the pod's namespace, service account, labels and container name"
+        )
+    }
+    /// The inbound listener accepts the wrong SPIFFE IDs.
+    fn listener_sans(&self, workload: &str) -> String {
+        format!("fix the SAN matchers of {workload}'s inbound TLS listener")
+    }
+    /// The workload has callers but no listener terminates TLS.
+    fn no_tls_listener(&self, workload: &str) -> String {
+        format!("{workload} has callers but no listener with a DownstreamTlsContext")
+    }
+    /// No egress cluster for a backend.
+    fn egress_missing(&self, workload: &str, backend: &str) -> String {
+        format!("{workload}'s Envoy has no TLS cluster for backend {backend}")
+    }
+    /// The egress cluster to a backend does not originate TLS.
+    fn egress_plaintext(&self, workload: &str, backend: &str) -> String {
+        format!("traffic from {workload} to {backend} leaves in plain text: its cluster needs an UpstreamTlsContext")
+    }
+    /// The egress cluster accepts the wrong SPIFFE IDs.
+    fn egress_sans(&self, workload: &str, backend: &str) -> String {
+        format!("fix the SAN matchers of {workload}'s TLS cluster to {backend}")
+    }
+    /// A caller sent no certificate.
+    fn no_client_cert(&self) -> String {
+        "the caller does not originate mTLS: its egress cluster must present its SVID".into()
+    }
+}
+
+/// The default hints, for Envoys meshctl did not configure.
+pub struct GenericHints;
+
+impl Hints for GenericHints {}
 
 /// Errors of `meshctl verify` that stop it from producing a report. Check failures are not
 /// errors: they are in the [`Report`].
@@ -169,9 +217,9 @@ pub fn parse_name_url(flag: &str, spec: &str) -> Result<(String, String), Verify
 /// error listing the allowed names.
 pub fn admin_transports(
     specs: &[String],
-    workloads: &[Workload],
-) -> Result<Vec<Target>, VerifyError> {
-    let mut out: Vec<Target> = Vec::new();
+    workloads: &[Proxy],
+) -> Result<Vec<AdminTarget>, VerifyError> {
+    let mut out: Vec<AdminTarget> = Vec::new();
     for spec in specs {
         let (name, url) = parse_name_url("admin", spec)?;
         let Some(w) = workloads.iter().find(|w| w.name == name) else {
@@ -272,7 +320,7 @@ pub async fn send_traffic(
 /// `--traffic-url` requests are sent after all workloads were read once, then `/stats` is read
 /// again. Only bad flags and an unwritable JUnit file are errors; everything the mesh does
 /// wrong is in the report.
-pub async fn run(args: &VerifyArgs, workloads: Vec<Target>) -> Result<Report, VerifyError> {
+pub async fn run(args: &VerifyArgs, workloads: Vec<AdminTarget>, hints: &dyn Hints) -> Result<Report, VerifyError> {
     let timeout = parse_duration(&args.timeout)?;
     let mut traffic_targets = Vec::new();
     for spec in &args.traffic_url {
@@ -346,7 +394,7 @@ pub async fn run(args: &VerifyArgs, workloads: Vec<Target>) -> Result<Report, Ve
         });
         report
             .results
-            .extend(checks::evaluate(w, &snap, now, &show));
+            .extend(checks::evaluate(w, &snap, now, &show, hints));
     }
 
     if let Some(path) = &args.junit {

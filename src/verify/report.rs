@@ -58,7 +58,7 @@ impl std::fmt::Display for CheckId {
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum CheckStatus {
     Pass,
     Warn,
     Fail,
@@ -66,30 +66,30 @@ pub enum Status {
     Skip,
 }
 
-impl Status {
+impl CheckStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Pass => "pass",
-            Status::Warn => "warn",
-            Status::Fail => "fail",
-            Status::Skip => "skip",
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "fail",
+            CheckStatus::Skip => "skip",
         }
     }
     /// ✔ ‼ ✖ –
     pub fn symbol(self) -> &'static str {
         match self {
-            Status::Pass => "✔",
-            Status::Warn => "‼",
-            Status::Fail => "✖",
-            Status::Skip => "–",
+            CheckStatus::Pass => "✔",
+            CheckStatus::Warn => "‼",
+            CheckStatus::Fail => "✖",
+            CheckStatus::Skip => "–",
         }
     }
     fn color(self) -> &'static str {
         match self {
-            Status::Pass => "\x1b[32m",
-            Status::Warn => "\x1b[33m",
-            Status::Fail => "\x1b[31m",
-            Status::Skip => "\x1b[2m",
+            CheckStatus::Pass => "\x1b[32m",
+            CheckStatus::Warn => "\x1b[33m",
+            CheckStatus::Fail => "\x1b[31m",
+            CheckStatus::Skip => "\x1b[2m",
         }
     }
 }
@@ -103,7 +103,7 @@ pub struct CheckResult {
     pub check: CheckId,
     /// Positive description that reads well after ✔.
     pub description: String,
-    pub status: Status,
+    pub status: CheckStatus,
     /// What was seen (for a skip: why the check could not run).
     pub observed: String,
     /// What was required.
@@ -117,7 +117,7 @@ pub struct CheckResult {
 
 impl CheckResult {
     pub(crate) fn new(
-        workload: &super::Workload,
+        workload: &super::Proxy,
         check: CheckId,
         description: impl Into<String>,
     ) -> Self {
@@ -126,7 +126,7 @@ impl CheckResult {
             cluster: workload.cluster.clone(),
             check,
             description: description.into(),
-            status: Status::Pass,
+            status: CheckStatus::Pass,
             observed: String::new(),
             expected: String::new(),
             hint: None,
@@ -137,7 +137,7 @@ impl CheckResult {
 
 /// Counts per status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Summary {
+pub struct ReportSummary {
     pub passed: usize,
     pub warned: usize,
     pub failed: usize,
@@ -162,17 +162,17 @@ impl Report {
     /// False when any check failed (warnings and skips do not fail the run; an unreachable
     /// admin interface is itself a failed `admin` check).
     pub fn passed(&self) -> bool {
-        !self.results.iter().any(|r| r.status == Status::Fail)
+        !self.results.iter().any(|r| r.status == CheckStatus::Fail)
     }
 
-    pub fn summary(&self) -> Summary {
-        let mut s = Summary::default();
+    pub fn summary(&self) -> ReportSummary {
+        let mut s = ReportSummary::default();
         for r in &self.results {
             match r.status {
-                Status::Pass => s.passed += 1,
-                Status::Warn => s.warned += 1,
-                Status::Fail => s.failed += 1,
-                Status::Skip => s.skipped += 1,
+                CheckStatus::Pass => s.passed += 1,
+                CheckStatus::Warn => s.warned += 1,
+                CheckStatus::Fail => s.failed += 1,
+                CheckStatus::Skip => s.skipped += 1,
             }
         }
         s
@@ -189,7 +189,7 @@ impl Report {
     pub fn failures(&self) -> Vec<(String, CheckId)> {
         self.results
             .iter()
-            .filter(|r| r.status == Status::Fail)
+            .filter(|r| r.status == CheckStatus::Fail)
             .map(|r| (r.workload.clone(), r.check))
             .collect()
     }
@@ -253,11 +253,11 @@ impl Report {
                     };
                     let _ = writeln!(s, "  {sym} {}", r.description);
                     match r.status {
-                        Status::Pass => {}
-                        Status::Skip => {
+                        CheckStatus::Pass => {}
+                        CheckStatus::Skip => {
                             let _ = writeln!(s, "      skipped: {}", r.observed);
                         }
-                        Status::Warn | Status::Fail => {
+                        CheckStatus::Warn | CheckStatus::Fail => {
                             if !r.observed.is_empty() {
                                 let _ = writeln!(s, "      observed: {}", r.observed);
                             }
@@ -326,8 +326,8 @@ impl Report {
         );
         for (cluster, workloads) in self.groups() {
             for (workload, results) in workloads {
-                let failures = results.iter().filter(|r| r.status == Status::Fail).count();
-                let skipped = results.iter().filter(|r| r.status == Status::Skip).count();
+                let failures = results.iter().filter(|r| r.status == CheckStatus::Fail).count();
+                let skipped = results.iter().filter(|r| r.status == CheckStatus::Skip).count();
                 let _ = writeln!(
                     s,
                     "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\">",
@@ -345,15 +345,15 @@ impl Report {
                     );
                     let detail = format!("observed: {}\nexpected: {}", r.observed, r.expected);
                     match r.status {
-                        Status::Pass => s.push_str("/>\n"),
-                        Status::Skip => {
+                        CheckStatus::Pass => s.push_str("/>\n"),
+                        CheckStatus::Skip => {
                             let _ = writeln!(
                                 s,
                                 ">\n      <skipped message=\"{}\"/>\n    </testcase>",
                                 xml_escape(&r.observed)
                             );
                         }
-                        Status::Warn => {
+                        CheckStatus::Warn => {
                             let _ = writeln!(
                                 s,
                                 ">\n      <system-out>{}</system-out>\n    </testcase>",
@@ -363,7 +363,7 @@ impl Report {
                                 ))
                             );
                         }
-                        Status::Fail => {
+                        CheckStatus::Fail => {
                             let _ = writeln!(
                                 s,
                                 ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",

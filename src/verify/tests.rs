@@ -50,8 +50,8 @@ fn sock() -> String {
         .clone()
 }
 
-fn frontend() -> Workload {
-    Workload {
+fn frontend() -> Proxy {
+    Proxy {
         name: "frontend".into(),
         cluster: "frontend".into(),
         namespace: "yelb".into(),
@@ -69,8 +69,8 @@ fn frontend() -> Workload {
     }
 }
 
-fn appserver() -> Workload {
-    Workload {
+fn appserver() -> Proxy {
+    Proxy {
         name: "appserver".into(),
         cluster: "backend".into(),
         namespace: "yelb".into(),
@@ -104,7 +104,7 @@ fn snapshot(clusters: &str, certs: &str, config: &str, stats: &str) -> Snapshot 
     }
 }
 
-fn statuses(rs: &[CheckResult]) -> BTreeMap<CheckId, Status> {
+fn statuses(rs: &[CheckResult]) -> BTreeMap<CheckId, CheckStatus> {
     rs.iter().map(|r| (r.check, r.status)).collect()
 }
 
@@ -280,15 +280,17 @@ fn healthy_fixtures_pass_every_check() {
         &snapshot(FE_CLUSTERS_JSON, FE_CERTS, FE_CONFIG, FE_STATS_TXT),
         now,
         &show,
+        &GenericHints,
     );
     let app = checks::evaluate(
         &appserver(),
         &snapshot(APP_CLUSTERS_TXT, APP_CERTS, APP_CONFIG, APP_STATS_JSON),
         now,
         &show,
+        &GenericHints,
     );
     for r in fe.iter().chain(app.iter()) {
-        assert_eq!(r.status, Status::Pass, "{r:#?}");
+        assert_eq!(r.status, CheckStatus::Pass, "{r:#?}");
     }
     assert_eq!(fe.len(), CheckId::ALL.len());
     let hs = fe.iter().find(|r| r.check == CheckId::Handshakes).unwrap();
@@ -305,8 +307,9 @@ fn stopped_agent_fails_sds_with_the_agent_hint() {
         &frontend(),
         &parse_clusters(STOPPED_FE_CLUSTERS_JSON).unwrap(),
         &show,
+        &GenericHints,
     );
-    assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(r.observed.contains("cx_active=0"), "{}", r.observed);
     let hint = r.hint.unwrap();
     assert!(
@@ -320,8 +323,8 @@ fn stopped_agent_fails_sds_with_the_agent_hint() {
 fn sds_fails_when_no_cluster_points_at_the_socket() {
     let mut w = frontend();
     w.sds_socket = "/run/spire/sockets/agent.sock".into();
-    let r = checks::check_sds(&w, &parse_clusters(FE_CLUSTERS_TXT).unwrap(), &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_sds(&w, &parse_clusters(FE_CLUSTERS_TXT).unwrap(), &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(
         r.observed
             .contains("no cluster has a host at /run/spire/sockets/agent.sock"),
@@ -329,7 +332,7 @@ fn sds_fails_when_no_cluster_points_at_the_socket() {
         r.observed
     );
     assert!(r.observed.contains(SDS), "{}", r.observed);
-    assert!(r.hint.unwrap().contains("sds.udsPath"));
+    assert!(r.hint.unwrap().contains("SDS cluster on that socket"));
 }
 
 #[test]
@@ -339,25 +342,25 @@ fn identity_fails_expired_warns_near_expiry_and_fails_on_missing_svid() {
     let (from, to) = (leaf.valid_from.unwrap(), leaf.expiration_time.unwrap());
     let w = frontend();
     assert_eq!(
-        checks::check_identity(&w, &certs, recorded_now(), &show).status,
-        Status::Pass
+        checks::check_identity(&w, &certs, recorded_now(), &show, &GenericHints).status,
+        CheckStatus::Pass
     );
     let late = to - (to - from) / 20; // 5% left
-    let r = checks::check_identity(&w, &certs, late, &show);
-    assert_eq!(r.status, Status::Warn, "{r:#?}");
+    let r = checks::check_identity(&w, &certs, late, &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Warn, "{r:#?}");
     assert!(r.hint.unwrap().contains("rotated"));
-    let r = checks::check_identity(&w, &certs, to + time::Duration::seconds(1), &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_identity(&w, &certs, to + time::Duration::seconds(1), &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(r.observed.contains("expired at"), "{}", r.observed);
     // Another workload's SVID is not ours.
-    let r = checks::check_identity(&appserver(), &certs, recorded_now(), &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_identity(&appserver(), &certs, recorded_now(), &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(
         r.observed.contains(&id("frontend")) && r.hint.as_deref().unwrap().contains("entry show")
     );
     // Nothing loaded.
-    let r = checks::check_identity(&w, &[], recorded_now(), &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_identity(&w, &[], recorded_now(), &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(
         r.observed.contains("no certificate chain loaded")
             && r.observed.contains("no CA certificate loaded")
@@ -367,8 +370,8 @@ fn identity_fails_expired_warns_near_expiry_and_fails_on_missing_svid() {
 #[test]
 fn san_mismatch_fails_peers_naming_both_ids() {
     let tls = parse_config_dump(MISMATCH_APP_CONFIG).unwrap();
-    let r = checks::check_peers(&appserver(), &tls, &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_peers(&appserver(), &tls, &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     let hint = r.hint.unwrap();
     assert!(
         hint.contains(&id("intruder")) && hint.contains(&id("frontend")),
@@ -378,29 +381,60 @@ fn san_mismatch_fails_peers_naming_both_ids() {
     assert!(r.expected.contains(&id("frontend")));
 }
 
+/// The port of the recorded frontend's entry listener (the one that routes to its egress
+/// cluster), as a backend's port: what meshctl's egress listeners look like.
+fn entry_port(tls: &TlsConfig) -> u16 {
+    tls.routes.iter().find(|r| r.clusters.iter().any(|c| c == FE_EGRESS)).map(|r| r.port).unwrap()
+}
+
+#[test]
+fn egress_clusters_are_found_by_what_they_do_not_by_their_name() {
+    let tls = parse_config_dump(FE_CONFIG).unwrap();
+    // Renamed backend, same identity: found by the SAN its cluster requires.
+    let mut w = frontend();
+    w.backends[0].name = "something-else".into();
+    let found: Vec<&str> = checks::clusters_for_backend(&tls, &w.backends[0]).iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(found, [FE_EGRESS]);
+    assert_eq!(checks::check_peers(&w, &tls, &show, &GenericHints).status, CheckStatus::Pass);
+    // Wrong SAN but the egress listener on the backend's port routes to it: found, and its
+    // wrong SAN is what fails.
+    let mut w = frontend();
+    w.backends[0].spiffe_id = id("other");
+    w.backends[0].port = entry_port(&tls);
+    let found: Vec<&str> = checks::clusters_for_backend(&tls, &w.backends[0]).iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(found, [FE_EGRESS]);
+}
+
 #[test]
 fn peers_fail_for_wrong_backend_id_and_missing_or_plain_egress() {
     let tls = parse_config_dump(FE_CONFIG).unwrap();
     let mut w = frontend();
     w.backends[0].spiffe_id = id("yelbapp");
-    let r = checks::check_peers(&w, &tls, &show);
-    assert_eq!(r.status, Status::Fail);
+    w.backends[0].port = entry_port(&tls);
+    let r = checks::check_peers(&w, &tls, &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(
         r.hint.as_deref().unwrap().contains(&id("yelbapp"))
             && r.hint.as_deref().unwrap().contains(&id("appserver"))
     );
     let mut w = frontend();
     w.backends[0].name = "redis-server".into();
-    let r = checks::check_peers(&w, &tls, &show);
+    w.backends[0].spiffe_id = id("redis");
+    w.backends[0].port = 6379;
+    let r = checks::check_peers(&w, &tls, &show, &GenericHints);
     assert!(
         r.observed
             .contains("no egress cluster for backend redis-server"),
         "{}",
         r.observed
     );
+    // The listener on the backend's port routes to a cluster without TLS.
+    let mut plain = tls.clone();
+    let egress = plain.clusters.remove(0);
+    plain.plain_clusters.push(egress.name);
     let mut w = frontend();
-    w.backends[0].name = "static_cluster_sds".into();
-    let r = checks::check_peers(&w, &tls, &show);
+    w.backends[0].port = entry_port(&tls);
+    let r = checks::check_peers(&w, &plain, &show, &GenericHints);
     assert!(
         r.observed.contains("does not originate TLS"),
         "{}",
@@ -409,8 +443,8 @@ fn peers_fail_for_wrong_backend_id_and_missing_or_plain_egress() {
     // A workload that must accept callers but terminates no TLS.
     let mut w = frontend();
     w.allowed_callers = vec![id("x")];
-    let r = checks::check_peers(&w, &tls, &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_peers(&w, &tls, &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(r.observed.contains("no listener terminates TLS"));
 }
 
@@ -424,14 +458,14 @@ fn handshakes_must_rise_with_traffic() {
     // no traffic: 3 > 0 passes; zero warns
     assert_eq!(
         checks::check_handshakes(&w, &subjects, &before, None, &show).status,
-        Status::Pass
+        CheckStatus::Pass
     );
     let r = checks::check_handshakes(&w, &subjects, &Stats::default(), None, &show);
-    assert_eq!(r.status, Status::Warn);
+    assert_eq!(r.status, CheckStatus::Warn);
     assert!(r.hint.unwrap().contains("--traffic"));
     // traffic that did not raise the counter fails
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&before), &show);
-    assert_eq!(r.status, Status::Fail);
+    assert_eq!(r.status, CheckStatus::Fail);
     // risen
     let mut after = before.clone();
     *after
@@ -439,7 +473,7 @@ fn handshakes_must_rise_with_traffic() {
         .get_mut(&format!("cluster.{FE_EGRESS}.ssl.handshake"))
         .unwrap() += 3;
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&after), &show);
-    assert_eq!(r.status, Status::Pass);
+    assert_eq!(r.status, CheckStatus::Pass);
     assert!(r.observed.contains("3 → 6"), "{}", r.observed);
     assert_eq!(r.counters.values().copied().collect::<Vec<_>>(), vec![6]);
     // requests over a pooled connection: warn, not fail
@@ -449,15 +483,15 @@ fn handshakes_must_rise_with_traffic() {
         .get_mut(&format!("cluster.{FE_EGRESS}.upstream_rq_total"))
         .unwrap() += 3;
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&pooled), &show);
-    assert_eq!(r.status, Status::Warn, "{r:#?}");
+    assert_eq!(r.status, CheckStatus::Warn, "{r:#?}");
     // the recorded SAN mismatch: frontend counters 3 → 3 with connection errors
     let mismatch = parse_stats(MISMATCH_FE_STATS).unwrap();
     assert_eq!(
         checks::check_handshakes(&w, &subjects, &before, Some(&mismatch), &show).status,
-        Status::Fail
+        CheckStatus::Fail
     );
-    let r = checks::check_tls_failures(&w, &subjects, &before, Some(&mismatch), &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_tls_failures(&w, &subjects, &before, Some(&mismatch), &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(
         r.observed.contains("ssl.connection_error: 0 → 3"),
         "{}",
@@ -471,20 +505,20 @@ fn tls_failures_fail_when_non_zero_or_rising_and_warn_when_old() {
     let tls = parse_config_dump(MISMATCH_APP_CONFIG).unwrap();
     let subjects = checks::subjects(&w, &tls);
     let stats = parse_stats(MISMATCH_APP_STATS).unwrap();
-    let r = checks::check_tls_failures(&w, &subjects, &stats, None, &show);
-    assert_eq!(r.status, Status::Fail);
+    let r = checks::check_tls_failures(&w, &subjects, &stats, None, &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Fail);
     assert!(
         r.observed.contains("ssl.fail_verify_san: 3"),
         "{}",
         r.observed
     );
     assert!(r.hint.unwrap().contains("SAN matchers"));
-    let r = checks::check_tls_failures(&w, &subjects, &stats, Some(&stats), &show);
-    assert_eq!(r.status, Status::Warn);
+    let r = checks::check_tls_failures(&w, &subjects, &stats, Some(&stats), &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Warn);
     let healthy = parse_stats(APP_STATS_TXT).unwrap();
     let tls_ok = parse_config_dump(APP_CONFIG).unwrap();
-    let r = checks::check_tls_failures(&w, &checks::subjects(&w, &tls_ok), &healthy, None, &show);
-    assert_eq!(r.status, Status::Pass);
+    let r = checks::check_tls_failures(&w, &checks::subjects(&w, &tls_ok), &healthy, None, &show, &GenericHints);
+    assert_eq!(r.status, CheckStatus::Pass);
 }
 
 #[test]
@@ -497,20 +531,20 @@ fn unreachable_admin_fails_admin_and_skips_the_rest() {
         stats_before: e().map(|_| Stats::default()),
         stats_after: None,
     };
-    let rs = checks::evaluate(&frontend(), &snap, recorded_now(), &show);
+    let rs = checks::evaluate(&frontend(), &snap, recorded_now(), &show, &GenericHints);
     let st = statuses(&rs);
-    assert_eq!(st[&CheckId::Admin], Status::Fail);
+    assert_eq!(st[&CheckId::Admin], CheckStatus::Fail);
     for id in &CheckId::ALL[1..] {
-        assert_eq!(st[id], Status::Skip);
+        assert_eq!(st[id], CheckStatus::Skip);
     }
     // Only /certs failing skips only identity; the rest still runs.
     let mut snap = snapshot(FE_CLUSTERS_JSON, FE_CERTS, FE_CONFIG, FE_STATS_TXT);
     snap.certs = Err("GET /certs answered 503".into());
-    let st = statuses(&checks::evaluate(&frontend(), &snap, recorded_now(), &show));
-    assert_eq!(st[&CheckId::Admin], Status::Warn);
-    assert_eq!(st[&CheckId::Identity], Status::Skip);
-    assert_eq!(st[&CheckId::Sds], Status::Pass);
-    assert_eq!(st[&CheckId::Handshakes], Status::Pass);
+    let st = statuses(&checks::evaluate(&frontend(), &snap, recorded_now(), &show, &GenericHints));
+    assert_eq!(st[&CheckId::Admin], CheckStatus::Warn);
+    assert_eq!(st[&CheckId::Identity], CheckStatus::Skip);
+    assert_eq!(st[&CheckId::Sds], CheckStatus::Pass);
+    assert_eq!(st[&CheckId::Handshakes], CheckStatus::Pass);
 }
 
 // ------------------------------------------------------------------------------ report
@@ -522,6 +556,7 @@ fn mixed_report() -> Report {
         &snapshot(STOPPED_FE_CLUSTERS_TXT, FE_CERTS, FE_CONFIG, FE_STATS_TXT),
         now,
         &show,
+        &GenericHints,
     );
     results.extend(checks::evaluate(
         &appserver(),
@@ -533,6 +568,7 @@ fn mixed_report() -> Report {
         ),
         now,
         &show,
+        &GenericHints,
     ));
     Report {
         results,
@@ -758,21 +794,22 @@ async fn run_reads_every_workload_and_writes_junit() {
     let report = run(
         &args,
         vec![(frontend(), Box::new(fe)), (appserver(), Box::new(dead))],
+        &GenericHints,
     )
     .await
     .unwrap();
     assert_eq!(report.results.len(), 12);
     assert_eq!(
         report.get("frontend", CheckId::Sds).unwrap().status,
-        Status::Fail
+        CheckStatus::Fail
     );
     assert_eq!(
         report.get("appserver", CheckId::Admin).unwrap().status,
-        Status::Fail
+        CheckStatus::Fail
     );
     assert_eq!(
         report.get("appserver", CheckId::Peers).unwrap().status,
-        Status::Skip
+        CheckStatus::Skip
     );
     assert_eq!(report.targets["frontend"], "fake");
     let x = std::fs::read_to_string(&junit).unwrap();
@@ -786,6 +823,7 @@ async fn run_reads_every_workload_and_writes_junit() {
     let e = run(
         &args,
         vec![(frontend(), Box::new(FakeAdmin(BTreeMap::new())))],
+        &GenericHints,
     )
     .await
     .err()

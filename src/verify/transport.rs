@@ -218,7 +218,7 @@ impl PortForwardAdmin {
     }
 
     /// For a workload: its namespace, pod selector and admin port.
-    pub fn for_workload(client: ::kube::Client, w: &super::Workload) -> Self {
+    pub fn for_workload(client: ::kube::Client, w: &super::Proxy) -> Self {
         Self::new(client, &w.namespace, &w.pod_selector, w.admin_port)
     }
 

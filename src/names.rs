@@ -1,0 +1,64 @@
+//! Names and marks more than one part of meshctl needs: the ownership tag and label on
+//! everything meshctl creates, and the names derived from the configuration that one phase
+//! creates and another refers to (role ARNs, stack names). Spelled here once.
+
+use crate::config::{Account, Config};
+
+/// AWS tag on every AWS resource meshctl creates (stacks, roles, OIDC providers, shares).
+pub const TAG_MANAGED_BY: &str = "meshctl:managed-by";
+/// Its value.
+pub const MANAGED_BY: &str = "meshctl";
+/// AWS tag naming the meshctl account role a resource belongs to.
+pub const TAG_ACCOUNT: &str = "meshctl:account";
+/// AWS tag naming the EKS cluster a resource belongs to.
+pub const TAG_CLUSTER: &str = "meshctl:cluster";
+
+/// Kubernetes label on every object meshctl creates, so teardown touches only its own.
+pub const LABEL_MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGED_BY);
+
+/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `arn:<partition>:iam::<account id>:role/<name>`.
+pub fn role_arn(config: &Config, account_id: &str, role: &str) -> String {
+    format!("arn:{}:iam::{account_id}:role/{role}", partition(&config.region))
+}
+
+/// The cross-account role of a spoke that the hub's SPIRE server assumes.
+pub fn access_role_arn(config: &Config, spoke: &Account, spoke_account_id: &str) -> String {
+    role_arn(config, spoke_account_id, spoke.access_role_name())
+}
+
+/// The node instance role of an account's cluster (named, so spokes can trust the hub's
+/// before it exists).
+pub fn node_role_name(account: &Account) -> String {
+    format!("{}-node-role", account.cluster_name)
+}
+
+/// The stack holding a spoke's Transit Gateway attachment, routes and ingress.
+pub fn tgw_stack_name(spoke: &Account) -> String {
+    format!("{}-tgw", spoke.stack_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names() {
+        let c = Config::default();
+        assert_eq!(access_role_arn(&c, &c.spokes[1], "333333333333"), "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role");
+        assert_eq!(node_role_name(&c.hub), "eks-cluster-shared-node-role");
+        assert_eq!(tgw_stack_name(&c.spokes[0]), "eks-cluster-frontend-stack-tgw");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+    }
+}
