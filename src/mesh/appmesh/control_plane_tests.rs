@@ -29,12 +29,12 @@ const MESH_ARN: &str = "arn:aws:appmesh:us-east-2:111111111111:mesh/am-multi-acc
 const SHARE: &str = "mesh-share";
 const SHARE_ARN: &str = "arn:aws:ram:us-east-2:111111111111:resource-share/7ab63972-b505-4e2a-8c3b-5f0c0e2a9f41";
 
-fn step(ctx: &Arc<Ctx>, id: &str) -> Arc<dyn Step> {
-    steps(ctx).into_iter().find(|s| s.meta().id == id).unwrap_or_else(|| panic!("no step {id}"))
+fn step(ctx: &Arc<Session>, id: &str) -> Arc<dyn Step> {
+    steps(ctx, &Arc::new(Settings::default())).into_iter().find(|s| s.meta().id == id).unwrap_or_else(|| panic!("no step {id}"))
 }
 
-fn cx(id: &str) -> StepCx {
-    StepCx::detached(id)
+fn cx(id: &str) -> StepRun {
+    StepRun::detached(id)
 }
 
 // ------------------------------------------------------------------ App Mesh responses
@@ -132,7 +132,7 @@ async fn appmesh_check_error_names_the_account_and_the_mesh() {
         )
     });
     let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&denied])]);
-    let err = step(&ctx, "mesh/appmesh").check(&cx("mesh/appmesh")).await.unwrap_err().message;
+    let err = step(&ctx, "mesh/appmesh").check(&cx("mesh/appmesh")).await.unwrap_err().chain();
     assert!(err.starts_with("account shared (profile shared): cannot read mesh am-multi-account-mesh: ForbiddenException: User:"), "{err}");
     assert!(err.contains("appmesh:ListMeshes"), "{err}");
 }
@@ -174,7 +174,7 @@ async fn appmesh_apply_treats_conflict_as_created_and_reports_other_errors() {
     });
     let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&conflict, &denied])]);
     step(&ctx, "mesh/appmesh").apply(&cx("mesh/appmesh")).await.unwrap();
-    let err = step(&ctx, "mesh/appmesh").apply(&cx("mesh/appmesh")).await.unwrap_err().message;
+    let err = step(&ctx, "mesh/appmesh").apply(&cx("mesh/appmesh")).await.unwrap_err().chain();
     assert_eq!(err, "account shared (profile shared): CreateMesh am-multi-account-mesh failed: ForbiddenException: User is not authorized to perform: appmesh:CreateMesh");
     assert_eq!((conflict.num_calls(), denied.num_calls()), (1, 1));
 }
@@ -224,9 +224,9 @@ async fn appmesh_destroy_of_a_mesh_in_use_says_to_delete_the_app_first() {
         )
     });
     let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&listed, &in_use])]);
-    let err = step(&ctx, "mesh/appmesh").destroy(&cx("mesh/appmesh")).await.unwrap_err().message;
+    let err = step(&ctx, "mesh/appmesh").destroy(&cx("mesh/appmesh")).await.unwrap_err().chain();
     assert!(err.starts_with("account shared (profile shared): DeleteMesh am-multi-account-mesh failed: ResourceInUseException: Mesh has active virtual nodes"), "{err}");
-    assert!(err.contains("`meshctl down --only yelb`"), "{err}");
+    assert!(err.contains("`meshctl yelb --destroy`"), "{err}");
     assert!(err.contains("aws appmesh list-virtual-nodes --mesh-name am-multi-account-mesh --profile shared"), "{err}");
     assert_eq!(in_use.num_calls(), 1);
 }
@@ -374,7 +374,7 @@ async fn share_apply_associates_only_the_missing_principal() {
 async fn share_apply_without_the_mesh_says_to_create_it_first() {
     let meshes = list_rule(false);
     let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&meshes])]);
-    let err = step(&ctx, "mesh/share").apply(&cx("mesh/share")).await.unwrap_err().message;
+    let err = step(&ctx, "mesh/share").apply(&cx("mesh/share")).await.unwrap_err().chain();
     assert_eq!(err, "account shared (profile shared): mesh am-multi-account-mesh does not exist; run `meshctl up --only mesh`");
     assert_eq!(ctx.aws.writes().count(), 0);
 }
