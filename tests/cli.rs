@@ -1,8 +1,8 @@
-//! The binary as a user meets it: exit codes, offline plan, config show, bad input, --help speed.
-//! None of these contact AWS or Kubernetes.
+//! The binary as a user meets it: exit codes, offline plan, config show, bad input. None of
+//! these contact AWS or Kubernetes. How fast `--help` answers is a figure of `scripts/bench`,
+//! not an assertion here: a loaded CI machine is not a bug.
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 fn meshctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_meshctl"))
@@ -22,20 +22,12 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn help_answers_fast() {
-    meshctl(&["--help"]);
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let o = meshctl(&["--help"]);
-        best = best.min(t.elapsed());
-        assert!(o.status.success());
-        assert!(stdout(&o).contains("plan"));
+fn help_lists_the_commands() {
+    let o = meshctl(&["--help"]);
+    assert!(o.status.success());
+    for cmd in ["up", "down", "plan", "status", "verify", "stacks", "yelb", "cleanup", "token"] {
+        assert!(stdout(&o).contains(cmd), "{cmd} missing from --help");
     }
-    println!("meshctl --help: best of 5 = {:.2} ms", best.as_secs_f64() * 1000.0);
-    // The bar is 10 ms for a release build; a debug build gets some slack.
-    let limit = if cfg!(debug_assertions) { 50 } else { 10 };
-    assert!(best < Duration::from_millis(limit), "--help took {best:?}");
 }
 
 #[test]
@@ -52,8 +44,6 @@ fn plan_offline_prints_the_whole_up_graph() {
         "ram/frontend",
         "kubeconfig/spire-configmaps",
         "aws-auth/backend",
-        "mesh/appmesh",
-        "mesh/controller-shared",
         "spire/server",
         "spire/agent-backend",
         "register/node-frontend",
@@ -62,6 +52,9 @@ fn plan_offline_prints_the_whole_up_graph() {
     ] {
         assert!(text.contains(id), "{id} missing from:\n{text}");
     }
+    // The default provider (meshctl's own Envoy sidecars) has no control plane: App Mesh is
+    // gone, and nothing of it is in the default graph.
+    assert!(!text.contains("mesh/") && !text.contains("App Mesh") && !text.contains("Cloud Map"), "{text}");
 }
 
 #[test]
@@ -72,7 +65,7 @@ fn plan_offline_json_schema() {
     assert_eq!(v["plan"]["mode"], "up");
     assert_eq!(v["plan"]["offline"], true);
     let steps = v["plan"]["steps"].as_array().unwrap();
-    assert!(steps.len() > 30, "{} steps", steps.len());
+    assert!(steps.len() > 20, "{} steps", steps.len());
     for s in steps {
         let obj = s.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
@@ -105,9 +98,10 @@ fn plan_offline_down_reverses_the_graph() {
     assert_eq!(v["plan"]["mode"], "down");
     let ids: Vec<&str> = v["plan"]["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     let pos = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(pos("preflight/accounts") < pos("yelb/frontend"), "down checks the accounts before it deletes anything");
     assert!(pos("yelb/frontend") < pos("yelb/backend"), "the caller goes before its callee");
-    assert!(pos("yelb/backend") < pos("mesh/resource-backend"));
-    assert!(pos("mesh/resource-backend") < pos("mesh/controller-backend"));
+    assert!(pos("yelb/backend") < pos("spire/agent-backend"));
+    assert!(pos("register/yelb-db") < pos("spire/server"));
     assert!(pos("stacks/frontend-tgw") < pos("stacks/shared"));
     let text = stdout(&meshctl(&["plan", "--offline", "--down"]));
     assert!(text.starts_with("meshctl down:"), "{text}");
@@ -172,4 +166,33 @@ fn completions_are_printed() {
     let o = meshctl(&["completions", "bash"]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("meshctl"));
+}
+
+#[test]
+fn envoy_settings_that_cannot_work_exit_2_with_the_key() {
+    let o = meshctl(&["--set", "mesh.envoy.image=docker.io/envoyproxy/envoy", "plan", "--offline"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mesh.envoy.image") && stderr(&o).contains("tag"), "{}", stderr(&o));
+    let o = meshctl(&["--set", "mesh.envoy.inbound_port=6379", "plan", "--offline"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("services[1].backends"), "{}", stderr(&o));
+    let o = meshctl(&["--set", "mesh.provider=istio", "plan", "--offline"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("envoy") && stderr(&o).contains("appmesh"), "the allowed values: {}", stderr(&o));
+}
+
+/// The walkthrough as written selects App Mesh: a meshctl built without the provider says
+/// how to get it; one built with it plans App Mesh's control plane.
+#[test]
+fn the_walkthrough_example_selects_app_mesh() {
+    let o = meshctl(&["--config", "examples/walkthrough.toml", "plan", "--offline"]);
+    if cfg!(feature = "appmesh") {
+        assert!(o.status.success(), "{}", stderr(&o));
+        for id in ["mesh/appmesh", "mesh/share", "mesh/cloudmap", "mesh/irsa-shared", "mesh/controller-backend", "mesh/resource-frontend"] {
+            assert!(stdout(&o).contains(id), "{id} missing");
+        }
+    } else {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("--features appmesh") && stderr(&o).contains("2026-09-30"), "{}", stderr(&o));
+    }
 }

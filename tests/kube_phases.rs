@@ -1,13 +1,10 @@
-//! The cluster-side phases against the test bed's three real API servers (and moto for AWS):
-//! `meshctl token`, kubeconfig, aws-auth, mesh (controller + Mesh) and yelb. Each test
-//! asserts on live state: the phase applies, `plan` then reports up to date, a second run
-//! changes nothing (resourceVersions unchanged), and `down` leaves the clusters as the test
-//! bed started them. Needs a running test bed (`scripts/test`, or `scripts/testbed up` and
+//! The cluster-side phases that need no running pod, against the test bed's real API servers
+//! (and moto for AWS): `meshctl token`, kubeconfig, aws-auth. Each test asserts on live state:
+//! the phase applies, `plan` then reports up to date, a second run changes nothing
+//! (resourceVersions unchanged), and `down` leaves the clusters as the test bed started them.
+//! The phases whose pods run (spire, register, yelb) are proven together by the system test
+//! (`tests/system.rs`). Needs a running test bed (`scripts/test`, or `scripts/testbed up` and
 //! `source $MESHCTL_TESTBED_DIR/env`); without it every test panics saying so.
-//!
-//! The appmesh-controller image cannot run here: the local chart
-//! tests/fixtures/charts/appmesh-controller installs the App Mesh CRDs and a Deployment kwok
-//! runs, and the tests set the status fields the real controller would set themselves.
 
 mod common;
 
@@ -17,8 +14,8 @@ use std::time::Duration;
 
 use common::*;
 use meshctl::config::Config;
-use meshctl::context::Ctx;
-use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, Status};
+use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, RunSummary, Status, StepId};
+use meshctl::session::Session;
 use meshctl::phases;
 
 #[derive(Default)]
@@ -57,18 +54,14 @@ impl Spokes {
 fn config(tb: &Testbed, spokes: Spokes, extra: &str) -> (Config, TempDir) {
     let dir = temp_dir("kp-config");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chart = root.join("tests/fixtures/charts/appmesh-controller");
     let mut toml = format!(
         r#"region = "{region}"
 kubeconfig = "{kubeconfig}"
 {extra}
-[controller]
-chart_path = "{chart}"
 
 {accounts}"#,
         region = tb.region,
         kubeconfig = tb.kubeconfig.display(),
-        chart = chart.display(),
         accounts = common::accounts_toml(spokes.names()),
     );
     if spokes == Spokes::Three {
@@ -83,14 +76,14 @@ chart_path = "{chart}"
     (c, dir)
 }
 
-async fn run(c: &Config, mode: Mode, ids: &[String]) -> engine::Summary {
+async fn run(c: &Config, mode: Mode, ids: &[StepId]) -> RunSummary {
     run_events(c, mode, ids).await.0
 }
 
 /// Runs and also returns the progress messages, per step.
-async fn run_events(c: &Config, mode: Mode, ids: &[String]) -> (engine::Summary, Vec<(String, String)>) {
+async fn run_events(c: &Config, mode: Mode, ids: &[StepId]) -> (RunSummary, Vec<(String, String)>) {
     eprintln!("== {mode:?} {ids:?}");
-    let ctx = Arc::new(Ctx::new(c.clone()));
+    let ctx = Arc::new(Session::new(c.clone()).expect("a valid configuration"));
     let graph = phases::graph(&ctx).expect("graph builds");
     let mut opts = RunOptions::new(mode);
     opts.selection = Some(ids.iter().cloned().collect::<BTreeSet<_>>());
@@ -102,32 +95,32 @@ async fn run_events(c: &Config, mode: Mode, ids: &[String]) -> (engine::Summary,
         .unwrap()
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Progress(m) => Some((e.step.clone(), m.clone())),
+            EventKind::Progress(m) => Some((e.step.to_string(), m.clone())),
             _ => None,
         })
         .collect();
     (summary, progress)
 }
 
-fn assert_ok(what: &str, s: &engine::Summary) {
+fn assert_ok(what: &str, s: &RunSummary) {
     assert!(s.ok(), "{what} failed: failed={:#?} skipped={:#?}", s.failed, s.skipped);
 }
 
 /// `plan` reports every selected step up to date.
-async fn assert_planned_up_to_date(c: &Config, ids: &[String]) {
+async fn assert_planned_up_to_date(c: &Config, ids: &[StepId]) {
     let s = run(c, Mode::Plan, ids).await;
     assert_ok("plan", &s);
     for id in ids {
-        assert_eq!(s.outcome(id), Some(&Outcome::Checked(Status::UpToDate)), "{id} after up: {:?}", s.done);
+        assert_eq!(s.outcome(id.as_str()), Some(&Outcome::Checked(Status::UpToDate)), "{id} after up: {:?}", s.done);
     }
 }
 
 /// A second `up` finds every step up to date.
-async fn assert_rerun_noop(c: &Config, ids: &[String]) {
+async fn assert_rerun_noop(c: &Config, ids: &[StepId]) {
     let s = run(c, Mode::Up, ids).await;
     assert_ok("second up", &s);
     for id in ids {
-        assert_eq!(s.outcome(id), Some(&Outcome::UpToDate), "{id} on the second run: {:?}", s.done);
+        assert_eq!(s.outcome(id.as_str()), Some(&Outcome::UpToDate), "{id} on the second run: {:?}", s.done);
     }
 }
 
@@ -185,7 +178,8 @@ async fn token_presigned_url_answers_get_caller_identity() {
 // ------------------------------------------------------------------------------ kubeconfig
 
 /// kube_context accounts: the contexts are checked, never written; the spoke kubeconfig
-/// ConfigMaps carry each spoke's server, CA and the `aws eks get-token --role-arn` exec.
+/// ConfigMaps carry each spoke's server, CA and the token file the SPIRE server's token
+/// refresher keeps current — no credential, no exec plugin, no profile.
 #[tokio::test]
 async fn kubeconfig_phase_writes_spire_configmaps() {
     kubeconfig_spire_configmaps(Spokes::Two).await;
@@ -202,7 +196,7 @@ async fn kubeconfig_spire_configmaps(spokes: Spokes) {
     let ns = unique_name("kp-spire");
     let (c, _dir) = config(&tb, spokes, &format!("[spire]\nnamespace = \"{ns}\"\n"));
     let before = std::fs::read(&tb.kubeconfig).unwrap();
-    let ids: Vec<String> = c.accounts().map(|a| phases::ids::kubeconfig(&a.name)).chain([phases::ids::spire_configmaps()]).collect();
+    let ids: Vec<StepId> = c.accounts().map(|a| phases::ids::kubeconfig(&a.name)).chain([phases::ids::spire_configmaps()]).collect();
     assert_ok("up", &run(&c, Mode::Up, &ids).await);
     assert_eq!(std::fs::read(&tb.kubeconfig).unwrap(), before, "kube_context accounts: the kubeconfig is not written");
 
@@ -218,13 +212,9 @@ async fn kubeconfig_spire_configmaps(spokes: Spokes) {
         let want = kc["clusters"].as_sequence().unwrap().iter().find(|x| x["name"].as_str() == Some(cluster_name)).unwrap();
         assert_eq!(doc["clusters"][0]["cluster"]["server"], want["cluster"]["server"], "{text}");
         assert!(!doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap().is_empty());
-        let exec = &doc["users"][0]["user"]["exec"];
-        assert_eq!(exec["apiVersion"].as_str(), Some("client.authentication.k8s.io/v1beta1"));
-        assert_eq!(exec["command"].as_str(), Some("aws"));
-        let args: Vec<&str> = exec["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        let role = format!("arn:aws:iam::{}:role/{}", tb.account(&spoke.name), spoke.access_role_name());
-        assert!(args.windows(2).any(|w| w == ["--role-arn", role.as_str()]), "{args:?}");
-        assert!(args.windows(2).any(|w| w == ["--cluster-name", spoke.cluster_name.as_str()]), "{args:?}");
+        let user = &doc["users"][0]["user"];
+        assert_eq!(user["tokenFile"].as_str(), Some(format!("/var/run/meshctl/spoke-tokens/{}.token", spoke.name).as_str()), "{text}");
+        assert!(user.get("exec").is_none() && user.get("token").is_none(), "no credential at rest: {text}");
         assert!(!text.contains("profile"), "no profile: {text}");
     }
     let rvs: Vec<String> = c.spokes.iter().map(|s| rv(&tb, "shared", &["-n", &ns, "get", "configmap", s.kubeconfig_configmap()])).collect();
@@ -236,7 +226,7 @@ async fn kubeconfig_spire_configmaps(spokes: Spokes) {
     // Drift: an edited ConfigMap is reported and repaired.
     tb.kubectl("shared", &["-n", &ns, "patch", "configmap", c.spokes[0].kubeconfig_configmap(), "--type=merge", "-p", &format!("{{\"data\":{{\"{}\":\"x\"}}}}", c.spokes[0].kubeconfig_key())]);
     let s = run(&c, Mode::Plan, &ids).await;
-    assert!(matches!(s.outcome(&phases::ids::spire_configmaps()), Some(Outcome::Checked(Status::Drifted(_)))), "{:?}", s.done);
+    assert!(matches!(s.outcome(phases::ids::spire_configmaps().as_str()), Some(Outcome::Checked(Status::Drifted(_)))), "{:?}", s.done);
     assert_ok("repair", &run(&c, Mode::Up, &ids).await);
     assert_planned_up_to_date(&c, &ids).await;
 
@@ -308,7 +298,7 @@ async fn pod_problems_name_the_scheduler_reason() {
          spec:\n  nodeSelector: {{meshctl-test/no-such-node: \"true\"}}\n  containers:\n  - name: app\n    image: registry.invalid/app:1\n"
     );
     tb.kubectl_stdin("frontend", &["apply", "-f", "-"], Some(&pod));
-    let client = Ctx::new(c).kube.client("frontend").await.expect("client for frontend");
+    let client = Session::new(c).expect("a valid configuration").kube.client("frontend").await.expect("client for frontend");
     let selector = serde_json::from_value(serde_json::json!({ "matchLabels": { "app": "stuck" } })).unwrap();
     let mut problems = String::new();
     for _ in 0..60 {
@@ -347,7 +337,7 @@ async fn aws_auth_maps_access_role_least_privilege() {
     let ids = vec![phases::ids::aws_auth(&spoke.name)];
     assert_ok("up (least privilege)", &run(&least, Mode::Up, &ids).await);
     let s = run(&c, Mode::Plan, &ids).await;
-    assert!(matches!(s.outcome(&ids[0]), Some(Outcome::Checked(Status::Drifted(_)))), "switching the access level: {:?}", s.done);
+    assert!(matches!(s.outcome(ids[0].as_str()), Some(Outcome::Checked(Status::Drifted(_)))), "switching the access level: {:?}", s.done);
     assert_ok("up (system-masters)", &run(&c, Mode::Up, &ids).await);
     assert!(absent(&tb, &spoke.name, &["clusterrole", "meshctl:spire-server"]), "the least-privilege ClusterRole is removed");
     assert!(absent(&tb, &spoke.name, &["clusterrolebinding", "meshctl:spire-server"]));
@@ -364,7 +354,7 @@ async fn aws_auth_maps_access_role_least_privilege() {
 
 async fn aws_auth_least_privilege(tb: &Testbed, spokes: Spokes) {
     let (c, _dir) = config(tb, spokes, "");
-    let ids: Vec<String> = c.spokes.iter().map(|s| phases::ids::aws_auth(&s.name)).collect();
+    let ids: Vec<StepId> = c.spokes.iter().map(|s| phases::ids::aws_auth(&s.name)).collect();
     let original: BTreeMap<String, String> = c.spokes.iter().map(|s| (s.name.clone(), map_roles(tb, &s.name))).collect();
     assert_ok("up", &run(&c, Mode::Up, &ids).await);
     for s in &c.spokes {
@@ -395,153 +385,3 @@ async fn aws_auth_least_privilege(tb: &Testbed, spokes: Spokes) {
     }
 }
 
-// ------------------------------------------------------------------------------ mesh
-
-/// The controller release (stand-in chart) with the walkthrough's values and the IRSA
-/// annotation, the Mesh resource and the labelled app namespace in every cluster; a second
-/// run changes nothing; down removes the Mesh, the release, the App Mesh CRDs and both
-/// namespaces. Two spokes, then three (one after the other: the Mesh and the App Mesh CRDs
-/// are cluster-scoped).
-#[tokio::test]
-async fn mesh_and_yelb_phases() {
-    let tb = testbed();
-    for spokes in [Spokes::Two, Spokes::Three] {
-        eprintln!("==== {spokes:?} spokes");
-        mesh_and_yelb(&tb, spokes).await;
-    }
-}
-
-async fn mesh_and_yelb(tb: &Testbed, spokes: Spokes) {
-    let tb = tb.clone();
-    let app_ns = unique_name("kp-yelb");
-    let ctl_ns = unique_name("kp-appmesh");
-    let (c, _dir) = config(&tb, spokes, &format!("[mesh]\napp_namespace = \"{app_ns}\"\n"));
-    let mut c = c;
-    c.controller.namespace = ctl_ns.clone();
-    let ids: Vec<String> = c.accounts().flat_map(|a| [format!("mesh/controller-{}", a.name), phases::ids::mesh_resource(&a.name)]).collect();
-    assert_ok("up", &run(&c, Mode::Up, &ids).await);
-    let hub_id = tb.account("shared").to_string();
-    for a in c.accounts() {
-        let ctx = a.kube_context.as_deref().unwrap();
-        let mut helm = tb.command("helm");
-        helm.args(["--kube-context", ctx, "-n", &ctl_ns, "get", "values", &c.controller.release, "-o", "json"]);
-        let out = run_with_timeout(&mut helm, Duration::from_secs(60));
-        assert_success(&out, "helm get values");
-        let values: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(values["sds"]["enabled"], true, "{values}");
-        assert_eq!(values["region"], tb.region.as_str());
-        assert_eq!(values["accountId"], tb.account(&a.name));
-        assert_eq!(values["serviceAccount"]["create"], true);
-        assert_eq!(values["serviceAccount"]["name"], c.controller.service_account.as_str());
-        assert_eq!(
-            values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"],
-            format!("arn:aws:iam::{}:role/{}-appmesh-controller", tb.account(&a.name), a.cluster_name)
-        );
-        let d = tb.kubectl_json(ctx, &["-n", &ctl_ns, "get", "deployment", &c.controller.release]);
-        assert_eq!(d["status"]["updatedReplicas"], 1, "{d}");
-        let mesh = tb.kubectl_json(ctx, &["get", "meshes.appmesh.k8s.aws", &c.mesh.name]);
-        assert_eq!(mesh["spec"]["meshOwner"], hub_id.as_str(), "{mesh}");
-        assert_eq!(mesh["spec"]["namespaceSelector"]["matchLabels"]["mesh"], c.mesh.name.as_str());
-        assert_eq!(mesh["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshctl");
-        let ns = tb.kubectl_json(ctx, &["get", "namespace", &app_ns]);
-        assert_eq!(ns["metadata"]["labels"]["mesh"], c.mesh.name.as_str(), "{ns}");
-        assert_eq!(ns["metadata"]["labels"]["appmesh.k8s.aws/sidecarInjectorWebhook"], "enabled");
-        // Stand-in for the controller: the ARN it would write once the mesh is reconciled.
-        let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}", tb.region, c.mesh.name);
-        tb.kubectl(ctx, &["patch", "meshes.appmesh.k8s.aws", &c.mesh.name, "--subresource=status", "--type=merge", "-p", &format!("{{\"status\":{{\"meshARN\":\"{arn}\"}}}}")]);
-    }
-    let rvs: Vec<String> = c.accounts().map(|a| rv(&tb, a.kube_context.as_deref().unwrap(), &["get", "meshes.appmesh.k8s.aws", &c.mesh.name])).collect();
-    assert_planned_up_to_date(&c, &ids).await;
-    assert_rerun_noop(&c, &ids).await;
-    let after: Vec<String> = c.accounts().map(|a| rv(&tb, a.kube_context.as_deref().unwrap(), &["get", "meshes.appmesh.k8s.aws", &c.mesh.name])).collect();
-    assert_eq!(rvs, after, "a second run changes nothing");
-
-    // ---- yelb on top: backend first, then the frontend with the backend's ARN.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stand_in = {
-        let (tb, c, stop, app_ns, hub_id) = (tb.clone(), c.clone(), stop.clone(), app_ns.clone(), hub_id.clone());
-        std::thread::spawn(move || controller_stand_in(&tb, &c, &app_ns, &hub_id, &stop))
-    };
-    let yelb_ids: Vec<String> = c.spokes.iter().map(|s| phases::ids::yelb(&s.name)).collect();
-    let (s, progress) = run_events(&c, Mode::Up, &yelb_ids).await;
-    assert_ok("yelb up", &s);
-    let url = format!("yelb-ui is at http://yelb-ui-0123456789.{}.elb.amazonaws.com/", tb.region);
-    assert!(progress.iter().any(|(id, m)| id == "yelb/frontend" && m == &url), "the URL is reported: {progress:?}");
-    let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}/virtualService/yelb-appserver.{}", tb.region, c.mesh.name, c.cloudmap.namespace);
-    let ui = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", "yelb-ui"]);
-    assert_eq!(ui["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str(), "the frontend virtual node carries the backend ARN: {ui}");
-    assert_eq!(ui["spec"]["backendDefaults"]["clientPolicy"]["tls"]["enforce"], true);
-    if spokes == Spokes::Three {
-        let worker = tb.kubectl_json("analytics", &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", "report-worker"]);
-        assert_eq!(worker["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], arn.as_str(), "the third spoke's virtual node carries the backend ARN: {worker}");
-    }
-    for svc in &c.services {
-        let ctx = svc.account.as_str();
-        let vn = tb.kubectl_json(ctx, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &svc.name]);
-        assert_eq!(vn["spec"]["listeners"][0]["tls"]["mode"], "STRICT", "{vn}");
-        assert_eq!(vn["spec"]["listeners"][0]["tls"]["certificate"]["sds"]["secretName"], c.spiffe_id(&svc.spiffe_path));
-        let callers: Vec<String> = c.callers_of(&svc.name).iter().map(|x| c.spiffe_id(&x.spiffe_path)).collect();
-        if !callers.is_empty() {
-            assert_eq!(vn["spec"]["listeners"][0]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"], serde_json::json!(callers));
-        }
-        tb.kubectl_json(ctx, &["-n", &app_ns, "get", "virtualservices.appmesh.k8s.aws", &svc.name]);
-        let d = tb.kubectl_json(ctx, &["-n", &app_ns, "get", "deployment", &svc.name]);
-        assert_eq!(d["spec"]["template"]["metadata"]["labels"]["app"], svc.app_label.as_str());
-        tb.kubectl_json(ctx, &["-n", &app_ns, "get", "service", &svc.name]);
-    }
-    tb.kubectl_json("backend", &["-n", &app_ns, "get", "virtualrouters.appmesh.k8s.aws", "yelb-appserver-router"]);
-    let lb = tb.kubectl_json("frontend", &["-n", &app_ns, "get", "service", "yelb-ui"]);
-    assert_eq!(lb["spec"]["type"], "LoadBalancer");
-    let all: Vec<String> = ids.iter().chain(yelb_ids.iter()).cloned().collect();
-    let vn_rvs: Vec<String> = c.services.iter().map(|v| rv(&tb, &v.account, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &v.name])).collect();
-    assert_planned_up_to_date(&c, &all).await;
-    assert_rerun_noop(&c, &all).await;
-    let vn_after: Vec<String> = c.services.iter().map(|v| rv(&tb, &v.account, &["-n", &app_ns, "get", "virtualnodes.appmesh.k8s.aws", &v.name])).collect();
-    assert_eq!(vn_rvs, vn_after, "a second run changes nothing");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    stand_in.join().unwrap();
-    let ids = all;
-
-    assert_ok("down", &run(&c, Mode::Down, &ids).await);
-    for a in c.accounts() {
-        let ctx = a.kube_context.as_deref().unwrap();
-        let crds = tb.kubectl(ctx, &["get", "crd", "-o", "name"]);
-        assert!(!crds.contains("appmesh.k8s.aws"), "{ctx}: App Mesh CRDs left: {crds}");
-        assert!(absent(&tb, ctx, &["namespace", &app_ns]), "{ctx}: {app_ns} left");
-        assert!(absent(&tb, ctx, &["namespace", &ctl_ns]), "{ctx}: {ctl_ns} left");
-    }
-    assert_ok("down again", &run(&c, Mode::Down, &ids).await);
-}
-
-/// What the appmesh-controller and the cloud load balancer controller would write: the
-/// virtual services' ARNs (AWS's documented format) and the yelb-ui load balancer hostname.
-fn controller_stand_in(tb: &Testbed, c: &Config, ns: &str, hub_id: &str, stop: &std::sync::atomic::AtomicBool) {
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        for spoke in &c.spokes {
-            let list = tb.kubectl_output(&spoke.name, &["-n", ns, "get", "virtualservices.appmesh.k8s.aws", "-o", "json"], None);
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&list.stdout) {
-                for vs in v["items"].as_array().cloned().unwrap_or_default() {
-                    if vs["status"]["virtualServiceARN"].is_string() {
-                        continue;
-                    }
-                    let name = vs["metadata"]["name"].as_str().unwrap_or_default();
-                    let aws_name = vs["spec"]["awsName"].as_str().unwrap_or(name);
-                    let arn = format!("arn:aws:appmesh:{}:{hub_id}:mesh/{}/virtualService/{aws_name}", tb.region, c.mesh.name);
-                    let patch = format!("{{\"status\":{{\"virtualServiceARN\":\"{arn}\"}}}}");
-                    let _ = tb.kubectl_output(&spoke.name, &["-n", ns, "patch", "virtualservices.appmesh.k8s.aws", name, "--subresource=status", "--type=merge", "-p", &patch], None);
-                }
-            }
-            for svc in c.services.iter().filter(|s| s.account == spoke.name && s.load_balancer_port.is_some()) {
-                let out = tb.kubectl_output(&spoke.name, &["-n", ns, "get", "service", &svc.name, "-o", "json"], None);
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-                    if v["status"]["loadBalancer"]["ingress"].is_array() {
-                        continue;
-                    }
-                    let patch = format!("{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"hostname\":\"{}-0123456789.{}.elb.amazonaws.com\"}}]}}}}}}", svc.name, tb.region);
-                    let _ = tb.kubectl_output(&spoke.name, &["-n", ns, "patch", "service", &svc.name, "--subresource=status", "--type=merge", "-p", &patch], None);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}

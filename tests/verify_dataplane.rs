@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use meshctl::verify::envoy::{parse_certs, parse_clusters, parse_stats};
 use meshctl::verify::{
-    self, AdminTransport, Backend, CheckId, HttpTarget, Report, CheckStatus, VerifyArgs, Proxy,
+    self, AdminTransport, Backend, CheckId, CheckStatus, GenericHints, HttpTarget, Proxy, Report, VerifyArgs,
 };
 
 const TD: &str = "am-multi-account-mesh";
@@ -403,7 +403,7 @@ impl Bed {
     }
 
     async fn verify(&self, traffic: bool) -> Report {
-        verify::run(&self.args(traffic), self.transports())
+        verify::run(&self.args(traffic), self.transports(), &GenericHints)
             .await
             .unwrap()
     }
@@ -694,12 +694,13 @@ impl Drop for TestNamespace {
     }
 }
 
-/// A pod standing for a workload (kwok runs nothing), labelled as its `pod_selector` says.
+/// A pod standing for a workload on the cluster's kwok node (kwok runs nothing; the test bed
+/// taints that node so only pods that ask for it land there), labelled as meshctl's
+/// workloads are (`app` and `tier`).
 fn workload_pod(ns: &str, name: &str, app: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {app}\n\
-         spec:\n  containers:\n  - name: envoy\n    image: registry.invalid/envoy:1\n    ports:\n    - containerPort: 9901\n      name: admin\n"
-    )
+    let spec = "spec:\n  nodeSelector:\n    type: kwok\n  tolerations:\n  - {key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}\n  \
+                containers:\n  - name: envoy\n    image: registry.invalid/envoy:1\n    ports:\n    - containerPort: 9901\n      name: admin\n";
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {app}\n    tier: {app}\n{spec}")
 }
 
 /// kwok's namespaced PortForward for a pod: its port 9901 goes to 127.0.0.1:`local`.
@@ -745,7 +746,6 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
     const CTX: &str = "frontend";
     let t0 = Instant::now();
     let tb = common::testbed();
-    meshctl::context::install_crypto_provider();
     let bed = Bed::start(&id("frontend")).await;
     bed.wait_traffic().await;
 
@@ -861,7 +861,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
         .iter()
         .map(|w| (w.clone(), Box::new(transport(w)) as Box<dyn AdminTransport>))
         .collect();
-    let pf = verify::run(&bed.args(true), pf_targets).await.unwrap();
+    let pf = verify::run(&bed.args(true), pf_targets, &GenericHints).await.unwrap();
     let pf_text = pf.render_text(false);
     eprintln!("{pf_text}");
     assert!(pf.passed(), "{pf_text}\n{}", bed.logs());
@@ -932,7 +932,7 @@ async fn port_forward_admin_through_testbed_pods_gives_the_same_checks() {
             .map(|w| (w.clone(), Box::new(transport(w)) as Box<dyn AdminTransport>))
             .collect();
         let started = Instant::now();
-        let bad = verify::run(&bed.args(false), targets).await.unwrap();
+        let bad = verify::run(&bed.args(false), targets, &GenericHints).await.unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{:?}",
@@ -988,6 +988,7 @@ spiffe_path = "frontend"
 app_label = "frontend"
 port = 80
 backends = ["appserver"]
+image = "registry.invalid/frontend:1"
 
 [[services]]
 name = "appserver"
@@ -995,6 +996,7 @@ account = "backend"
 spiffe_path = "appserver"
 app_label = "appserver"
 port = 4567
+image = "registry.invalid/appserver:1"
 "#,
         ns = ns.name,
         sock = bed.sock(),

@@ -139,23 +139,26 @@ fn build_graph(session: &Arc<Session>) -> Result<Graph, AppError> {
     phases::graph(session).map_err(|e| AppError::Usage(format!("the configuration gives an impossible step graph: {e}")))
 }
 
-/// The graph's steps as printed by `plan --offline`: for `down`, in teardown order, each
-/// listing the steps that must be destroyed before it.
+/// The graph's steps as printed by `plan --offline`: for `down`, in teardown order (the
+/// read-only checks first, as the engine runs them), each listing the steps that must be
+/// destroyed before it.
 pub fn static_metas(graph: &Graph, mode: Mode) -> Vec<StepMeta> {
     let order = graph.topo_order().expect("validated");
     let metas: Vec<StepMeta> = order.iter().map(|id| graph.get(id.as_str()).expect("id").meta().clone()).collect();
     if mode != Mode::PlanDown {
         return metas;
     }
+    let read_only = |m: &StepMeta| graph.get(m.id.as_str()).is_some_and(|s| s.teardown() == engine::Teardown::ReadOnly);
     let mut down: Vec<StepMeta> = metas
         .iter()
         .map(|m| {
             let mut d = m.clone();
-            d.needs = metas.iter().filter(|o| o.needs.contains(&m.id)).map(|o| o.id.clone()).collect();
+            d.needs = if read_only(m) { Vec::new() } else { metas.iter().filter(|o| o.needs.contains(&m.id)).map(|o| o.id.clone()).collect() };
             d
         })
         .collect();
     down.reverse();
+    down.sort_by_key(|m| !read_only(m));
     down
 }
 
