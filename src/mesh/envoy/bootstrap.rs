@@ -153,8 +153,14 @@ pub fn bootstrap(w: &Workload, bundle: &str, socket: &str, ports: Ports, upstrea
         tls["common_tls_context"] = common_tls(&w.spiffe_id, bundle, &[up.spiffe_id.as_str()]);
         let mut c = static_cluster(&cluster, socket_address(&up.address, up.address_port));
         if !is_ip(&up.address) {
+            // getaddrinfo: the name resolves like any process's in the pod (the pod's
+            // /etc/hosts, then cluster DNS), not through a resolver of Envoy's own.
             c["type"] = json!("STRICT_DNS");
             c["dns_lookup_family"] = json!("V4_ONLY");
+            c["typed_dns_resolver_config"] = json!({
+                "name": "envoy.network.dns_resolver.getaddrinfo",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig"},
+            });
         }
         c["connect_timeout"] = json!("5s");
         c["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": tls});

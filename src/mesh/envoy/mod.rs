@@ -152,8 +152,17 @@ fn digest(text: &str) -> String {
 }
 
 /// The FQDN of a Service in the cluster.
-fn service_fqdn(name: &str, namespace: &str) -> String {
+pub fn service_fqdn(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}.svc.cluster.local")
+}
+
+/// Where a caller in `caller_account` reaches backend `b`: its Service's FQDN in the same
+/// cluster, else its load balancer's address (`remote`, `None` while it has none). Never the
+/// short name the app dials: in the pod that resolves to 127.0.0.1 (hostAliases) and would
+/// loop back into the sidecar.
+pub fn upstream(b: &Peer, caller_account: &str, namespace: &str, remote: Option<String>) -> Option<Upstream> {
+    let address = if b.account == caller_account { Some(service_fqdn(&b.name, namespace)) } else { remote }?;
+    Some(Upstream { name: b.name.clone(), spiffe_id: b.spiffe_id.clone(), port: b.port, address, address_port: b.port })
 }
 
 impl EnvoyMesh {
@@ -173,8 +182,8 @@ impl EnvoyMesh {
         let mut out = Vec::new();
         let mut pending = Vec::new();
         for b in &w.backends {
-            let address = if b.account == w.account {
-                Some(service_fqdn(&b.name, ns))
+            let remote = if b.account == w.account {
+                None
             } else {
                 let deadline = match wait {
                     Wait::No => None,
@@ -203,15 +212,17 @@ impl EnvoyMesh {
                 }
                 found
             };
-            match address {
-                Some(address) => out.push(Upstream { name: b.name.clone(), spiffe_id: b.spiffe_id.clone(), port: b.port, address, address_port: b.port }),
+            match upstream(b, &w.account, ns, remote) {
+                Some(u) => out.push(u),
                 None => pending.push(format!("load balancer address of {} ({}) not known yet", b.name, b.account)),
             }
         }
         Ok((out, pending))
     }
 
-    fn decorate_workload(&self, wo: &mut WorkloadObjects, namespace: &str, socket: &str, bootstrap_text: &str) -> ConfigMap {
+    /// Adds the sidecar to one workload's objects for a rendered bootstrap; returns its
+    /// bootstrap ConfigMap.
+    pub fn decorate_workload(&self, wo: &mut WorkloadObjects, namespace: &str, socket: &str, bootstrap_text: &str) -> ConfigMap {
         let w = &wo.workload;
         let ports = self.settings.ports;
         let config_map_name = format!("{}-envoy", w.name);

@@ -53,18 +53,7 @@ fn decorated(config: Config, account: &str) -> AppObjects {
     let pending = rt.block_on(async {
         let mut out = Vec::new();
         for wo in objs.workloads.iter_mut() {
-            let ups: Vec<Upstream> = wo
-                .workload
-                .backends
-                .iter()
-                .map(|b| Upstream {
-                    name: b.name.clone(),
-                    spiffe_id: b.spiffe_id.clone(),
-                    port: b.port,
-                    address: if b.account == wo.workload.account { service_fqdn(&b.name, "yelb") } else { "10.2.255.10".into() },
-                    address_port: b.port,
-                })
-                .collect();
+            let ups: Vec<Upstream> = wo.workload.backends.iter().filter_map(|b| upstream(b, &wo.workload.account, "yelb", Some("10.2.255.10".into()))).collect();
             let b = bootstrap::bootstrap(&wo.workload, "spiffe://am-multi-account-mesh", "/run/spire/sockets/agent.sock", mesh.settings.ports, &ups);
             let text = serde_yaml_ng::to_string(&b).unwrap();
             let cm = mesh.decorate_workload(wo, "yelb", "/run/spire/sockets/agent.sock", &text);
