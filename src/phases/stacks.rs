@@ -197,13 +197,18 @@ impl StackStep {
     }
 
     /// Before a base stack goes: what Kubernetes left in its VPC. Listed, and deleted only
-    /// with `--yes`.
-    async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, cx: &StepRun) -> Result<(), Error> {
+    /// with `--yes`; nothing is touched in the VPC of a stack meshctl did not create unless
+    /// adopting it.
+    async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, spec: &StackSpec, cx: &StepRun) -> Result<(), Error> {
         let a = self.acct();
         let stack = &a.stack_name;
         let Some(live) = cfn::describe(client, stack).await.context(format!("account {} (profile {}): stack {stack}: cannot read it", a.name, a.profile))? else {
             return Ok(());
         };
+        if live.phase() == cfn::StackPhase::Gone {
+            return Ok(());
+        }
+        cfn::ensure_ours(spec, &live, cx.adopt, "delete")?;
         let mut vpc = live.outputs.get("VpcId").cloned();
         let mut own_groups: Vec<String> = live.outputs.get("ClusterSecurityGroupId").cloned().into_iter().collect();
         if vpc.is_none() || own_groups.is_empty() {
@@ -267,7 +272,7 @@ impl Step for StackStep {
 
     async fn apply(&self, run: &StepRun) -> Result<(), Error> {
         let spec = self.spec().await?;
-        cfn::deploy(&self.client().await?, &spec, run.yes, run).await.map(|_| ())
+        cfn::deploy(&self.client().await?, &spec, cfn::Allowed { recreate_failed: run.yes, adopt: run.adopt }, run).await.map(|_| ())
     }
 
     async fn destroy(&self, cx: &StepRun) -> Result<(), Error> {
@@ -282,9 +287,9 @@ impl Step for StackStep {
             tags: BTreeMap::new(),
         };
         if self.kind == Kind::Base {
-            self.clear_vpc(&client, cx).await?;
+            self.clear_vpc(&client, &spec, cx).await?;
         }
-        cfn::delete(&client, &spec, cx).await
+        cfn::delete(&client, &spec, cx.adopt, cx).await
     }
 }
 
