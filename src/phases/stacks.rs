@@ -120,13 +120,25 @@ fn tags(account: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(TAG_MANAGED_BY.to_string(), MANAGED_BY.to_string()), (TAG_ACCOUNT.to_string(), account.to_string())])
 }
 
-fn network_params(a: &Account) -> Result<BTreeMap<String, String>, Error> {
+/// The largest node group meshctl allows: the configured node count, with room for 4 nodes
+/// when that is fewer (the node group's MaxSize must be at least its DesiredSize).
+pub fn node_max_size(a: &Account) -> u32 {
+    a.node_count.max(4)
+}
+
+/// The parameters every base stack takes: network and cluster/node sizes of the account.
+fn account_params(a: &Account) -> Result<BTreeMap<String, String>, Error> {
     let cidrs = subnet_cidrs(&a.vpc_cidr).map_err(|e| Error::new(ErrorKind::InvalidInput, format!("account {}: vpc_cidr {e}", a.name)))?;
     Ok(BTreeMap::from([
         ("ClusterName".to_string(), a.cluster_name.clone()),
         ("VpcCidr".to_string(), a.vpc_cidr.clone()),
         ("PublicSubnetCidrs".to_string(), cidrs[..3].join(",")),
         ("PrivateSubnetCidrs".to_string(), cidrs[3..].join(",")),
+        ("KubernetesVersion".to_string(), a.kubernetes_version.clone()),
+        ("NodeInstanceType".to_string(), a.instance_type.clone()),
+        ("NodeCount".to_string(), a.node_count.to_string()),
+        ("NodeMaxSize".to_string(), node_max_size(a).to_string()),
+        ("NodeDiskSize".to_string(), a.disk_size.to_string()),
     ]))
 }
 
@@ -155,7 +167,7 @@ impl StackStep {
         let partition = crate::names::partition(aws.region());
         let (body, params) = match self.kind {
             Kind::Base if a.name == c.hub.name => {
-                let mut params = network_params(a)?;
+                let mut params = account_params(a)?;
                 let mut ids = Vec::new();
                 let mut roles = Vec::new();
                 for s in &c.spokes {
@@ -170,7 +182,7 @@ impl StackStep {
                 (hub_body(c), params)
             }
             Kind::Base => {
-                let mut params = network_params(a)?;
+                let mut params = account_params(a)?;
                 params.insert("AccessRoleName".into(), a.access_role_name().to_string());
                 params.insert("HubAccountId".into(), aws.account_id(&c.hub.name).await?);
                 params.insert("HubNodeRoleName".into(), node_role_name(&c.hub));
