@@ -37,10 +37,11 @@ pub fn access_role_arn(config: &Config, spoke: &Account, spoke_account_id: &str)
     role_arn(config, spoke_account_id, spoke.access_role_name())
 }
 
-/// The node instance role of an account's cluster (named, so spokes can trust the hub's
-/// before it exists).
-pub fn node_role_name(account: &Account) -> String {
-    format!("{}-node-role", account.cluster_name)
+/// The hub's SPIRE server role (EKS Pod Identity of its service account). The hub stack
+/// creates it under this name and every spoke's access role trusts exactly it, by name, so the
+/// spoke stacks need not wait for the hub's.
+pub fn spire_server_role_name(hub: &Account) -> String {
+    format!("{}-spire-server", hub.cluster_name)
 }
 
 /// The stack holding a spoke's Transit Gateway attachment, routes and ingress.
@@ -56,7 +57,7 @@ mod tests {
     fn derived_names() {
         let c = Config::default();
         assert_eq!(access_role_arn(&c, &c.spokes[1], "333333333333"), "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role");
-        assert_eq!(node_role_name(&c.hub), "eks-cluster-shared-node-role");
+        assert_eq!(spire_server_role_name(&c.hub), "eks-cluster-shared-spire-server");
         assert_eq!(tgw_stack_name(&c.spokes[0]), "eks-cluster-frontend-stack-tgw");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("cn-north-1"), "aws-cn");

@@ -16,7 +16,8 @@ use crate::aws::cfn::{self, StackSpec};
 use crate::config::{Account, Config};
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
-use crate::names::{node_role_name, tgw_stack_name, MANAGED_BY, TAG_ACCOUNT, TAG_MANAGED_BY};
+use crate::names::{spire_server_role_name, tgw_stack_name, MANAGED_BY, TAG_ACCOUNT, TAG_MANAGED_BY};
+use crate::spire::charts::SERVER_SERVICE_ACCOUNT;
 use crate::session::Session;
 
 pub const HUB_TEMPLATE: &str = include_str!("../../templates/hub.yaml");
@@ -179,13 +180,16 @@ impl StackStep {
                 params.insert("TransitGatewayShareName".into(), c.network.tgw_share.clone());
                 params.insert("SpokeAccountIds".into(), ids.join(","));
                 params.insert("SpokeAccessRoleArns".into(), roles.join(","));
+                params.insert("SpireServerRoleName".into(), spire_server_role_name(&c.hub));
+                params.insert("SpireNamespace".into(), c.spire.namespace.clone());
+                params.insert("SpireServiceAccount".into(), SERVER_SERVICE_ACCOUNT.to_string());
                 (hub_body(c), params)
             }
             Kind::Base => {
                 let mut params = account_params(a)?;
                 params.insert("AccessRoleName".into(), a.access_role_name().to_string());
                 params.insert("HubAccountId".into(), aws.account_id(&c.hub.name).await?);
-                params.insert("HubNodeRoleName".into(), node_role_name(&c.hub));
+                params.insert("HubSpireServerRoleName".into(), spire_server_role_name(&c.hub));
                 (SPOKE_TEMPLATE.to_string(), params)
             }
             Kind::Tgw => {
@@ -340,6 +344,59 @@ mod tests {
         // the spoke's access role trusts the hub account with a condition, not the hub role
         assert!(SPOKE_TEMPLATE.contains("aws:PrincipalArn"));
         assert!(SPOKE_TEMPLATE.contains(":root"));
+    }
+
+    fn yaml(text: &str) -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    /// The SPIRE server reaches the spokes with its own Pod Identity role, and only with it:
+    /// the hub's nodes assume nothing, each spoke's access role trusts that one role by name.
+    #[test]
+    fn spire_server_reaches_the_spokes_through_its_pod_identity_role_only() {
+        let c = Config::default();
+        let hub = yaml(&hub_body(&c));
+        let r = &hub["Resources"];
+        assert!(r["NodeRole"]["Properties"].get("Policies").is_none(), "the hub's node role assumes no spoke role: {:?}", r["NodeRole"]);
+        let role = &r["SpireServerRole"]["Properties"];
+        assert_eq!(role["RoleName"], yaml("!Ref SpireServerRoleName"));
+        let trust = &role["AssumeRolePolicyDocument"]["Statement"];
+        assert_eq!(trust.as_sequence().map(Vec::len), Some(1));
+        assert_eq!(trust[0]["Principal"], yaml("Service: pods.eks.amazonaws.com"));
+        assert_eq!(trust[0]["Action"], yaml("[sts:AssumeRole, sts:TagSession]"));
+        let assoc = &r["SpireServerPodIdentity"];
+        assert_eq!(assoc["Type"], yaml("AWS::EKS::PodIdentityAssociation"));
+        assert_eq!(
+            assoc["Properties"],
+            yaml("{ClusterName: !Ref Cluster, Namespace: !Ref SpireNamespace, ServiceAccount: !Ref SpireServiceAccount, RoleArn: !GetAtt SpireServerRole.Arn}")
+        );
+        assert_eq!(r["PodIdentityAgentAddon"]["Properties"]["AddonName"], yaml("eks-pod-identity-agent"));
+
+        let spoke = yaml(SPOKE_TEMPLATE);
+        let st = &spoke["Resources"]["AccessRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+        assert_eq!(st.as_sequence().map(Vec::len), Some(1));
+        assert_eq!(st[0]["Principal"]["AWS"], yaml(r#"!Sub "arn:${AWS::Partition}:iam::${HubAccountId}:root""#));
+        assert_eq!(st[0]["Condition"]["ArnLike"]["aws:PrincipalArn"], yaml(r#"!Sub "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubSpireServerRoleName}""#));
+        assert_eq!(st[0]["Action"], yaml("[sts:AssumeRole, sts:TagSession]"), "Pod Identity's session tags are transitive");
+    }
+
+    /// Storage for the SPIRE server: the EBS CSI add-on, its controller's service account
+    /// associated with a role holding the AWS managed EBS CSI policy.
+    #[test]
+    fn hub_has_the_ebs_csi_driver_with_its_pod_identity_role() {
+        let hub = yaml(&hub_body(&Config::default()));
+        let r = &hub["Resources"];
+        let addon = &r["EbsCsiDriverAddon"];
+        assert_eq!(addon["Type"], yaml("AWS::EKS::Addon"));
+        assert_eq!(addon["Properties"]["AddonName"], yaml("aws-ebs-csi-driver"));
+        assert_eq!(addon["DependsOn"], yaml("[NodeGroup, PodIdentityAgentAddon, EbsCsiDriverPodIdentity]"));
+        assert_eq!(
+            r["EbsCsiDriverPodIdentity"]["Properties"],
+            yaml("{ClusterName: !Ref Cluster, Namespace: kube-system, ServiceAccount: ebs-csi-controller-sa, RoleArn: !GetAtt EbsCsiDriverRole.Arn}")
+        );
+        let role = &r["EbsCsiDriverRole"]["Properties"];
+        assert_eq!(role["ManagedPolicyArns"], yaml(r#"[!Sub "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]"#));
+        assert_eq!(role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"], yaml("Service: pods.eks.amazonaws.com"));
     }
 
     // ------------------------------------------------------------------ stacks/<spoke>-tgw
