@@ -44,6 +44,13 @@ pub fn spire_server_role_name(hub: &Account) -> String {
     format!("{}-spire-server", hub.cluster_name)
 }
 
+/// The stack in the hub account holding what the hub keeps for one spoke: routes to its VPC,
+/// the Transit Gateway share with its account, the SPIRE server's permission to assume its
+/// access role.
+pub fn hub_peer_stack_name(hub: &Account, spoke: &Account) -> String {
+    format!("{}-{}", hub.stack_name, spoke.name)
+}
+
 /// The stack holding a spoke's Transit Gateway attachment, routes and ingress.
 pub fn tgw_stack_name(spoke: &Account) -> String {
     format!("{}-tgw", spoke.stack_name)
@@ -59,6 +66,7 @@ mod tests {
         assert_eq!(access_role_arn(&c, &c.spokes[1], "333333333333"), "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role");
         assert_eq!(spire_server_role_name(&c.hub), "eks-cluster-shared-spire-server");
         assert_eq!(tgw_stack_name(&c.spokes[0]), "eks-cluster-frontend-stack-tgw");
+        assert_eq!(hub_peer_stack_name(&c.hub, &c.spokes[1]), "eks-cluster-shared-services-stack-backend");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("cn-north-1"), "aws-cn");
     }
