@@ -343,7 +343,15 @@ impl Step for StackStep {
         if cfn::describe(&client, &self.stack_name()).await.context(format!("account {} (profile {}): stack {}: cannot read it", a.name, a.profile, self.stack_name()))?.is_none() {
             return Ok(Status::Missing);
         }
-        let spec = self.spec().await?;
+        // The wanted state needs the stacks this one builds on. When one of them is missing
+        // or unusable (a hub stack whose deletion failed), this stack is still there to be
+        // deleted or fixed: report it as drifted with why, rather than failing the check
+        // (which would stop `down`); `up` then fails on the same cause.
+        let spec = match self.spec().await {
+            Ok(spec) => spec,
+            Err(e) if e.is(ErrorKind::NotFound) || e.is(ErrorKind::Conflict) => return Ok(Status::Drifted(format!("its inputs are not available: {}", e.chain()))),
+            Err(e) => return Err(e),
+        };
         cfn::check(&client, &spec).await
     }
 
@@ -800,6 +808,24 @@ mod tests {
             Status::Drifted(format!("parameter TransitGatewayId: {old} → {TGW}"))
         );
         assert_eq!((exists.num_calls(), hub.num_calls(), spoke.num_calls(), tpl.num_calls()), (2, 1, 1, 1));
+        assert_eq!(ctx.aws.writes().count(), 0);
+    }
+
+    /// A TGW stack whose hub stack failed to delete is still checked (as drifted, saying why),
+    /// so `down` can delete it instead of stopping at the check.
+    #[tokio::test]
+    async fn tgw_stack_over_a_broken_hub_stack_is_drift_not_a_failed_check() {
+        let exists = describe_rule(TGW_STACK, described(testing::FRONTEND, TGW_STACK, StackStatus::CreateComplete, &[], &[]));
+        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::DeleteFailed, &[], &hub_outputs(Some(TGW))));
+        let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&hub]), ("frontend", RuleMode::MatchAny, &[&exists])]);
+        assert_eq!(
+            tgw_step(&ctx).check(&StepRun::detached("stacks/frontend-tgw")).await.unwrap(),
+            Status::Drifted(
+                "its inputs are not available: account shared (profile shared): stack eks-cluster-shared-services-stack is DELETE_FAILED; \
+                 run `meshctl up --only stacks` first"
+                    .into()
+            )
+        );
         assert_eq!(ctx.aws.writes().count(), 0);
     }
 
