@@ -96,6 +96,14 @@ fn cluster_and_node_sizes_are_keys_per_account() {
         assert!(e.to_string().contains(needle), "{toml}: {e}");
         assert!(e.line.is_some(), "{toml}: no line in {e}");
     }
+    // the roles named after the cluster must fit IAM's 64 characters
+    let e = err(&format!("[hub]\ncluster_name = \"{}\"\n", "h".repeat(50)));
+    assert_eq!(e.key, "hub.cluster_name");
+    assert!(e.message.contains("at most 49") && e.message.contains("-ebs-csi-driver"), "{e}");
+    load_str(&format!("[hub]\ncluster_name = \"{}\"\n", "h".repeat(49))).unwrap();
+    let e = err(&format!("[[spokes]]\nname = \"frontend\"\ncluster_name = \"{}\"\naccess_role_name = \"r\"\n", "s".repeat(55)));
+    assert_eq!(e.key, "spokes[0].cluster_name");
+    assert!(e.message.contains("at most 54"), "{e}");
     let e = err("[hub]\nnode_count = \"two\"\n");
     assert_eq!(e.line, Some(2), "{e}");
 }

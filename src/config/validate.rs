@@ -211,6 +211,20 @@ pub(super) fn validate(c: &Config) -> Check {
             );
         }
         rule(&key("cluster_name"), &a.cluster_name, is_eks_cluster_name(&a.cluster_name), "an EKS cluster name: letters, digits, '-' and '_', starting with a letter or digit, at most 100 characters")?;
+        // The stacks name IAM roles after the cluster (`<cluster>-node-role`; the hub's also
+        // `<cluster>-spire-server` and `<cluster>-ebs-csi-driver`), and a role name has at
+        // most 64 characters.
+        let longest_suffix = if i == 0 { "-ebs-csi-driver" } else { "-node-role" };
+        if a.cluster_name.len() + longest_suffix.len() > 64 {
+            return fail(
+                key("cluster_name"),
+                format!(
+                    "{:?} is too long: at most {} characters here, because the IAM roles of its stack are named after it (<cluster>{longest_suffix}) and IAM role names have at most 64",
+                    a.cluster_name,
+                    64 - longest_suffix.len()
+                ),
+            );
+        }
         rule(&key("stack_name"), &a.stack_name, is_stack_name(&a.stack_name), "a CloudFormation stack name: letters, digits and '-', starting with a letter, at most 128 characters")?;
         let Some(net) = parse_cidr(&a.vpc_cidr) else {
             return fail(key("vpc_cidr"), format!("{:?} is not valid: an IPv4 network such as 10.1.0.0/16 (prefix /16 to /28)", a.vpc_cidr));
