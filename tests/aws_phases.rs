@@ -67,11 +67,17 @@ fn selection(c: &Config) -> BTreeSet<StepId> {
 }
 
 async fn run(c: &Config, mode: Mode) -> (Arc<Session>, RunSummary) {
-    eprintln!("== {mode:?} ({} spokes)", c.spokes.len());
+    run_only(c, mode, selection(c), false).await
+}
+
+/// A run of only these steps, `adopt` as `--adopt` gives it.
+async fn run_only(c: &Config, mode: Mode, selection: BTreeSet<StepId>, adopt: bool) -> (Arc<Session>, RunSummary) {
+    eprintln!("== {mode:?} ({} spokes){}", c.spokes.len(), if adopt { " --adopt" } else { "" });
     let session = Arc::new(Session::new(c.clone()).expect("session"));
     let graph = phases::graph(&session).expect("graph builds");
     let mut opts = RunOptions::new(mode);
-    opts.selection = Some(selection(c));
+    opts.selection = Some(selection);
+    opts.adopt = adopt;
     let t = Instant::now();
     let summary = engine::run(&graph, &opts, Arc::new(Sink)).await;
     eprintln!("== {mode:?}: {:.2}s, {} mutating AWS calls", t.elapsed().as_secs_f64(), session.aws.writes().count());
@@ -422,6 +428,52 @@ async fn adding_a_third_spoke_touches_no_existing_base_stack_on_moto() {
     let (_, down) = run(&three, Mode::Down).await;
     assert_ok("down", &down);
     assert_all_gone(&tb, &three).await;
+}
+
+/// Issue 14.4 on moto: a stack of the configured name that meshctl did not create is drift
+/// ("not created by meshctl") in `plan`, refused by `up` and `down` (InvalidInput, nothing
+/// changed), and taken over by `up --adopt` (meshctl's template, parameters and tag); after
+/// that it is meshctl's like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_stack_is_refused_and_adopted_on_moto() {
+    let _bed = BED.lock().await;
+    let tb = testbed();
+    let c = config(&tb, &["frontend", "backend"]);
+    clean_start(&tb).await;
+    let front = c.account("frontend").unwrap();
+    let conf = sdk(&front.profile, &tb.region).await;
+    let cfn = aws_sdk_cloudformation::Client::new(&conf);
+    let theirs = r#"{"Resources": {"TheirVpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.91.0.0/16"}}}}"#;
+    cfn.create_stack().stack_name(&front.stack_name).template_body(theirs).tags(aws_sdk_cloudformation::types::Tag::builder().key("team").value("networking").build()).send().await.unwrap();
+    let only = BTreeSet::from([ids::preflight(), ids::stack(&front.name)]);
+    let id = ids::stack(&front.name).to_string();
+
+    let (_, plan) = run_only(&c, Mode::Plan, only.clone(), false).await;
+    assert_eq!(outcomes(&plan)[&id], Outcome::Checked(Status::Drifted(meshctl::aws::cfn::foreign_reason())));
+    for mode in [Mode::Up, Mode::Down] {
+        let (session, refused) = run_only(&c, mode, only.clone(), false).await;
+        let f = refused.failure(&id).unwrap_or_else(|| panic!("{mode:?} must refuse {id}: {refused:?}"));
+        assert_eq!(f.kind, engine::ErrorKind::InvalidInput, "{mode:?}: {f:?}");
+        assert!(f.message.starts_with("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"), "{}", f.message);
+        assert!(f.message.contains("--adopt"), "{}", f.message);
+        assert_eq!(session.aws.writes().calls(), Vec::<String>::new(), "{mode:?} changed something");
+    }
+    let live = stack(&conf, &front.stack_name).await;
+    assert_eq!((live.status.as_str(), live.resources.keys().map(String::as_str).collect::<Vec<_>>()), ("CREATE_COMPLETE", vec!["TheirVpc"]), "untouched");
+
+    let (_, adopted) = run_only(&c, Mode::Up, only.clone(), true).await;
+    assert_ok("up --adopt", &adopted);
+    assert_eq!(outcomes(&adopted)[&id], Outcome::Updated(meshctl::aws::cfn::foreign_reason()));
+    let hub_id = tb.account(&c.hub.profile);
+    let live = stack(&conf, &front.stack_name).await;
+    assert_stack(&live, &front.stack_name, &front.name, &stacks::base_spec(&c, front, hub_id).unwrap().params, &[&front.stack_name]);
+    assert!(live.resources.contains_key("Cluster") && !live.resources.contains_key("TheirVpc"), "{:?}", live.resources.keys());
+    let (_, plan) = run_only(&c, Mode::Plan, only.clone(), false).await;
+    assert_eq!(outcomes(&plan)[&id], Outcome::Checked(Status::UpToDate));
+
+    let (_, down) = run_only(&c, Mode::Down, only, false).await;
+    assert_ok("down of the adopted stack", &down);
+    assert_all_gone(&tb, &c).await;
 }
 
 /// The base stacks (and so the clusters in them) have no path between them; only the
