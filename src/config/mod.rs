@@ -100,7 +100,7 @@ pub struct Account {
     /// Spokes only: the key in that ConfigMap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig_key: Option<String>,
-    /// Spokes only: the cross-account role the hub's nodes assume.
+    /// Spokes only: the cross-account role the hub's SPIRE server (its Pod Identity role) assumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_role_name: Option<String>,
 }
