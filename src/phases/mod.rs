@@ -145,6 +145,8 @@ mod tests {
             assert_eq!(peer.needs, [ids::stack(&c.hub.name)], "{}", peer.id);
             assert_eq!(peer.account, c.hub.name, "made in the hub account");
             assert_eq!(g.get(ids::ram(&s.name).as_str()).unwrap().meta().needs, [ids::hub_peer_stack(&s.name)]);
+            // the SPIRE server's token refresher needs every spoke's grant
+            assert!(g.get(ids::spire_server().as_str()).unwrap().meta().needs.contains(&ids::hub_peer_stack(&s.name)), "spire/server without {}", s.name);
             // no other spoke's hub stack is on the way to this spoke's attachment
             for other in c.spokes.iter().filter(|o| o.name != s.name) {
                 assert!(!g.ancestors(ids::tgw_stack(&s.name).as_str()).contains(&ids::hub_peer_stack(&other.name)), "{} waits on {}'s hub stack", s.name, other.name);
