@@ -288,6 +288,10 @@ def setup_organization(c: Clients) -> None:
     ok("organization 111111111111 with 222222222222, 333333333333, 444444444444 (invite + accept handshake; a declined invitation leaves the account out), RAM sharing enabled")
 
 
+SIZES = {"KubernetesVersion": "1.34", "NodeInstanceType": "t3.medium", "NodeCount": "2", "NodeMaxSize": "4", "NodeDiskSize": "40"}
+SPIRE_ROLE = "eks-cluster-shared-spire-server"
+
+
 def hub_params(c: Clients) -> dict[str, str]:
     pub, priv = subnets(CIDR["shared"])
     return {
@@ -295,23 +299,25 @@ def hub_params(c: Clients) -> dict[str, str]:
         "VpcCidr": CIDR["shared"],
         "PublicSubnetCidrs": pub,
         "PrivateSubnetCidrs": priv,
+        **SIZES,
         "TransitGatewayName": "tgw-shared",
-        "TransitGatewayShareName": "multi-account-tgw-share",
-        "SpokeAccountIds": "222222222222,333333333333",
-        "SpokeAccessRoleArns": "arn:aws:iam::222222222222:role/eks-cluster-frontend-access-role,arn:aws:iam::333333333333:role/eks-cluster-backend-access-role",
+        "SpireServerRoleName": SPIRE_ROLE,
+        "SpireNamespace": "spire",
+        "SpireServiceAccount": "spire-server",
     }
 
 
-def spoke_params(name: str) -> dict[str, str]:
-    pub, priv = subnets(CIDR[name])
+def spoke_params(name: str, cidr: str | None = None) -> dict[str, str]:
+    pub, priv = subnets(cidr or CIDR[name])
     return {
         "ClusterName": f"eks-cluster-{name}",
-        "VpcCidr": CIDR[name],
+        "VpcCidr": cidr or CIDR[name],
         "PublicSubnetCidrs": pub,
         "PrivateSubnetCidrs": priv,
+        **SIZES,
         "AccessRoleName": f"eks-cluster-{name}-access-role",
         "HubAccountId": ACCOUNTS["shared"],
-        "HubNodeRoleName": "eks-cluster-shared-node-role",
+        "HubSpireServerRoleName": SPIRE_ROLE,
     }
 
 
@@ -345,17 +351,15 @@ def check_cluster(c: Clients, account: str, name: str, vpc_id: str) -> dict:
 
 def check_hub(c: Clients) -> dict[str, str]:
     cfn = c("shared", "cloudformation")
-    spokes = [CIDR["frontend"], CIDR["backend"]]
-    text = body("hub.yaml", peers(spokes, "!Ref TransitGateway", lambda az: f"!Ref PrivateRouteTable{az}", "!Ref ClusterSecurityGroup"))
-    s = deploy(cfn, "eks-cluster-shared", text, hub_params(c))
+    s = deploy(cfn, "eks-cluster-shared", body("hub.yaml", ""), hub_params(c))
     out = outputs(s)
-    want = {"VpcId", "PrivateSubnetIds", "PublicSubnetIds", "PrivateRouteTableIds", "ClusterSecurityGroupId", "NodeRoleArn", "TransitGatewayId"}
+    want = {"VpcId", "PrivateSubnetIds", "PublicSubnetIds", "PrivateRouteTableIds", "ClusterSecurityGroupId", "NodeRoleArn", "SpireServerRoleArn", "TransitGatewayId"}
     check(set(out) == want, f"hub Outputs {sorted(out)} (want {sorted(want)})")
     check(re.fullmatch(r"tgw-[0-9a-f]+", out["TransitGatewayId"]), f"TransitGatewayId {out['TransitGatewayId']}")
     check(out["NodeRoleArn"] == "arn:aws:iam::111111111111:role/eks-cluster-shared-node-role", f"NodeRoleArn {out['NodeRoleArn']}")
     ok(f"hub stack via CREATE change set: CREATE_COMPLETE, Outputs {sorted(out)}")
     params = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
-    check(params["SpokeAccountIds"] == "222222222222,333333333333" and params["NodeDesiredSize"] == "2", f"parameters echoed as given: {params}")
+    check(params == hub_params(c), f"parameters echoed as given: {params}")
     check({"Key": "meshctl:managed-by", "Value": "meshctl"} in s["Tags"], f"stack tags {s['Tags']}")
     ec2 = c("shared", "ec2")
     azs = sorted(s["AvailabilityZone"] for s in ec2.describe_subnets(SubnetIds=out["PrivateSubnetIds"].split(","))["Subnets"])
@@ -365,37 +369,84 @@ def check_hub(c: Clients) -> dict[str, str]:
     vtags = {t["Key"]: t["Value"] for t in vpc.get("Tags", [])}
     check(vtags.get("aws:cloudformation:stack-name") == "eks-cluster-shared" and vtags.get("meshctl:managed-by") == "meshctl", f"stack tags on the VPC: {vtags}")
     res = {r["LogicalResourceId"]: r for r in cfn.describe_stack_resources(StackName="eks-cluster-shared")["StackResources"]}
-    for lid in ("Cluster", "NodeGroup", "TransitGatewayShare", "TransitGatewayAttachment", "RouteToPeer1Private3", "IngressFromPeer0"):
+    for lid in ("Cluster", "NodeGroup", "TransitGatewayAttachment", "PodIdentityAgentAddon", "SpireServerPodIdentity", "EbsCsiDriverPodIdentity", "EbsCsiDriverAddon"):
         check(lid in res, f"stack resource {lid} listed: {sorted(res)}")
     check(res["Cluster"]["PhysicalResourceId"] == "eks-cluster-shared", f"Cluster physical id {res['Cluster']}")
-    check(res["TransitGatewayShare"]["PhysicalResourceId"].startswith("arn:aws:ram:us-east-2:111111111111:resource-share/"), f"share physical id {res['TransitGatewayShare']}")
+    check(res["SpireServerPodIdentity"]["PhysicalResourceId"].startswith("arn:aws:eks:us-east-2:111111111111:podidentityassociation/eks-cluster-shared/a-"), f"association physical id {res['SpireServerPodIdentity']}")
     att = res["TransitGatewayAttachment"]["PhysicalResourceId"]
     a = ec2.describe_transit_gateway_attachments(TransitGatewayAttachmentIds=[att])["TransitGatewayAttachments"][0]
     check(a["TransitGatewayId"] == out["TransitGatewayId"] and a["ResourceId"] == out["VpcId"] and a["State"] == "available", f"hub TGW attachment {a}")
     rts = out["PrivateRouteTableIds"].split(",")
     for rt in ec2.describe_route_tables(RouteTableIds=rts)["RouteTables"]:
         dests = {r.get("DestinationCidrBlock"): r for r in rt["Routes"]}
-        check(dests.get("10.1.0.0/16", {}).get("TransitGatewayId") == out["TransitGatewayId"], f"route to a spoke through the TGW in {rt['RouteTableId']}: {dests}")
         check(dests.get("0.0.0.0/0", {}).get("NatGatewayId", "").startswith("nat-"), f"default route through NAT in {rt['RouteTableId']}")
     iam = c("shared", "iam")
     node_policies = sorted(p["PolicyName"] for p in iam.list_attached_role_policies(RoleName="eks-cluster-shared-node-role")["AttachedPolicies"])
     check(node_policies == sorted(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly", "CloudWatchAgentServerPolicy", "ElasticLoadBalancingFullAccess"]), f"node role ManagedPolicyArns attached: {node_policies}")
     inline = iam.list_role_policies(RoleName="eks-cluster-shared-node-role")["PolicyNames"]
-    check(inline == ["assume-spoke-access-roles"], f"node role inline policy: {inline}")
-    ok("hub resources: VPC tagged like CloudFormation, node role's managed policies attached, TGW attachment available, per-peer routes to the TGW, RAM share and EKS resources listed")
+    check(inline == [], f"node role inline policy: {inline}")
+    eks = c("shared", "eks")
+    assocs = eks.list_pod_identity_associations(clusterName="eks-cluster-shared")["associations"]
+    got = {}
+    for a in assocs:
+        d = eks.describe_pod_identity_association(clusterName="eks-cluster-shared", associationId=a["associationId"])["association"]
+        got[f"{d['namespace']}/{d['serviceAccount']}"] = d["roleArn"]
+    check(got == {"spire/spire-server": f"arn:aws:iam::111111111111:role/{SPIRE_ROLE}", "kube-system/ebs-csi-controller-sa": "arn:aws:iam::111111111111:role/eks-cluster-shared-ebs-csi-driver"}, f"Pod Identity associations {got}")
+    expect_error("ResourceInUseException", eks.create_pod_identity_association, clusterName="eks-cluster-shared", namespace="spire", serviceAccount="spire-server", roleArn=f"arn:aws:iam::111111111111:role/{SPIRE_ROLE}")
+    check(sorted(eks.list_addons(clusterName="eks-cluster-shared")["addons"]) == ["aws-ebs-csi-driver", "eks-pod-identity-agent"], "add-ons")
+    ebs = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="eks-cluster-shared-ebs-csi-driver")["AttachedPolicies"]]
+    check(ebs == ["arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"], f"EBS CSI role policies {ebs}")
+    ok("hub resources: VPC tagged like CloudFormation, node role's managed policies attached (no inline policy), TGW attachment available, add-ons, Pod Identity associations (API and AWS::EKS::PodIdentityAssociation) and EKS resources listed")
     cl = check_cluster(c, "shared", "eks-cluster-shared", out["VpcId"])
     ok(f"EKS DescribeCluster: ACTIVE, issuer {cl['identity']['oidc']['issuer']}, endpoint, CA PEM, cluster SG, accessConfig, node group, access entries")
     return out
 
 
+def check_hub_peers(c: Clients, hub_out: dict[str, str]) -> None:
+    """The hub's stack per spoke (templates/hub-peer.yaml), as meshctl's stacks/hub-<spoke>."""
+    cfn = c("shared", "cloudformation")
+    for spoke in ("frontend", "backend"):
+        params = {
+            "ClusterName": "eks-cluster-shared",
+            "SpokeName": spoke,
+            "SpokeVpcCidr": CIDR[spoke],
+            "SpokeAccountId": ACCOUNTS[spoke],
+            "SpokeAccessRoleArn": f"arn:aws:iam::{ACCOUNTS[spoke]}:role/eks-cluster-{spoke}-access-role",
+            "SpireServerRoleName": SPIRE_ROLE,
+            "TransitGatewayShareName": "multi-account-tgw-share",
+            "TransitGatewayId": hub_out["TransitGatewayId"],
+            "PrivateRouteTableIds": hub_out["PrivateRouteTableIds"],
+            "ClusterSecurityGroupId": hub_out["ClusterSecurityGroupId"],
+        }
+        s = deploy(cfn, f"eks-cluster-shared-{spoke}", body("hub-peer.yaml", ""), params)
+        echoed = {p["ParameterKey"]: p["ParameterValue"] for p in s["Parameters"]}
+        check(echoed == params, f"hub-{spoke} parameters echoed as given: {echoed}")
+        check(outputs(s)["TransitGatewayShareArn"].startswith("arn:aws:ram:us-east-2:111111111111:resource-share/"), f"share output {outputs(s)}")
+    ec2 = c("shared", "ec2")
+    for rt in ec2.describe_route_tables(RouteTableIds=hub_out["PrivateRouteTableIds"].split(","))["RouteTables"]:
+        tgw_routes = sorted(r["DestinationCidrBlock"] for r in rt["Routes"] if r.get("TransitGatewayId") == hub_out["TransitGatewayId"])
+        check(tgw_routes == [CIDR["frontend"], CIDR["backend"]], f"hub routes to the spokes through the TGW in {rt['RouteTableId']}: {rt['Routes']}")
+    sg = ec2.describe_security_groups(GroupIds=[hub_out["ClusterSecurityGroupId"]])["SecurityGroups"][0]
+    cidrs = sorted(r["CidrIp"] for p in sg["IpPermissions"] for r in p.get("IpRanges", []))
+    check(cidrs == [CIDR["frontend"], CIDR["backend"]], f"hub ingress from the spokes: {cidrs}")
+    iam = c("shared", "iam")
+    names = sorted(iam.list_role_policies(RoleName=SPIRE_ROLE)["PolicyNames"])
+    check(names == ["assume-backend-access-role", "assume-frontend-access-role"], f"SPIRE server role's policies (AWS::IAM::Policy): {names}")
+    ok("hub stacks per spoke: routes and ingress per spoke CIDR, one TGW share each, the SPIRE server role's policy per spoke")
+
+
 def check_share_seen_from_spokes(c: Clients, hub_out: dict[str, str]) -> None:
     tgw_arn = f"arn:aws:ec2:{REGION}:111111111111:transit-gateway/{hub_out['TransitGatewayId']}"
     owner_side = c("shared", "ram").get_resource_shares(resourceOwner="SELF", name="multi-account-tgw-share")["resourceShares"]
-    check(len(owner_side) == 1 and owner_side[0]["status"] == "ACTIVE", f"owner side: {owner_side}")
-    assoc = c("shared", "ram").get_resource_share_associations(associationType="PRINCIPAL", resourceShareArns=[owner_side[0]["resourceShareArn"]])["resourceShareAssociations"]
-    check(sorted((a["associatedEntity"], a["status"], a["external"]) for a in assoc) == [("222222222222", "ASSOCIATED", False), ("333333333333", "ASSOCIATED", False)], f"principal associations {assoc}")
-    res = c("shared", "ram").get_resource_share_associations(associationType="RESOURCE", resourceShareArns=[owner_side[0]["resourceShareArn"]])["resourceShareAssociations"]
-    check([a["associatedEntity"] for a in res] == [tgw_arn], f"resource associations {res}")
+    check(len(owner_side) == 2 and all(s["status"] == "ACTIVE" for s in owner_side), f"owner side: one share per spoke: {owner_side}")
+    principals = []
+    for share in owner_side:
+        assoc = c("shared", "ram").get_resource_share_associations(associationType="PRINCIPAL", resourceShareArns=[share["resourceShareArn"]])["resourceShareAssociations"]
+        check(len(assoc) == 1, f"one principal per share: {assoc}")
+        principals += [(a["associatedEntity"], a["status"], a["external"]) for a in assoc]
+        res = c("shared", "ram").get_resource_share_associations(associationType="RESOURCE", resourceShareArns=[share["resourceShareArn"]])["resourceShareAssociations"]
+        check([a["associatedEntity"] for a in res] == [tgw_arn], f"resource associations {res}")
+    check(sorted(principals) == [("222222222222", "ASSOCIATED", False), ("333333333333", "ASSOCIATED", False)], f"principal associations {principals}")
     for spoke in ("frontend", "backend"):
         ram = c(spoke, "ram")
         # src/aws/ram.rs share_state(): invitations first (all pages), then OTHER-ACCOUNTS by name
@@ -528,8 +579,7 @@ def check_failures(c: Clients) -> None:
     delete_stack(cfn, "not-shared-tgw")
     # a stack whose AWS::EKS::Cluster name is taken (e.g. a cluster made through the API first)
     c("analytics", "eks").create_cluster(name="eks-cluster-analytics", roleArn="arn:aws:iam::444444444444:role/x", resourcesVpcConfig={"subnetIds": [sub]})
-    pub, priv = subnets("10.4.0.0/16")
-    params = {"ClusterName": "eks-cluster-analytics", "VpcCidr": "10.4.0.0/16", "PublicSubnetCidrs": pub, "PrivateSubnetCidrs": priv, "AccessRoleName": "eks-cluster-analytics-access-role", "HubAccountId": ACCOUNTS["shared"], "HubNodeRoleName": "eks-cluster-shared-node-role"}
+    params = spoke_params("analytics", "10.4.0.0/16")
     before_vpcs = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
     s = deploy(cfn, "eks-cluster-analytics", body("spoke.yaml", ""), params, want={"ROLLBACK_COMPLETE"})
     evs = failed_events(cfn, s["StackId"])
@@ -670,8 +720,12 @@ def check_elb(c: Clients, vpc_out: dict[str, str]) -> None:
 
 
 def check_delete_all(c: Clients, before: dict[str, dict[str, list[str]]]) -> None:
-    # the hub first, while the spokes' attachments still use its TGW: DELETE_FAILED, stack kept
     cfn = c("shared", "cloudformation")
+    # the hub's stacks per spoke (routes, share, the SPIRE role's policies) go before the hub's
+    # base stack, as in meshctl's down
+    for spoke in ("frontend", "backend"):
+        delete_stack(cfn, f"eks-cluster-shared-{spoke}")
+    # the hub first, while the spokes' attachments still use its TGW: DELETE_FAILED, stack kept
     s = delete_stack(cfn, "eks-cluster-shared", want="DELETE_FAILED")
     check("TransitGateway" in s["StackStatusReason"], f"DELETE_FAILED names the TGW: {s['StackStatusReason']}")
     evs = failed_events(cfn, s["StackId"])
@@ -709,6 +763,7 @@ def main() -> None:
         before = {a: inventory(c, a) for a in ACCOUNTS}
         setup_organization(c)
         hub_out = check_hub(c)
+        check_hub_peers(c, hub_out)
         check_share_seen_from_spokes(c, hub_out)
         check_invitation_path(c, hub_out)
         spokes = check_spokes(c, hub_out)

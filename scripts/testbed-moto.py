@@ -7,7 +7,7 @@ meshctl makes the way AWS answers them. Every extension is listed in tests/READM
 proven with boto3 by scripts/testbed-moto-check.py.
 
   CloudFormation  AWS::EKS::Cluster, ::Nodegroup, ::Addon, ::AccessEntry,
-                  AWS::RAM::ResourceShare, AWS::EC2::TransitGatewayAttachment; a stack made by
+                  ::PodIdentityAssociation, AWS::RAM::ResourceShare, AWS::EC2::TransitGatewayAttachment; a stack made by
                   a CREATE change set is created like CreateStack (Outputs, tags, events);
                   UPDATE change sets refresh Outputs/parameters/template; failed creation rolls
                   back (ROLLBACK_COMPLETE, *_FAILED events with reasons); DeleteStack deletes
@@ -22,7 +22,7 @@ proven with boto3 by scripts/testbed-moto-check.py.
                   shared through RAM is listed, attached to and routed to from the other account.
   EKS             clusters answer like EKS (OIDC issuer id/<32 hex>, endpoint, CA data of a
                   real certificate, cluster security group, accessConfig); access entries and
-                  access policies; add-ons.
+                  access policies; add-ons; Pod Identity associations.
   RAM             shares inside an Organization with sharing enabled are associated without
                   invitation; outside it an invitation is sent; GetResourceShares
                   resourceOwner=OTHER-ACCOUNTS, name/ARN/status filters,
@@ -351,6 +351,8 @@ eks_urls.url_paths.update(
         "{0}/clusters/(?P<name>[^/]+)/addons/(?P<rest>.+)$": EKSResponse.dispatch,
         "{0}/access-policies$": EKSResponse.dispatch,
         "{0}/addons/supported-versions$": EKSResponse.dispatch,
+        "{0}/clusters/(?P<name>[^/]+)/pod-identity-associations$": EKSResponse.dispatch,
+        "{0}/clusters/(?P<name>[^/]+)/pod-identity-associations/(?P<rest>.+)$": EKSResponse.dispatch,
     }
 )
 
@@ -753,7 +755,85 @@ def eks_describe_addon_versions(self: Any) -> Any:
     return ActionResult({"addons": out})
 
 
+# --- EKS Pod Identity associations (kept on the cluster: deleted with it, as on EKS)
+def _associations(cluster: Any) -> dict[str, dict[str, Any]]:
+    if not hasattr(cluster, "pod_identity_associations"):
+        cluster.pod_identity_associations = {}
+    return cluster.pod_identity_associations
+
+
+def _association_not_found(assoc_id: str) -> Exception:
+    return EksNotFound(clusterName=None, nodegroupName=None, fargateProfileName=None, addonName=None, message=f"No association found for id: {assoc_id}.")
+
+
+def create_pod_identity_association(backend: Any, cluster_name: str, namespace: str, service_account: str, role_arn: str, tags: dict[str, str] | None) -> dict[str, Any]:
+    cluster = _cluster_or_404(backend, cluster_name)
+    if not re.match(r"arn:aws[\w-]*:iam::\d{12}:role/", role_arn or ""):
+        raise EksInvalidParameter(message=f"Role ARN {role_arn} is not valid")
+    for a in _associations(cluster).values():
+        if a["namespace"] == namespace and a["serviceAccount"] == service_account:
+            raise EksInUse(clusterName=cluster_name, nodegroupName=None, addonName=None, message=f"Association already exists: {a['associationId']}")
+    assoc_id = "a-" + secrets.token_hex(9)[:17]
+    now = utcnow()
+    assoc = {
+        "clusterName": cluster_name,
+        "namespace": namespace,
+        "serviceAccount": service_account,
+        "roleArn": role_arn,
+        "associationArn": f"arn:aws:eks:{backend.region_name}:{backend.account_id}:podidentityassociation/{cluster_name}/{assoc_id}",
+        "associationId": assoc_id,
+        "tags": dict(tags or {}),
+        "createdAt": now,
+        "modifiedAt": now,
+        "disableSessionTags": False,
+    }
+    _associations(cluster)[assoc_id] = assoc
+    return assoc
+
+
+def delete_pod_identity_association(backend: Any, cluster_name: str, assoc_id: str) -> dict[str, Any]:
+    cluster = _cluster_or_404(backend, cluster_name)
+    assoc = _associations(cluster).pop(assoc_id, None)
+    if assoc is None:
+        raise _association_not_found(assoc_id)
+    return assoc
+
+
+def eks_create_pod_identity_association(self: Any) -> Any:
+    assoc = create_pod_identity_association(
+        self.eks_backend, self._get_param("name"), self._get_param("namespace"), self._get_param("serviceAccount"), self._get_param("roleArn"), self._get_param("tags")
+    )
+    return ActionResult({"association": assoc})
+
+
+def eks_describe_pod_identity_association(self: Any) -> Any:
+    cluster = _cluster_or_404(self.eks_backend, self._get_param("name"))
+    assoc_id = self._get_param("associationId")
+    if assoc_id not in _associations(cluster):
+        raise _association_not_found(assoc_id)
+    return ActionResult({"association": _associations(cluster)[assoc_id]})
+
+
+def eks_delete_pod_identity_association(self: Any) -> Any:
+    return ActionResult({"association": delete_pod_identity_association(self.eks_backend, self._get_param("name"), self._get_param("associationId"))})
+
+
+def eks_list_pod_identity_associations(self: Any) -> Any:
+    cluster = _cluster_or_404(self.eks_backend, self._get_param("name"))
+    ns, sa = self._get_param("namespace"), self._get_param("serviceAccount")
+    out = [
+        {k: a[k] for k in ("clusterName", "namespace", "serviceAccount", "associationArn", "associationId")}
+        for a in _associations(cluster).values()
+        if (not ns or a["namespace"] == ns) and (not sa or a["serviceAccount"] == sa)
+    ]
+    return ActionResult({"associations": out})
+
+
 for _fn in (
+    eks_create_pod_identity_association,
+    eks_describe_pod_identity_association,
+    eks_delete_pod_identity_association,
+    eks_list_pod_identity_associations,
     eks_create_access_entry,
     eks_describe_access_entry,
     eks_update_access_entry,
@@ -1791,6 +1871,53 @@ class CfnEksAccessEntry(_Cfn, CloudFormationModel):
         c = eks_backends[account_id][region_name].clusters.get(self.entry["clusterName"])
         if c is not None:
             c.access_entries.pop(self.entry["principalArn"], None)
+
+
+class CfnEksPodIdentityAssociation(_Cfn, CloudFormationModel):
+    __module__ = "moto.meshctl_testbed"  # moto's model registry keys models by moto.<service>
+    ATTRS = ("AssociationArn", "AssociationId")
+
+    def __init__(self, assoc: dict[str, Any]) -> None:
+        self.assoc = assoc
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::EKS::PodIdentityAssociation"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.assoc["associationArn"]
+
+    def get_cfn_attribute(self, attr: str) -> Any:
+        return {"AssociationArn": self.assoc["associationArn"], "AssociationId": self.assoc["associationId"]}[attr]
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+        props = cloudformation_json["Properties"]
+        assoc = create_pod_identity_association(
+            eks_backends[account_id][region_name], props["ClusterName"], props["Namespace"], props["ServiceAccount"], props["RoleArn"], _tags_dict(props.get("Tags"))
+        )
+        return cls(assoc)
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str) -> Any:
+        props = cloudformation_json["Properties"]
+        a = original_resource.assoc
+        if (props["ClusterName"], props["Namespace"], props["ServiceAccount"]) != (a["clusterName"], a["namespace"], a["serviceAccount"]):
+            original_resource.delete(account_id, region_name)
+            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+        a["roleArn"] = props["RoleArn"]
+        a["modifiedAt"] = utcnow()
+        return original_resource
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        c = eks_backends[account_id][region_name].clusters.get(self.assoc["clusterName"])
+        if c is not None:
+            _associations(c).pop(self.assoc["associationId"], None)
 
 
 class CfnRamResourceShare(_Cfn, CloudFormationModel):

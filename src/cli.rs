@@ -35,6 +35,10 @@ pub struct Global {
     /// Answer yes to confirmations of destructive actions (required when not on a terminal)
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+    /// Take over AWS stacks of the configured names that meshctl did not create: `up` updates
+    /// and tags them, `down` deletes them (without it both refuse)
+    #[arg(long, global = true)]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

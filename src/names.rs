@@ -37,10 +37,18 @@ pub fn access_role_arn(config: &Config, spoke: &Account, spoke_account_id: &str)
     role_arn(config, spoke_account_id, spoke.access_role_name())
 }
 
-/// The node instance role of an account's cluster (named, so spokes can trust the hub's
-/// before it exists).
-pub fn node_role_name(account: &Account) -> String {
-    format!("{}-node-role", account.cluster_name)
+/// The hub's SPIRE server role (EKS Pod Identity of its service account). The hub stack
+/// creates it under this name and every spoke's access role trusts exactly it, by name, so the
+/// spoke stacks need not wait for the hub's.
+pub fn spire_server_role_name(hub: &Account) -> String {
+    format!("{}-spire-server", hub.cluster_name)
+}
+
+/// The stack in the hub account holding what the hub keeps for one spoke: routes to its VPC,
+/// the Transit Gateway share with its account, the SPIRE server's permission to assume its
+/// access role.
+pub fn hub_peer_stack_name(hub: &Account, spoke: &Account) -> String {
+    format!("{}-{}", hub.stack_name, spoke.name)
 }
 
 /// The stack holding a spoke's Transit Gateway attachment, routes and ingress.
@@ -56,8 +64,9 @@ mod tests {
     fn derived_names() {
         let c = Config::default();
         assert_eq!(access_role_arn(&c, &c.spokes[1], "333333333333"), "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role");
-        assert_eq!(node_role_name(&c.hub), "eks-cluster-shared-node-role");
+        assert_eq!(spire_server_role_name(&c.hub), "eks-cluster-shared-spire-server");
         assert_eq!(tgw_stack_name(&c.spokes[0]), "eks-cluster-frontend-stack-tgw");
+        assert_eq!(hub_peer_stack_name(&c.hub, &c.spokes[1]), "eks-cluster-shared-services-stack-backend");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("cn-north-1"), "aws-cn");
     }

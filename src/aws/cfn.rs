@@ -1,7 +1,9 @@
 //! CloudFormation stacks, the way meshctl deploys them: compare the live stack with the wanted
 //! template, parameters and tags; create or update through a change set ("no changes" is up to
 //! date and the empty change set is deleted); wait with backoff, showing the stack's status;
-//! on failure say which resources failed and why, and the command that shows more.
+//! on failure say which resources failed and why, and the command that shows more. A stack of
+//! the wanted name that meshctl did not create (no ownership tag) is neither updated nor
+//! deleted unless the caller adopts it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use aws_sdk_cloudformation::Client;
 
 use super::Backoff;
 use crate::error::{Error, ErrorKind, ResultExt};
+use crate::names::{MANAGED_BY, TAG_MANAGED_BY};
 use crate::state::{Progress, Status};
 
 /// First interval between two polls of a stack or change set, and the longest one.
@@ -110,6 +113,39 @@ impl LiveStack {
     }
 }
 
+/// Whether meshctl created the stack: it carries the ownership tag meshctl puts on every stack.
+pub fn is_ours(live: &LiveStack) -> bool {
+    live.tags.get(TAG_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+}
+
+/// What a caller allows [`deploy`] and [`delete`] beyond creating, updating and deleting
+/// meshctl's own stacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// Delete a stack stuck in ROLLBACK_COMPLETE and create it again (`--yes`).
+    pub recreate_failed: bool,
+    /// Update or delete a stack of the wanted name that meshctl did not create (`--adopt`).
+    pub adopt: bool,
+}
+
+/// Refuses to `what` (update, delete) a stack meshctl did not create, unless adopting it: a
+/// stack of the same name may hold someone else's VPC or cluster.
+pub fn ensure_ours(spec: &StackSpec, live: &LiveStack, adopt: bool, what: &str) -> Result<(), Error> {
+    if adopt || is_ours(live) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidInput,
+        format!("{}: exists but was not created by meshctl (it has no {TAG_MANAGED_BY} tag), so meshctl will not {what} it", spec.who()),
+    )
+    .hint(format!("if it is meant to be meshctl's, rerun with --adopt to take it over (`up --adopt` updates it to meshctl's template and tags it, `down --adopt` deletes it); else set another stack_name for account {}", spec.account)))
+}
+
+/// The drift reason of a stack meshctl did not create.
+pub fn foreign_reason() -> String {
+    format!("not created by meshctl (no {TAG_MANAGED_BY} tag); `meshctl up --adopt` takes it over")
+}
+
 /// Reads a stack; `None` when it does not exist.
 pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, Error> {
     let out = match client.describe_stacks().stack_name(name).send().await {
@@ -190,7 +226,9 @@ pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, Error> {
     let live = describe(client, &spec.name).await.context(format!("{}: cannot read it", spec.who()))?;
     let Some(live) = live else { return Ok(Status::Missing) };
     Ok(match live.phase() {
-        StackPhase::Gone | StackPhase::Review => Status::Missing,
+        StackPhase::Gone => Status::Missing,
+        _ if !is_ours(&live) => Status::Drifted(foreign_reason()),
+        StackPhase::Review => Status::Missing,
         StackPhase::RollbackComplete => Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into()),
         StackPhase::Failed | StackPhase::Unknown => Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default())),
         StackPhase::InProgress => Status::Drifted(format!("{}: an operation is running", live.status_str())),
@@ -308,13 +346,15 @@ async fn wait(client: &Client, spec: &StackSpec, stack_ref: &str, goal: Goal, cx
     }
 }
 
-/// Deletes the stack and waits until it is gone. Absent is success.
-pub async fn delete(client: &Client, spec: &StackSpec, cx: &dyn Progress) -> Result<(), Error> {
+/// Deletes the stack and waits until it is gone. Absent is success; a stack meshctl did not
+/// create is refused unless `adopt`.
+pub async fn delete(client: &Client, spec: &StackSpec, adopt: bool, cx: &dyn Progress) -> Result<(), Error> {
     let live = describe(client, &spec.name).await.context(format!("{}: cannot read it", spec.who()))?;
     let Some(live) = live else { return Ok(()) };
     if live.phase() == StackPhase::Gone {
         return Ok(());
     }
+    ensure_ours(spec, &live, adopt, "delete")?;
     if live.phase() == StackPhase::InProgress {
         wait(client, spec, &live.id, Goal::Settled, cx).await?;
     }
@@ -330,10 +370,15 @@ fn no_changes(reason: &str) -> bool {
 
 /// Creates or updates the stack through a change set and waits for it. Returns `false`
 /// when CloudFormation found nothing to change (the empty change set is deleted). A stack in
-/// ROLLBACK_COMPLETE is deleted and created again only with `recreate_failed` (`--yes`).
-pub async fn deploy(client: &Client, spec: &StackSpec, recreate_failed: bool, cx: &dyn Progress) -> Result<bool, Error> {
+/// ROLLBACK_COMPLETE is deleted and created again only with `allowed.recreate_failed`
+/// (`--yes`); a stack meshctl did not create is updated (and so tagged) only with
+/// `allowed.adopt`.
+pub async fn deploy(client: &Client, spec: &StackSpec, allowed: Allowed, cx: &dyn Progress) -> Result<bool, Error> {
     let who = spec.who();
     let mut live = describe(client, &spec.name).await.context(format!("{who}: cannot read it"))?;
+    if let Some(l) = live.as_ref().filter(|l| l.phase() != StackPhase::Gone) {
+        ensure_ours(spec, l, allowed.adopt, "update")?;
+    }
     if let Some(l) = &live {
         if l.phase() == StackPhase::InProgress {
             wait(client, spec, &l.id, Goal::Settled, cx).await?;
@@ -346,13 +391,13 @@ pub async fn deploy(client: &Client, spec: &StackSpec, recreate_failed: bool, cx
             StackPhase::Gone | StackPhase::Review => ChangeSetType::Create,
             StackPhase::Stable => ChangeSetType::Update,
             StackPhase::RollbackComplete => {
-                if !recreate_failed {
+                if !allowed.recreate_failed {
                     return Err(failure(client, spec, l, "its creation")
                         .await
                         .hint("it must be deleted before it can be created again: rerun with --yes to let meshctl delete and recreate it"));
                 }
                 cx.progress(format!("deleting {} (ROLLBACK_COMPLETE) to recreate it", spec.name));
-                delete(client, spec, cx).await?;
+                delete(client, spec, allowed.adopt, cx).await?;
                 ChangeSetType::Create
             }
             StackPhase::Failed | StackPhase::Unknown | StackPhase::InProgress => {

@@ -37,8 +37,14 @@ impl fmt::Display for Blocker {
 }
 
 /// True for a security group a Kubernetes controller created (in-tree service controller,
-/// AWS Load Balancer Controller), never one of the stack's own.
+/// AWS Load Balancer Controller), never one of the stack's own. The cluster security group
+/// EKS itself creates (tagged `aws:eks:cluster-name`, and `kubernetes.io/cluster/<name>` like
+/// the controllers' groups) is not one: EKS deletes it with the cluster, and while the cluster
+/// runs its interfaces use it, so it can be neither a blocker nor deleted by meshctl.
 fn is_kubernetes_group(name: &str, tags: &[(String, String)], cluster: &str) -> bool {
+    if tags.iter().any(|(k, _)| k == "aws:eks:cluster-name") {
+        return false;
+    }
     name.starts_with("k8s-")
         || tags.iter().any(|(k, _)| k == &format!("kubernetes.io/cluster/{cluster}") || k == "elbv2.k8s.aws/cluster" || k == "service.k8s.aws/stack")
 }
@@ -158,6 +164,9 @@ mod tests {
         assert!(is_kubernetes_group("sg-web", &[("elbv2.k8s.aws/cluster".into(), "c".into())], "c"));
         assert!(!is_kubernetes_group("c-cluster-sg", &none, "c"));
         assert!(!is_kubernetes_group("sg-web", &[("kubernetes.io/cluster/other".into(), "owned".into())], "c"));
+        // EKS's own cluster security group goes with the cluster
+        let eks = [("kubernetes.io/cluster/c".to_string(), "owned".to_string()), ("aws:eks:cluster-name".to_string(), "c".to_string())];
+        assert!(!is_kubernetes_group("eks-cluster-sg-c-1234567890", &eks, "c"));
         assert!(is_kubernetes_interface("aws-K8S-i-0abc", &none, "c"));
         assert!(is_kubernetes_interface("ELB net/k8s-yelb-yelbui/123", &none, "c"));
         assert!(is_kubernetes_interface("", &[("cluster.k8s.amazonaws.com/name".into(), "c".into())], "c"));

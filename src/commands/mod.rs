@@ -282,7 +282,7 @@ async fn run_graph(g: &Global, mode: Mode, selection: Option<BTreeSet<StepId>>) 
 async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<StepId>>, force: bool) -> Result<u8, AppError> {
     let style = Style::detect(g.output == OutputFormat::Json);
     let renderer: Arc<dyn render::Renderer> = Arc::from(render::renderer(style));
-    let opts = RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, force, selection, ..RunOptions::new(mode) };
+    let opts = RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, adopt: g.adopt, force, selection, ..RunOptions::new(mode) };
     // First Ctrl-C: no new step starts, running ones finish. Second: running waits stop.
     let (stop, abort) = (opts.stop.clone(), opts.abort.clone());
     let signals = tokio::spawn(async move {

@@ -77,6 +77,14 @@ pub struct Account {
     pub cluster_name: String,
     pub stack_name: String,
     pub vpc_cidr: String,
+    /// The cluster's Kubernetes version, one of [`EKS_VERSIONS`].
+    pub kubernetes_version: String,
+    /// The EC2 instance type of the cluster's nodes (`family.size`, e.g. `t3.medium`).
+    pub instance_type: String,
+    /// How many nodes the node group runs (its desired size; its maximum is at least this).
+    pub node_count: u32,
+    /// Each node's root volume, in GiB.
+    pub disk_size: u32,
     /// Use this existing kubeconfig context instead of the one derived from EKS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kube_context: Option<String>,
@@ -92,7 +100,7 @@ pub struct Account {
     /// Spokes only: the key in that ConfigMap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig_key: Option<String>,
-    /// Spokes only: the cross-account role the hub's nodes assume.
+    /// Spokes only: the cross-account role the hub's SPIRE server (its Pod Identity role) assumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_role_name: Option<String>,
 }
@@ -115,6 +123,19 @@ impl Account {
         self.access_role_name.as_deref().unwrap_or_default()
     }
 }
+
+/// The Kubernetes versions EKS creates clusters with, in standard or extended support.
+/// Checked 2026-11-30 against the EKS release calendar (as last verified 2026-04-24): 1.35 and
+/// 1.34 in standard support, 1.33 and 1.32 in extended support (until 2027-07-29 and
+/// 2027-03-23); 1.31's extended support ended 2026-11-26. A version EKS adds later is
+/// rejected until it is added here.
+pub const EKS_VERSIONS: &[&str] = &["1.32", "1.33", "1.34", "1.35"];
+
+/// Built-in defaults of each account's cluster and nodes.
+pub const DEFAULT_KUBERNETES_VERSION: &str = "1.34";
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.medium";
+pub const DEFAULT_NODE_COUNT: u32 = 2;
+pub const DEFAULT_DISK_SIZE: u32 = 40;
 
 /// The built-in default of `mesh.provider`.
 pub const DEFAULT_PROVIDER: &str = "envoy";

@@ -61,6 +61,51 @@ fn defaults_are_the_walkthrough() {
     assert_eq!(callers, vec!["yelb-ui"]);
     assert_eq!(c.spire.agent_socket, "/run/spire/sockets/agent.sock");
     assert_eq!(c.spire.agent_health_port, 8080, "the spire-agent chart's health port");
+    for a in c.accounts() {
+        assert_eq!((a.kubernetes_version.as_str(), a.instance_type.as_str(), a.node_count, a.disk_size), ("1.34", "t3.medium", 2, 40), "{}", a.name);
+    }
+}
+
+#[test]
+fn cluster_and_node_sizes_are_keys_per_account() {
+    let c = load_str(
+        "[hub]\nkubernetes_version = \"1.35\"\ninstance_type = \"m7g.2xlarge\"\nnode_count = 5\ndisk_size = 100\n\
+         [[spokes]]\nname = \"frontend\"\nnode_count = 1\n[[spokes]]\nname = \"backend\"\ninstance_type = \"u-6tb1.112xlarge\"\n",
+    )
+    .unwrap();
+    assert_eq!((c.hub.kubernetes_version.as_str(), c.hub.instance_type.as_str(), c.hub.node_count, c.hub.disk_size), ("1.35", "m7g.2xlarge", 5, 100));
+    assert_eq!((c.spokes[0].node_count, c.spokes[0].kubernetes_version.as_str()), (1, "1.34"), "unset keys keep their defaults");
+    assert_eq!(c.spokes[1].instance_type, "u-6tb1.112xlarge");
+    let set = Config::load(None, &[("MESHCTL_HUB__DISK_SIZE".to_string(), "64".to_string())], &["hub.node_count=3".to_string()]).unwrap();
+    assert_eq!((set.hub.node_count, set.hub.disk_size), (3, 64));
+
+    let cases = [
+        ("[hub]\nkubernetes_version = \"1.29\"\n", "hub.kubernetes_version", "1.32, 1.33, 1.34, 1.35"),
+        ("[hub]\nkubernetes_version = \"1.34.4\"\n", "hub.kubernetes_version", "EKS supports"),
+        ("[hub]\ninstance_type = \"t3\"\n", "hub.instance_type", "t3.medium"),
+        ("[hub]\ninstance_type = \"T3.Medium\"\n", "hub.instance_type", "EC2 instance type"),
+        ("[hub]\ninstance_type = \"t3.medium.x\"\n", "hub.instance_type", "EC2 instance type"),
+        ("[hub]\nnode_count = 0\n", "hub.node_count", "1 to 100"),
+        ("[[spokes]]\nname = \"frontend\"\nnode_count = 101\n", "spokes[0].node_count", "1 to 100"),
+        ("[hub]\ndisk_size = 19\n", "hub.disk_size", "20 to 16384"),
+        ("[[spokes]]\nname = \"frontend\"\ndisk_size = 16385\n", "spokes[0].disk_size", "20 to 16384"),
+    ];
+    for (toml, key, needle) in cases {
+        let e = err(toml);
+        assert_eq!(e.key, key, "{toml}: {e}");
+        assert!(e.to_string().contains(needle), "{toml}: {e}");
+        assert!(e.line.is_some(), "{toml}: no line in {e}");
+    }
+    // the roles named after the cluster must fit IAM's 64 characters
+    let e = err(&format!("[hub]\ncluster_name = \"{}\"\n", "h".repeat(50)));
+    assert_eq!(e.key, "hub.cluster_name");
+    assert!(e.message.contains("at most 49") && e.message.contains("-ebs-csi-driver"), "{e}");
+    load_str(&format!("[hub]\ncluster_name = \"{}\"\n", "h".repeat(49))).unwrap();
+    let e = err(&format!("[[spokes]]\nname = \"frontend\"\ncluster_name = \"{}\"\naccess_role_name = \"r\"\n", "s".repeat(55)));
+    assert_eq!(e.key, "spokes[0].cluster_name");
+    assert!(e.message.contains("at most 54"), "{e}");
+    let e = err("[hub]\nnode_count = \"two\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, EKS_VERSIONS};
 
 type Check = Result<(), ConfigError>;
 
@@ -68,6 +68,17 @@ pub fn is_region(s: &str) -> bool {
     parts.len() >= 3
         && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && all_chars(p, |c| c.is_ascii_lowercase()))
         && parts.last().is_some_and(|p| !p.is_empty() && all_chars(p, |c| c.is_ascii_digit()))
+}
+
+/// An EC2 instance type: `family.size`, the family a lowercase letter then lowercase letters,
+/// digits and '-' (`t3`, `m7g`, `u-6tb1`), the size lowercase letters and digits (`medium`,
+/// `2xlarge`).
+fn is_instance_type(s: &str) -> bool {
+    let Some((family, size)) = s.split_once('.') else { return false };
+    family.starts_with(|c: char| c.is_ascii_lowercase())
+        && all_chars(family, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !size.is_empty()
+        && all_chars(size, |c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 fn is_profile(s: &str) -> bool {
@@ -200,6 +211,20 @@ pub(super) fn validate(c: &Config) -> Check {
             );
         }
         rule(&key("cluster_name"), &a.cluster_name, is_eks_cluster_name(&a.cluster_name), "an EKS cluster name: letters, digits, '-' and '_', starting with a letter or digit, at most 100 characters")?;
+        // The stacks name IAM roles after the cluster (`<cluster>-node-role`; the hub's also
+        // `<cluster>-spire-server` and `<cluster>-ebs-csi-driver`), and a role name has at
+        // most 64 characters.
+        let longest_suffix = if i == 0 { "-ebs-csi-driver" } else { "-node-role" };
+        if a.cluster_name.len() + longest_suffix.len() > 64 {
+            return fail(
+                key("cluster_name"),
+                format!(
+                    "{:?} is too long: at most {} characters here, because the IAM roles of its stack are named after it (<cluster>{longest_suffix}) and IAM role names have at most 64",
+                    a.cluster_name,
+                    64 - longest_suffix.len()
+                ),
+            );
+        }
         rule(&key("stack_name"), &a.stack_name, is_stack_name(&a.stack_name), "a CloudFormation stack name: letters, digits and '-', starting with a letter, at most 128 characters")?;
         let Some(net) = parse_cidr(&a.vpc_cidr) else {
             return fail(key("vpc_cidr"), format!("{:?} is not valid: an IPv4 network such as 10.1.0.0/16 (prefix /16 to /28)", a.vpc_cidr));
@@ -208,6 +233,19 @@ pub(super) fn validate(c: &Config) -> Check {
             return fail(key("vpc_cidr"), format!("{} overlaps {other}; the Transit Gateway routes between VPCs need distinct ranges", a.vpc_cidr));
         }
         cidrs.push((net, format!("{} ({at})", a.vpc_cidr)));
+        rule(
+            &key("kubernetes_version"),
+            &a.kubernetes_version,
+            EKS_VERSIONS.contains(&a.kubernetes_version.as_str()),
+            &format!("a Kubernetes version EKS supports: {}", EKS_VERSIONS.join(", ")),
+        )?;
+        rule(&key("instance_type"), &a.instance_type, is_instance_type(&a.instance_type), "an EC2 instance type such as t3.medium or m7g.2xlarge")?;
+        if !(1..=100).contains(&a.node_count) {
+            return fail(key("node_count"), format!("{} is not valid: 1 to 100 nodes", a.node_count));
+        }
+        if !(20..=16384).contains(&a.disk_size) {
+            return fail(key("disk_size"), format!("{} is not valid: a node's disk is 20 to 16384 GiB (EKS nodes need at least 20)", a.disk_size));
+        }
         if let Some(ctx) = &a.kube_context {
             rule(&key("kube_context"), ctx, !ctx.is_empty(), "the name of a context in your kubeconfig")?;
         }

@@ -111,13 +111,17 @@ pub enum Teardown {
     ReadOnly,
 }
 
-/// What a step may use while it runs: progress reporting, the `--yes` answer, cancellation.
+/// What a step may use while it runs: progress reporting, the `--yes` and `--adopt` answers,
+/// cancellation.
 #[derive(Clone)]
 pub struct StepRun {
     id: StepId,
     sink: Arc<dyn EventSink>,
     /// The user allowed destructive repairs (e.g. deleting a stack stuck in ROLLBACK_COMPLETE).
     pub yes: bool,
+    /// The user allowed taking over (updating, deleting) resources of the configured names that
+    /// meshctl did not create.
+    pub adopt: bool,
     abort: CancellationToken,
 }
 
@@ -135,7 +139,7 @@ impl StepRun {
 
     /// A run for code paths outside the engine (tests, one-off checks): events are dropped.
     pub fn detached(id: &str) -> StepRun {
-        StepRun { id: StepId(id.to_string()), sink: Arc::new(NullSink), yes: false, abort: CancellationToken::new() }
+        StepRun { id: StepId(id.to_string()), sink: Arc::new(NullSink), yes: false, adopt: false, abort: CancellationToken::new() }
     }
 }
 

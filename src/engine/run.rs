@@ -17,6 +17,8 @@ pub struct RunOptions {
     /// At most this many steps run at once (at least 1).
     pub concurrency: usize,
     pub yes: bool,
+    /// Steps may take over resources meshctl did not create (`--adopt`).
+    pub adopt: bool,
     /// `down` only: a step that failed does not stop the steps under it from being destroyed
     /// (`meshctl down --force`); the failure is still reported.
     pub force: bool,
@@ -35,6 +37,7 @@ impl RunOptions {
             mode,
             concurrency: 8,
             yes: false,
+            adopt: false,
             force: false,
             selection: None,
             stop: CancellationToken::new(),
@@ -175,7 +178,7 @@ pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> 
                     continue;
                 }
                 let step = graph.get(id.as_str()).expect("selected id exists").clone();
-                let run = StepRun { id: id.clone(), sink: sink.clone(), yes: opts.yes, abort: opts.abort.clone() };
+                let run = StepRun { id: id.clone(), sink: sink.clone(), yes: opts.yes, adopt: opts.adopt, abort: opts.abort.clone() };
                 sink.event(&Event::now(id, EventKind::Started));
                 slots.insert(id.clone(), Slot::Running);
                 let mode = opts.mode;

@@ -45,6 +45,10 @@ pub mod ids {
     pub fn stack(account: &str) -> StepId {
         StepId::new("stacks", account)
     }
+    /// The hub's stack for one spoke (routes, Transit Gateway share, SPIRE access).
+    pub fn hub_peer_stack(spoke: &str) -> StepId {
+        StepId::new("stacks", &format!("hub-{spoke}"))
+    }
     pub fn tgw_stack(spoke: &str) -> StepId {
         StepId::new("stacks", &format!("{spoke}-tgw"))
     }
@@ -88,6 +92,7 @@ pub mod ids {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::engine::StepId;
 
     fn default_graph() -> Graph {
         graph(&Arc::new(Session::new(Config::default()).unwrap())).expect("the default graph is valid")
@@ -107,14 +112,45 @@ mod tests {
     }
 
     #[test]
-    fn only_tgw_stacks_wait_on_the_hub_stack_among_stacks() {
+    fn only_per_spoke_stacks_wait_on_the_hub_stack_among_stacks() {
         let g = default_graph();
         let waiting: Vec<&str> =
             g.metas().filter(|m| m.phase == "stacks" && g.ancestors(m.id.as_str()).iter().any(|a| a == &"stacks/shared")).map(|m| m.id.as_str()).collect();
-        assert_eq!(waiting, ["stacks/frontend-tgw", "stacks/backend-tgw"]);
+        assert_eq!(waiting, ["stacks/hub-frontend", "stacks/frontend-tgw", "stacks/hub-backend", "stacks/backend-tgw"]);
         for spoke in ["frontend", "backend"] {
             let tgw = g.get(ids::tgw_stack(spoke).as_str()).unwrap().meta();
             assert!(tgw.needs.contains(&ids::ram(spoke)), "the attachment needs the accepted share");
+        }
+    }
+
+    /// Issue 15.5, for any number of spokes: the base stacks have no path between them (all
+    /// clusters build at once); each spoke's hub stack needs only the hub's base stack, and
+    /// that spoke's share acceptance needs that hub stack (the share is in it).
+    #[test]
+    fn base_stacks_stay_independent_and_each_spoke_has_its_own_hub_stack() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"backend\"\n[[spokes]]\nname = \"analytics\"\n").unwrap();
+        let c = Config::load(Some(f.path()), &[], &[]).unwrap();
+        let g = graph(&Arc::new(Session::new(c.clone()).unwrap())).unwrap();
+        let bases: Vec<StepId> = c.accounts().map(|a| ids::stack(&a.name)).collect();
+        for a in &bases {
+            for b in &bases {
+                if a != b {
+                    assert!(!g.connected(a.as_str(), b.as_str()), "{a} and {b} are connected");
+                }
+            }
+        }
+        for s in &c.spokes {
+            let peer = g.get(ids::hub_peer_stack(&s.name).as_str()).unwrap().meta();
+            assert_eq!(peer.needs, [ids::stack(&c.hub.name)], "{}", peer.id);
+            assert_eq!(peer.account, c.hub.name, "made in the hub account");
+            assert_eq!(g.get(ids::ram(&s.name).as_str()).unwrap().meta().needs, [ids::hub_peer_stack(&s.name)]);
+            // the SPIRE server's token refresher needs every spoke's grant
+            assert!(g.get(ids::spire_server().as_str()).unwrap().meta().needs.contains(&ids::hub_peer_stack(&s.name)), "spire/server without {}", s.name);
+            // no other spoke's hub stack is on the way to this spoke's attachment
+            for other in c.spokes.iter().filter(|o| o.name != s.name) {
+                assert!(!g.ancestors(ids::tgw_stack(&s.name).as_str()).contains(&ids::hub_peer_stack(&other.name)), "{} waits on {}'s hub stack", s.name, other.name);
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! Phase 2: in each spoke, accept the pending invitation to the hub's Transit Gateway share
-//! (nothing to do when the share is already associated, e.g. inside an AWS Organization).
+//! (nothing to do when the share is already associated, e.g. inside an AWS Organization). The
+//! hub shares the Transit Gateway with each spoke from that spoke's own hub stack
+//! (`stacks/hub-<spoke>`), so this waits for that stack only.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         .iter()
         .map(|s| {
             AcceptShare::step(
-                StepMeta::new(ids::ram(&s.name), &s.name, format!("accept RAM share {}", c.network.tgw_share)).needs([ids::stack(&c.hub.name)]),
+                StepMeta::new(ids::ram(&s.name), &s.name, format!("accept RAM share {}", c.network.tgw_share)).needs([ids::hub_peer_stack(&s.name)]),
                 session,
                 &s.name,
                 &c.network.tgw_share,

@@ -36,7 +36,10 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     let mut out: Vec<Arc<dyn Step>> = vec![Arc::new(ServerStep {
         session: session.clone(),
         meta: StepMeta::new(ids::spire_server(), &c.hub.name, format!("install SPIRE server (trust domain {})", c.mesh.trust_domain))
-            .needs([ids::spire_configmaps(), ids::kubeconfig(&c.hub.name)]),
+            .needs([ids::spire_configmaps(), ids::kubeconfig(&c.hub.name)])
+            // Its token refresher may assume a spoke's access role only once that spoke's hub
+            // stack grants it; the init container fails (and the pod never starts) before.
+            .needs(c.spokes.iter().map(|s| ids::hub_peer_stack(&s.name))),
     })];
     for s in &c.spokes {
         out.push(Arc::new(BundleStep {

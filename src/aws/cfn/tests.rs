@@ -50,6 +50,15 @@ fn stack(status: StackStatus) -> DescribeStacksOutput {
         .build()
 }
 
+/// The stack as someone else created it: same name, no meshctl tag.
+fn foreign(status: StackStatus) -> DescribeStacksOutput {
+    let mut out = stack(status);
+    for s in out.stacks.iter_mut().flatten() {
+        s.tags = Some(vec![Tag::builder().key("team").value("networking").build()]);
+    }
+    out
+}
+
 fn not_found() -> DescribeStacksError {
     DescribeStacksError::generic(ErrorMetadata::builder().code("ValidationError").message("Stack with id eks-cluster-frontend-stack does not exist").build())
 }
@@ -103,7 +112,7 @@ async fn an_empty_change_set_is_up_to_date_and_deleted() {
     });
     let delete = mock!(Client::delete_change_set).match_requests(|r| r.change_set_name() == Some(CS)).then_output(|| DeleteChangeSetOutput::builder().build());
     let c = client(&[&describe, &create, &cs, &delete]);
-    let changed = deploy(&c, &spec(), false, &Silent).await.unwrap();
+    let changed = deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap();
     assert!(!changed);
     assert_eq!(delete.num_calls(), 1, "the empty change set is deleted");
 }
@@ -123,7 +132,7 @@ async fn a_new_stack_is_created_through_a_change_set() {
     let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
     let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
     let c = client(&[&describe, &create, &cs, &exec, &done]);
-    assert!(deploy(&c, &spec(), false, &Silent).await.unwrap());
+    assert!(deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap());
     assert_eq!(exec.num_calls(), 1);
 }
 
@@ -132,7 +141,7 @@ async fn rollback_complete_is_reported_without_yes() {
     let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
     let events = mock!(Client::describe_stack_events).then_output(failed_events);
     let c = client(&[&describe, &events]);
-    let err = deploy(&c, &spec(), false, &Silent).await.unwrap_err().chain();
+    let err = deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap_err().chain();
     assert!(err.contains("account frontend (profile frontend): stack eks-cluster-frontend-stack"), "{err}");
     assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
     assert!(err.contains("Cluster (AWS::EKS::Cluster): Resource handler returned message"), "{err}");
@@ -156,7 +165,7 @@ async fn rollback_complete_is_deleted_and_recreated_with_yes() {
     let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
     let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
     let c = client(&[&describe, &describe2, &del, &gone, &create, &cs, &exec, &done]);
-    assert!(deploy(&c, &spec(), true, &Silent).await.unwrap());
+    assert!(deploy(&c, &spec(), Allowed { recreate_failed: true, adopt: false }, &Silent).await.unwrap());
     assert_eq!(del.num_calls(), 1);
     assert_eq!(exec.num_calls(), 1);
 }
@@ -204,7 +213,7 @@ fn template_comments_layout_and_metadata_are_not_drift() {
 async fn delete_of_an_absent_stack_succeeds() {
     let describe = mock!(Client::describe_stacks).then_error(not_found);
     let c = client(&[&describe]);
-    delete(&c, &spec(), &Silent).await.unwrap();
+    delete(&c, &spec(), false, &Silent).await.unwrap();
 }
 
 /// Polls at most every 5 s: this test waits one interval.
@@ -220,9 +229,76 @@ async fn a_failed_creation_names_the_failed_resources_and_the_next_command() {
     let events = mock!(Client::describe_stack_events).then_output(failed_events);
     let c = client(&[&describe, &create, &cs, &exec, &running, &failed, &events]);
     let t = std::time::Instant::now();
-    let err = deploy(&c, &spec(), false, &Silent).await.unwrap_err().chain();
+    let err = deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap_err().chain();
     assert!(t.elapsed() >= POLL_FIRST, "polled after {:?}", t.elapsed());
     assert!(err.contains("ended in ROLLBACK_COMPLETE"), "{err}");
     assert!(err.contains("Cluster (AWS::EKS::Cluster)"), "{err}");
     assert!(err.contains("describe-stack-events --stack-name eks-cluster-frontend-stack --profile frontend"), "{err}");
+}
+
+// ------------------------------------------------------------------ stacks meshctl did not create
+
+#[tokio::test]
+async fn a_foreign_stack_is_drift_not_created_by_meshctl() {
+    // Read only: no GetTemplate either, the reason is the ownership.
+    let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::CreateComplete));
+    let c = client(&[&describe]);
+    match check(&c, &spec()).await.unwrap() {
+        Status::Drifted(why) => assert!(why.starts_with("not created by meshctl") && why.contains("--adopt"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn update_of_a_foreign_stack_is_refused_without_adopt() {
+    // Only the read is answered: any CreateChangeSet would find no rule and fail the test.
+    let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::UpdateComplete));
+    let c = client(&[&describe]);
+    let err = deploy(&c, &spec(), Allowed { recreate_failed: true, adopt: false }, &Silent).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        err.chain(),
+        "account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl (it has no \
+         meshctl:managed-by tag), so meshctl will not update it; if it is meant to be meshctl's, rerun with --adopt to take it over \
+         (`up --adopt` updates it to meshctl's template and tags it, `down --adopt` deletes it); else set another stack_name for account frontend"
+    );
+    assert_eq!(describe.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn delete_of_a_foreign_stack_is_refused_without_adopt() {
+    let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::CreateComplete));
+    let c = client(&[&describe]);
+    let err = delete(&c, &spec(), false, &Silent).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let text = err.chain();
+    assert!(text.starts_with("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"), "{text}");
+    assert!(text.contains("will not delete it") && text.contains("--adopt"), "{text}");
+
+    // Adopted: deleted as one of meshctl's own.
+    let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::CreateComplete));
+    let del = mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
+    let gone = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::DeleteComplete));
+    let c = client(&[&describe, &del, &gone]);
+    delete(&c, &spec(), true, &Silent).await.unwrap();
+    assert_eq!(del.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn adopt_updates_a_foreign_stack_and_adds_the_tag() {
+    let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::CreateComplete));
+    let create = mock!(Client::create_change_set)
+        .match_requests(|r| {
+            r.change_set_type() == Some(&ChangeSetType::Update)
+                && r.tags().iter().any(|t| t.key() == Some("meshctl:managed-by") && t.value() == Some("meshctl"))
+                && r.template_body() == Some("Resources: {}\n")
+        })
+        .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
+    let cs = mock!(Client::describe_change_set)
+        .then_output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build());
+    let exec = mock!(Client::execute_change_set).match_requests(|r| r.change_set_name() == Some(CS)).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
+    let c = client(&[&describe, &create, &cs, &exec, &done]);
+    assert!(deploy(&c, &spec(), Allowed { recreate_failed: false, adopt: true }, &Silent).await.unwrap());
+    assert_eq!((create.num_calls(), exec.num_calls()), (1, 1));
 }
