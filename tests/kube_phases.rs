@@ -247,7 +247,7 @@ async fn kubeconfig_context_merged_from_eks() {
     std::fs::write(&file, foreign).unwrap();
     let cluster = unique_name("kp-eks");
     let c = Config::load(None, &[], &[format!("kubeconfig={}", file.display()), format!("hub.cluster_name={cluster}"), format!("region={}", tb.region)]).unwrap();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).profile_name("shared").region(aws_config::Region::new(tb.region.clone())).load().await;
+    let conf = meshctl::aws::sdk_loader().profile_name("shared").region(aws_config::Region::new(tb.region.clone())).load().await;
     let eks = aws_sdk_eks::Client::new(&conf);
     eks.create_cluster()
         .name(&cluster)
