@@ -1075,7 +1075,7 @@ image = "registry.invalid/appserver:1"
     // The same without a reachable admin interface: exit 1, and the hint runs kubectl in the
     // account's kube_context against the pod.
     let toml = toml.split("[[services]]").next().unwrap().to_string()
-        + "[[services]]\nname = \"noadmin\"\naccount = \"frontend\"\nport = 80\n";
+        + "[[services]]\nname = \"noadmin\"\naccount = \"frontend\"\nport = 80\nimage = \"docker.io/library/nginx:1.27\"\n";
     std::fs::write(&cfg, toml).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     cmd.arg("--config")
