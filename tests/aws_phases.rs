@@ -186,7 +186,7 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
         let ng = eks.describe_nodegroup().cluster_name(&a.cluster_name).nodegroup_name(format!("{}-nodes", a.cluster_name)).send().await.unwrap().nodegroup.unwrap();
         let scaling = ng.scaling_config().unwrap();
         assert_eq!((scaling.desired_size(), scaling.max_size()), (Some(a.node_count as i32), Some(stacks::node_max_size(a) as i32)), "{}", a.cluster_name);
-        assert_eq!(ng.instance_types(), [a.instance_type.clone()], "{}", a.cluster_name);
+        assert_eq!(ng.instance_types(), std::slice::from_ref(&a.instance_type), "{}", a.cluster_name);
 
         let iam = aws_sdk_iam::Client::new(&conf);
         let node_role = format!("{}-node-role", a.cluster_name);

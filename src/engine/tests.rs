@@ -16,8 +16,11 @@ struct Fake {
     fail_destroy: bool,
     teardown: Teardown,
     applies: AtomicUsize,
-    log: Arc<Mutex<Vec<(String, &'static str, Instant)>>>,
+    log: Log,
 }
+
+/// What the fake steps did, in order: (step, action, when).
+type Log = Arc<Mutex<Vec<(String, &'static str, Instant)>>>;
 
 #[async_trait::async_trait]
 impl Step for Fake {
@@ -69,7 +72,7 @@ fn sid(id: &str) -> StepId {
 
 struct Bed {
     steps: Vec<Arc<Fake>>,
-    log: Arc<Mutex<Vec<(String, &'static str, Instant)>>>,
+    log: Log,
 }
 
 impl Bed {

@@ -91,7 +91,7 @@ pub struct IrsaStep {
 }
 
 impl IrsaStep {
-    pub fn new(meta: StepMeta, session: &Arc<Session>, role: IrsaRole) -> Arc<dyn Step> {
+    pub fn step(meta: StepMeta, session: &Arc<Session>, role: IrsaRole) -> Arc<dyn Step> {
         Arc::new(IrsaStep { meta, session: session.clone(), role })
     }
 

@@ -64,7 +64,7 @@ pub fn steps(session: &Arc<Session>, settings: &Arc<Settings>) -> Vec<Arc<dyn St
         };
         let meta = StepMeta::new(step_ids::irsa(&a.name), &a.name, format!("create OIDC provider and IRSA role for {}", ctl.service_account))
             .needs([ids::stack(&a.name)]);
-        out.push(IrsaStep::new(meta, session, role));
+        out.push(IrsaStep::step(meta, session, role));
     }
     out
 }

@@ -8,7 +8,7 @@ fn load(extra: &str) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("meshctl.toml");
     std::fs::write(&p, extra).unwrap();
-    let c = Config::load(Some(&p), &[], &[]).map_err(|e| e)?;
+    let c = Config::load(Some(&p), &[], &[])?;
     settings(&c)
 }
 
