@@ -584,6 +584,23 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
     let not_passing: Vec<&serde_json::Value> = results.iter().filter(|r| r["status"] != "pass").collect();
     assert!(ok && not_passing.is_empty(), "meshctl verify: {not_passing:#?}\n{text}");
     assert_eq!(results.len(), 4 * 6, "six checks for each of the four workloads");
+    // scripts/bench's figure: verify without traffic on these four Envoys, printed, never
+    // asserted.
+    let mut took: Vec<Duration> = (0..10)
+        .map(|_| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+            cmd.arg("--config").arg(dir.path().join("meshctl.toml")).args(["--output", "json", "verify"]);
+            for (name, p) in &pods {
+                cmd.arg("--admin").arg(format!("{name}={}", p.admin.url()));
+            }
+            let t0 = Instant::now();
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+            assert!(out.status.success(), "verify without traffic: {}", String::from_utf8_lossy(&out.stdout));
+            t0.elapsed()
+        })
+        .collect();
+    took.sort();
+    println!("bench verify median {:.1} ms   p95 {:.1} ms   ({} runs)", took[4].as_secs_f64() * 1e3, took[9].as_secs_f64() * 1e3, took.len());
 
     // 8. Refused: a caller whose SVID the appserver does not allow (yelb-db's identity), and a
     //    caller presenting no certificate.
