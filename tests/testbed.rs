@@ -1,6 +1,10 @@
 //! Smoke tests of the local test bed: one per component, asserting on live state.
 //! Needs a running test bed (`scripts/test` brings it up; or `scripts/testbed up` and
 //! `source $MESHCTL_TESTBED_DIR/env`).
+//!
+//! The `real_*` tests cover the real nodes (kubelet + kube-proxy + containerd per cluster in
+//! its VPC range, CoreDNS, the local-path provisioner under the EBS CSI driver's name, the
+//! LoadBalancer stand-in and the locally built images); see tests/README-testbed-nodes.md.
 
 mod common;
 
@@ -101,15 +105,31 @@ fn running_pod(tb: &Testbed, ctx: &str, ns: &str, app: &str) -> (String, String)
     })
 }
 
-/// A Deployment gets a Running pod with a pod IP through kwok; `kubectl exec` runs the
-/// mapped local command; `kubectl port-forward` reaches a local port through a PortForward.
+/// A Deployment placed on the kwok node (its taint tolerated) gets a Running pod with a pod IP
+/// through kwok; `kubectl exec` runs the mapped local command; `kubectl port-forward` reaches a
+/// local port through a PortForward.
 #[test]
 fn kwok_pods_exec_and_port_forward() {
     let tb = testbed();
     for ctx in CLUSTERS {
         let ns = tb.create_namespace(ctx, "tb-kwok");
-        tb.kubectl(ctx, &["-n", &ns, "create", "deployment", "web", "--image=registry.invalid/web:1", "--port=8080"]);
+        let mut spec = kwok_placement();
+        spec["containers"] = serde_json::json!([{
+            "name": "web", "image": "registry.invalid/web:1", "ports": [{"containerPort": 8080}]
+        }]);
+        let deploy = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": spec}
+            }
+        });
+        tb.apply(ctx, &deploy.to_string());
         let (pod, ip) = running_pod(&tb, ctx, &ns, "web");
+        let on = tb.kubectl(ctx, &["-n", &ns, "get", "pod", &pod, "-o", "jsonpath={.spec.nodeName}"]);
+        assert_eq!(on, format!("{ctx}-node-0"), "{ctx}: the kwok pod is not on the kwok node");
         assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ctx}: pod IP {ip}");
         assert_ne!(ip, "127.0.0.1", "{ctx}: pod got the node IP");
         let deploy = tb.kubectl_json(ctx, &["-n", &ns, "get", "deployment", "web"]);
@@ -371,5 +391,415 @@ fn testbed_status_all_alive() {
             assert!(text.contains(&format!("{c}-{comp}")), "{text}");
         }
     }
+    for c in &tb.nodes {
+        for comp in ["containerd", "kubelet", "kube-proxy", "lb-controller"] {
+            assert!(text.contains(&format!("{c}-{comp} ")), "{text}");
+        }
+    }
     assert!(!text.contains("dead"), "{text}");
+}
+
+// ------------------------------------------------------------------ real nodes
+
+/// Debian's busybox-static 1.35: its `wget -T` (timeout) crashes (SIGSEGV) on every request,
+/// so the tests call wget without it (kubectl's own timeout bounds the call).
+const BUSYBOX: &str = "docker.io/library/busybox:1.36";
+const POD_READY: Duration = Duration::from_secs(120);
+
+/// Every image the test bed imports into each node's containerd, under these exact names.
+const NODE_IMAGES: [&str; 11] = [
+    "registry.k8s.io/pause:3.10",
+    "docker.io/library/busybox:1.36",
+    "ghcr.io/spiffe/spire-server:1.13.3",
+    "ghcr.io/spiffe/spire-agent:1.13.3",
+    "docker.io/envoyproxy/envoy:v1.40.0",
+    "registry.k8s.io/coredns/coredns:v1.13.2",
+    "docker.io/rancher/local-path-provisioner:v0.0.30",
+    "docker.io/mreferre/yelb-ui:0.7",
+    "docker.io/mreferre/yelb-appserver:0.5",
+    "docker.io/mreferre/yelb-db:0.5",
+    "docker.io/library/redis:4.0.2",
+];
+
+/// A pod of one container (no node placement: the scheduler puts it on the real node).
+fn pod_json(ns: &str, name: &str, image: &str, command: Option<&[&str]>, labels: serde_json::Value) -> String {
+    let mut c = serde_json::json!({"name": "main", "image": image});
+    if let Some(cmd) = command {
+        c["command"] = serde_json::json!(cmd);
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [c]}
+    })
+    .to_string()
+}
+
+/// A busybox pod that sleeps (a shell to `kubectl exec` into), Ready.
+fn shell_pod(tb: &Testbed, ctx: &str, ns: &str, name: &str) {
+    tb.apply(ctx, &pod_json(ns, name, BUSYBOX, Some(&["sleep", "3600"]), serde_json::json!({"app": name})));
+    tb.wait_pod_ready(ctx, ns, name, POD_READY);
+}
+
+fn service_json(ns: &str, name: &str, type_: &str, port: u16, target: u16, selector: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": type_, "selector": {"app": selector},
+                 "ports": [{"name": "p", "port": port, "targetPort": target, "protocol": "TCP"}]}
+    })
+    .to_string()
+}
+
+fn exec_output(tb: &Testbed, ctx: &str, ns: &str, pod: &str, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["-n", ns, "exec", pod, "--"];
+    args.extend_from_slice(cmd);
+    tb.kubectl_output(ctx, &args, None)
+}
+
+/// `kubectl exec` into a pod; panics unless the command succeeds; stdout.
+fn exec(tb: &Testbed, ctx: &str, ns: &str, pod: &str, cmd: &[&str]) -> String {
+    let out = exec_output(tb, ctx, ns, pod, cmd);
+    assert_success(&out, &format!("{ctx}: kubectl exec {pod} -- {}", cmd.join(" ")));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pod_ip(tb: &Testbed, ctx: &str, ns: &str, pod: &str) -> String {
+    tb.kubectl(ctx, &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+}
+
+/// true when `ip` is in the cluster's pod range 10.<n>.128.0/17 (inside its VPC, as with the
+/// EKS VPC CNI)
+fn in_pod_range(ctx: &str, ip: &str) -> bool {
+    let o: Vec<u8> = ip.split('.').filter_map(|x| x.parse().ok()).collect();
+    o.len() == 4 && o[0] == 10 && o[1] == vpc_index(ctx) && o[2] >= 128
+}
+
+fn need_clusters(tb: &Testbed, want: &[&str]) {
+    let have = tb.real_node_clusters();
+    for w in want {
+        assert!(have.iter().any(|h| h == w), "this test needs a real node in {w}; the test bed has them in {have:?}");
+    }
+}
+
+/// Each real node is Ready under its EKS-style name with the node IP of its VPC, runs kubelet
+/// v1.34 on containerd; the kwok node beside it is tainted; the `kubernetes` Service points at
+/// the API servers' address.
+#[test]
+fn real_nodes_ready_with_vpc_addresses() {
+    let tb = testbed();
+    for ctx in tb.real_node_clusters() {
+        let name = tb.node_name(&ctx);
+        let node = tb.kubectl_json(&ctx, &["get", "node", &name]);
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].clone());
+        assert_eq!(ready, Some("True".into()), "{ctx}: node {name} not Ready: {}", node["status"]);
+        let addresses = node["status"]["addresses"].as_array().unwrap();
+        assert!(
+            addresses.iter().any(|a| a["type"] == "InternalIP" && a["address"] == node_ip(&ctx).as_str()),
+            "{ctx}: {name} addresses {addresses:?}, want InternalIP {}",
+            node_ip(&ctx)
+        );
+        let info = &node["status"]["nodeInfo"];
+        assert!(info["kubeletVersion"].as_str().unwrap().starts_with("v1.34."), "{ctx}: {info}");
+        assert!(info["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"), "{ctx}: {info}");
+        assert_eq!(node["metadata"]["labels"]["topology.kubernetes.io/region"], tb.region.as_str(), "{ctx}");
+
+        let kwok = tb.kubectl_json(&ctx, &["get", "node", &format!("{ctx}-node-0")]);
+        let taints = kwok["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        assert!(
+            taints.iter().any(|t| t["key"] == KWOK_TAINT.0 && t["effect"] == KWOK_TAINT.2),
+            "{ctx}: kwok node not tainted: {taints:?}"
+        );
+
+        let slices = tb.kubectl_json(
+            &ctx,
+            &["-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"],
+        );
+        assert_eq!(
+            slices["items"][0]["endpoints"][0]["addresses"][0], tb.api_ip.as_str(),
+            "{ctx}: the kubernetes Service's endpoint is not the API servers' address: {slices}"
+        );
+    }
+}
+
+/// A pod is scheduled to the real node (not to the tainted kwok node), runs with an IP of the
+/// cluster's VPC, and `kubectl exec` / `kubectl logs` reach its container through the kubelet.
+#[test]
+fn real_node_pod_runs_with_exec_and_logs() {
+    let tb = testbed();
+    for ctx in tb.real_node_clusters() {
+        let ns = tb.create_namespace(&ctx, "tb-real");
+        tb.apply(
+            &ctx,
+            &pod_json(&ns, "bb", BUSYBOX, Some(&["sh", "-c", "echo started-$(hostname); exec sleep 3600"]), serde_json::json!({"app": "bb"})),
+        );
+        tb.wait_pod_ready(&ctx, &ns, "bb", POD_READY);
+        let pod = tb.kubectl_json(&ctx, &["-n", &ns, "get", "pod", "bb"]);
+        assert_eq!(pod["spec"]["nodeName"], tb.node_name(&ctx).as_str(), "{ctx}: {}", pod["spec"]);
+        let ip = pod["status"]["podIP"].as_str().unwrap_or("");
+        assert!(in_pod_range(&ctx, ip), "{ctx}: pod IP {ip} not in 10.{}.128.0/17", vpc_index(&ctx));
+        // the container's own view: its hostname and PID 1 (kwok would run these on the host)
+        assert_eq!(exec(&tb, &ctx, &ns, "bb", &["hostname"]).trim(), "bb", "{ctx}");
+        let pid1 = exec(&tb, &ctx, &ns, "bb", &["cat", "/proc/1/cmdline"]).replace('\0', " ");
+        assert_eq!(pid1.trim(), "sleep 3600", "{ctx}: PID 1 of the container");
+        let ifs = exec(&tb, &ctx, &ns, "bb", &["ip", "-4", "-o", "addr", "show", "eth0"]);
+        assert!(ifs.contains(&format!("inet {ip}/17")), "{ctx}: eth0 in the pod: {ifs}");
+        let logs = tb.kubectl(&ctx, &["-n", &ns, "logs", "bb"]);
+        assert_eq!(logs.trim(), "started-bb", "{ctx}: kubectl logs");
+        tb.delete_namespace(&ctx, &ns);
+    }
+}
+
+/// A pod in frontend reaches a pod IP in shared (as a SPIRE agent in a spoke dials the
+/// spire-server-0 pod IP in the hub): routed through the "Transit Gateway", no address
+/// translation (the server sees the caller's pod IP).
+#[test]
+fn real_pod_to_pod_across_clusters() {
+    let tb = testbed();
+    need_clusters(&tb, &["shared", "frontend"]);
+    let ns_s = tb.create_namespace("shared", "tb-xc");
+    let ns_f = tb.create_namespace("frontend", "tb-xc");
+    // the server: the yelb-db stand-in (line protocol on 5432, logs each peer)
+    tb.apply("shared", &pod_json(&ns_s, "db", "docker.io/mreferre/yelb-db:0.5", None, serde_json::json!({"app": "db"})));
+    shell_pod(&tb, "frontend", &ns_f, "client");
+    tb.wait_pod_ready("shared", &ns_s, "db", POD_READY);
+    let server = pod_ip(&tb, "shared", &ns_s, "db");
+    let client = pod_ip(&tb, "frontend", &ns_f, "client");
+    assert!(in_pod_range("shared", &server), "server pod IP {server}");
+    assert!(in_pod_range("frontend", &client), "client pod IP {client}");
+    let reply = wait_for("frontend pod -> shared pod IP", Duration::from_secs(30), Duration::from_secs(1), || {
+        let out = exec_output(&tb, "frontend", &ns_f, "client", &["sh", "-c", &format!("echo PING | nc -w 5 {server} 5432")]);
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!s.is_empty()).then_some(s)
+    });
+    assert_eq!(reply, "PONG yelb-db");
+    let logs = tb.kubectl("shared", &["-n", &ns_s, "logs", "db"]);
+    assert!(logs.contains(&format!("{client}:")), "the server saw another source than the client's pod IP {client}:\n{logs}");
+    // and the other node's address (the node IP of shared) answers too
+    let out = exec_output(&tb, "frontend", &ns_f, "client", &["ping", "-c", "1", "-W", "5", &node_ip("shared")]);
+    assert_success(&out, "frontend pod pings the shared node IP");
+    tb.delete_namespace("shared", &ns_s);
+    tb.delete_namespace("frontend", &ns_f);
+}
+
+/// CoreDNS answers Service names in every real-node cluster (an unknown name is NXDOMAIN), and
+/// pods reach the API server through the `kubernetes` Service by name.
+#[test]
+fn real_cluster_dns_resolves_services() {
+    let tb = testbed();
+    for ctx in tb.real_node_clusters() {
+        let ns = tb.create_namespace(&ctx, "tb-dns");
+        tb.apply(&ctx, &service_json(&ns, "dns-probe", "ClusterIP", 80, 8080, "nothing"));
+        let cluster_ip = tb.kubectl(&ctx, &["-n", &ns, "get", "service", "dns-probe", "-o", "jsonpath={.spec.clusterIP}"]);
+        shell_pod(&tb, &ctx, &ns, "client");
+        let resolv = exec(&tb, &ctx, &ns, "client", &["cat", "/etc/resolv.conf"]);
+        let dns_ip = format!("10.{}.0.10", 96 + vpc_index(&ctx) as u16);
+        assert!(resolv.contains(&format!("nameserver {dns_ip}")), "{ctx}: {resolv}");
+        let fqdn = format!("dns-probe.{ns}.svc.cluster.local");
+        let out = exec(&tb, &ctx, &ns, "client", &["nslookup", &fqdn]);
+        assert!(out.contains(&format!("Address: {cluster_ip}")), "{ctx}: nslookup {fqdn} (want {cluster_ip}):\n{out}");
+        let missing = exec_output(&tb, &ctx, &ns, "client", &["nslookup", &format!("no-such-service.{ns}.svc.cluster.local")]);
+        assert!(
+            !missing.status.success() && String::from_utf8_lossy(&missing.stdout).contains("NXDOMAIN"),
+            "{ctx}: an unknown Service name resolved: {}",
+            String::from_utf8_lossy(&missing.stdout)
+        );
+        let version = exec(
+            &tb, &ctx, &ns, "client",
+            &["wget", "-q", "-O", "-", "--no-check-certificate", "https://kubernetes.default.svc/version"],
+        );
+        assert!(version.contains("\"gitVersion\": \"v1.34."), "{ctx}: /version through the kubernetes Service: {version}");
+        tb.delete_namespace(&ctx, &ns);
+    }
+}
+
+/// A LoadBalancer Service in backend gets an address of backend's VPC (10.2.255.0/24) from the
+/// stand-in controller, and a pod in frontend connects to <address>:<service port>.
+#[test]
+fn real_load_balancer_reachable_from_another_cluster() {
+    let tb = testbed();
+    need_clusters(&tb, &["backend", "frontend"]);
+    let ns_b = tb.create_namespace("backend", "tb-lb");
+    let ns_f = tb.create_namespace("frontend", "tb-lb");
+    tb.apply("backend", &pod_json(&ns_b, "db", "docker.io/mreferre/yelb-db:0.5", None, serde_json::json!({"app": "lb-db"})));
+    tb.apply("backend", &service_json(&ns_b, "lb-db", "LoadBalancer", 80, 5432, "lb-db"));
+    shell_pod(&tb, "frontend", &ns_f, "client");
+    tb.wait_pod_ready("backend", &ns_b, "db", POD_READY);
+    let lb = wait_for("backend LoadBalancer address", Duration::from_secs(60), Duration::from_millis(500), || {
+        let ip = tb.kubectl("backend", &["-n", &ns_b, "get", "service", "lb-db", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(lb.starts_with("10.2.255."), "LoadBalancer address {lb} not in backend's 10.2.255.0/24");
+    let reply = wait_for("frontend pod -> backend LoadBalancer", Duration::from_secs(30), Duration::from_secs(1), || {
+        let out = exec_output(&tb, "frontend", &ns_f, "client", &["sh", "-c", &format!("echo PING | nc -w 5 {lb} 80")]);
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!s.is_empty()).then_some(s)
+    });
+    assert_eq!(reply, "PONG yelb-db", "via {lb}:80");
+    // nothing listens on another port of that address
+    let out = exec_output(&tb, "frontend", &ns_f, "client", &["sh", "-c", &format!("echo PING | nc -w 3 {lb} 81")]);
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{lb}:81 answered");
+    tb.delete_namespace("backend", &ns_b);
+    tb.delete_namespace("frontend", &ns_f);
+}
+
+/// Storage as on EKS: no default StorageClass; a class with provisioner ebs.csi.aws.com
+/// (WaitForFirstConsumer, type gp3, as meshctl creates) gets a real volume once a pod uses the
+/// claim, and a claim without a class stays Pending.
+#[test]
+fn real_ebs_storage_class_binds_and_no_default_class() {
+    let tb = testbed();
+    let nodes = tb.real_node_clusters();
+    for ctx in &nodes {
+        let classes = tb.kubectl_json(ctx, &["get", "storageclass"]);
+        for sc in classes["items"].as_array().unwrap() {
+            assert_ne!(
+                sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"], "true",
+                "{ctx}: a default StorageClass exists: {}",
+                sc["metadata"]["name"]
+            );
+        }
+    }
+    let ctx = if nodes.iter().any(|n| n == "frontend") { "frontend".to_string() } else { nodes[0].clone() };
+    let ctx = ctx.as_str();
+    let ns = tb.create_namespace(ctx, "tb-pvc");
+    let sc = unique_name("tb-gp3");
+    tb.apply(
+        ctx,
+        &serde_json::json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": sc},
+            "provisioner": "ebs.csi.aws.com",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Delete",
+            "parameters": {"type": "gp3"}
+        })
+        .to_string(),
+    );
+    let pvc = |name: &str, class: Option<&str>| {
+        let mut spec = serde_json::json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(c) = class {
+            spec["storageClassName"] = c.into();
+        }
+        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+        .to_string()
+    };
+    tb.apply(ctx, &pvc("data", Some(&sc)));
+    tb.apply(ctx, &pvc("noclass", None));
+    // WaitForFirstConsumer: nothing is provisioned before a pod uses the claim
+    std::thread::sleep(Duration::from_secs(2));
+    let phase = |name: &str| tb.kubectl(ctx, &["-n", &ns, "get", "pvc", name, "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase("data"), "Pending", "{ctx}: bound before any pod used it");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "writer", "namespace": ns},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": BUSYBOX,
+                            "command": ["sh", "-c", "echo persisted > /data/f; exec sleep 3600"],
+                            "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
+        }
+    });
+    tb.apply(ctx, &pod.to_string());
+    tb.wait_pod_ready(ctx, &ns, "writer", POD_READY);
+    assert_eq!(phase("data"), "Bound", "{ctx}");
+    let pv_name = tb.kubectl(ctx, &["-n", &ns, "get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
+    let pv = tb.kubectl_json(ctx, &["get", "pv", &pv_name]);
+    assert_eq!(pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"], "ebs.csi.aws.com", "{pv}");
+    assert_eq!(pv["spec"]["storageClassName"], sc.as_str(), "{pv}");
+    assert_eq!(exec(&tb, ctx, &ns, "writer", &["cat", "/data/f"]).trim(), "persisted");
+    // the claim without a class: nothing provisions it, nothing binds it
+    std::thread::sleep(Duration::from_secs(3));
+    let noclass = tb.kubectl_json(ctx, &["-n", &ns, "get", "pvc", "noclass"]);
+    assert_eq!(noclass["status"]["phase"], "Pending", "{ctx}: {noclass}");
+    assert!(noclass["spec"]["volumeName"].is_null(), "{ctx}: {noclass}");
+    assert!(noclass["spec"]["storageClassName"].is_null(), "{ctx}: a default class was applied: {noclass}");
+    tb.kubectl(ctx, &["delete", "namespace", &ns, "--wait=true", "--timeout=60s"]);
+    let _ = tb.kubectl_output(ctx, &["delete", "storageclass", &sc, "--wait=false"], None);
+}
+
+/// Each node's containerd holds every locally built image under its fully qualified name.
+#[test]
+fn real_node_images_imported() {
+    let tb = testbed();
+    for ctx in tb.real_node_clusters() {
+        let names = tb.ctr(&ctx, &["images", "ls", "-q"]);
+        let have: BTreeSet<&str> = names.lines().map(str::trim).collect();
+        for want in NODE_IMAGES {
+            assert!(have.contains(want), "{ctx}: {want} missing from the node's containerd: {have:?}");
+        }
+    }
+}
+
+/// The Yelb stand-ins as pods behind Services named as the walkthrough's: yelb-ui -> (HTTP)
+/// yelb-appserver -> (TCP) yelb-db and redis-server answers 200, reached from a pod by Service
+/// name and from here through `kubectl port-forward` to the ui pod; without redis-server the
+/// same request answers 502 naming it.
+#[test]
+fn real_yelb_standins_chain() {
+    let tb = testbed();
+    let nodes = tb.real_node_clusters();
+    let ctx = if nodes.iter().any(|n| n == "backend") { "backend".to_string() } else { nodes[0].clone() };
+    let ctx = ctx.as_str();
+    let ns = tb.create_namespace(ctx, "tb-yelb");
+    // the short names of the walkthrough's manifests: the runtime fully qualifies them
+    for (name, image, port) in [
+        ("redis-server", "redis:4.0.2", 6379u16),
+        ("yelb-db", "mreferre/yelb-db:0.5", 5432),
+        ("yelb-appserver", "mreferre/yelb-appserver:0.5", 4567),
+        ("yelb-ui", "mreferre/yelb-ui:0.7", 80),
+    ] {
+        tb.apply(ctx, &pod_json(&ns, name, image, None, serde_json::json!({"app": name})));
+        tb.apply(ctx, &service_json(&ns, name, "ClusterIP", port, port, name));
+    }
+    shell_pod(&tb, ctx, &ns, "client");
+    for name in ["redis-server", "yelb-db", "yelb-appserver", "yelb-ui"] {
+        tb.wait_pod_ready(ctx, &ns, name, POD_READY);
+    }
+    let body = wait_for("yelb-ui -> appserver -> db + redis", Duration::from_secs(30), Duration::from_secs(1), || {
+        let out = exec_output(&tb, ctx, &ns, "client", &["wget", "-q", "-O", "-", "http://yelb-ui/api/getvotes"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["service"], "yelb-appserver", "{v}");
+    assert_eq!(v["redis"], "+PONG", "{v}");
+    assert!(v["db"].as_str().unwrap_or("").starts_with("VOTES "), "{v}");
+
+    // port-forward from this machine to the ui pod (API server -> kubelet -> pod); a fresh
+    // kubectl per try (it exits on the first failed stream)
+    let via_port_forward = |path: &str| -> Option<(u16, String)> {
+        let mut child = ChildGuard(
+            tb.command("kubectl")
+                .args(["--context", ctx, "-n", &ns, "port-forward", "pod/yelb-ui", ":80"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).ok()?;
+        // "Forwarding from 127.0.0.1:41234 -> 80"
+        let port: u16 = line.split("127.0.0.1:").nth(1)?.split_whitespace().next()?.parse().ok()?;
+        http_get(port, path).ok()
+    };
+    let (code, body) = wait_for("port-forward to yelb-ui", Duration::from_secs(30), Duration::from_secs(1), || {
+        via_port_forward("/api/getstats")
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"db\":\"STATS "), "{body}");
+
+    // the chain is live: without redis-server the appserver answers 502, naming it (once the
+    // Service has no endpoint left)
+    tb.kubectl(ctx, &["-n", &ns, "delete", "pod", "redis-server", "--wait=true"]);
+    let body = wait_for("502 from yelb-ui without redis-server", Duration::from_secs(30), Duration::from_secs(1), || {
+        via_port_forward("/api/getvotes").and_then(|(code, body)| (code == 502).then_some(body))
+    });
+    assert!(body.contains("redis-server (redis-server:6379)"), "{body}");
+    tb.delete_namespace(ctx, &ns);
 }

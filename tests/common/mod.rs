@@ -38,6 +38,11 @@ pub struct Testbed {
     pub aws_config_file: PathBuf,
     pub aws_credentials_file: PathBuf,
     pub region: String,
+    /// Clusters that have a real node (`MESHCTL_TESTBED_NODES`; kubelet + kube-proxy +
+    /// containerd in the cluster's VPC range). Tests of real pods fail when it is empty.
+    pub nodes: Vec<String>,
+    /// Address of every API server (`MESHCTL_TESTBED_API_IP`), reachable from nodes and pods.
+    pub api_ip: String,
 }
 
 fn need(var: &str) -> String {
@@ -67,6 +72,12 @@ pub fn testbed() -> Testbed {
         aws_config_file: PathBuf::from(need("AWS_CONFIG_FILE")),
         aws_credentials_file: PathBuf::from(need("AWS_SHARED_CREDENTIALS_FILE")),
         region: std::env::var("MESHCTL_TESTBED_REGION").unwrap_or_else(|_| "us-east-2".into()),
+        nodes: std::env::var("MESHCTL_TESTBED_NODES")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        api_ip: std::env::var("MESHCTL_TESTBED_API_IP").unwrap_or_else(|_| "127.0.0.1".into()),
         dir,
     };
     if !tb.dir.join("env").is_file() || !tb.kubeconfig.is_file() {
@@ -147,6 +158,100 @@ impl Testbed {
     pub fn delete_namespace(&self, context: &str, ns: &str) {
         let _ = self.kubectl_output(context, &["delete", "namespace", ns, "--wait=false"], None);
     }
+
+    /// The clusters with a real node; panics (the test fails) when the test bed runs without.
+    pub fn real_node_clusters(&self) -> Vec<String> {
+        assert!(
+            !self.nodes.is_empty(),
+            "the test bed runs without real nodes (MESHCTL_TESTBED_NODES is empty): \
+             scripts/testbed up gives shared, frontend, backend and analytics one each by default"
+        );
+        self.nodes.clone()
+    }
+
+    /// Kubernetes node name of a cluster's real node, EKS-style:
+    /// `ip-10-<n>-0-10.<region>.compute.internal` (n = 0 shared, 1 frontend, 2 backend, 3 analytics).
+    pub fn node_name(&self, cluster: &str) -> String {
+        format!("ip-10-{}-0-10.{}.compute.internal", vpc_index(cluster), self.region)
+    }
+
+    /// containerd socket of a cluster's real node (for `ctr --address <it> -n k8s.io ...`).
+    pub fn containerd_socket(&self, cluster: &str) -> PathBuf {
+        self.dir.join("nodes").join(cluster).join("containerd/containerd.sock")
+    }
+
+    /// `ctr --address <node socket> -n k8s.io <args>` on a cluster's real node; stdout.
+    pub fn ctr(&self, cluster: &str, args: &[&str]) -> String {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(self.containerd_socket(cluster)).args(["-n", "k8s.io"]).args(args);
+        let out = run_with_timeout(&mut c, CMD_TIMEOUT);
+        assert_success(&out, &format!("ctr (node of {cluster}) {}", args.join(" ")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Applies `manifest` (JSON or YAML) in `context`.
+    pub fn apply(&self, context: &str, manifest: &str) {
+        self.kubectl_stdin(context, &["apply", "-f", "-"], Some(manifest));
+    }
+
+    /// Waits until pod `ns/name` is Ready; panics with its status (and events) after `timeout`.
+    pub fn wait_pod_ready(&self, context: &str, ns: &str, name: &str, timeout: Duration) {
+        let secs = format!("--timeout={}s", timeout.as_secs());
+        let out = self.kubectl_output(
+            context,
+            &["-n", ns, "wait", "--for=condition=Ready", &format!("pod/{name}"), &secs],
+            None,
+        );
+        if !out.status.success() {
+            let describe = self.kubectl_output(context, &["-n", ns, "describe", "pod", name], None);
+            panic!(
+                "{context}: pod {ns}/{name} not Ready after {timeout:?}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&describe.stdout)
+            );
+        }
+    }
+}
+
+/// VPC index of a test-bed cluster: its VPC is 10.<n>.0.0/16 (meshctl's default configuration).
+pub fn vpc_index(cluster: &str) -> u8 {
+    match cluster {
+        "shared" => 0,
+        "frontend" => 1,
+        "backend" => 2,
+        "analytics" => 3,
+        other => panic!("unknown test-bed cluster {other}"),
+    }
+}
+
+/// Address of a cluster's real node: 10.<n>.0.10.
+pub fn node_ip(cluster: &str) -> String {
+    format!("10.{}.0.10", vpc_index(cluster))
+}
+
+/// The kwok (fake) node's label: `nodeSelector` value that puts a pod on it.
+pub const KWOK_NODE_LABEL: (&str, &str) = ("type", "kwok");
+
+/// Taint of the kwok node when its cluster has a real node (ordinary workloads go to the
+/// real node, as on EKS): pods meant for kwok (exec / port-forward mapped to local processes)
+/// tolerate it with [`kwok_placement`].
+pub const KWOK_TAINT: (&str, &str, &str) = ("kwok.x-k8s.io/node", "fake", "NoSchedule");
+
+/// `nodeSelector` + `tolerations` (JSON, for a pod spec) that put a pod on the kwok node.
+pub fn kwok_placement() -> serde_json::Value {
+    serde_json::json!({
+        "nodeSelector": { KWOK_NODE_LABEL.0: KWOK_NODE_LABEL.1 },
+        "tolerations": [{ "key": KWOK_TAINT.0, "operator": "Exists", "effect": KWOK_TAINT.2 }],
+    })
+}
+
+/// The same as YAML lines for a pod spec indented by `indent` spaces.
+pub fn kwok_placement_yaml(indent: usize) -> String {
+    let p = " ".repeat(indent);
+    format!(
+        "{p}nodeSelector:\n{p}  {}: {}\n{p}tolerations:\n{p}- key: {}\n{p}  operator: Exists\n{p}  effect: {}\n",
+        KWOK_NODE_LABEL.0, KWOK_NODE_LABEL.1, KWOK_TAINT.0, KWOK_TAINT.2
+    )
 }
 
 /// The `[hub]` and `[[spokes]]` tables of a test-bed configuration: every account reached
