@@ -4,6 +4,10 @@
 //! kubeconfig file and context explicitly, passes its arguments as a vector (never a shell
 //! string) and values through a temporary values file, so nothing is quoted or interpolated.
 //! Errors carry helm's stderr together with the release, namespace and context.
+//!
+//! Every release meshctl installs carries the value [`OWNER_KEY`]` = "meshctl"` (what `helm get
+//! values` shows, whatever the helm version), so a release of the same name that someone else
+//! installed is told apart: meshctl neither upgrades nor uninstalls it unless adopting it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -29,13 +33,20 @@ pub enum HelmError {
     /// Writing a temporary file (values, embedded chart) failed.
     #[error("helm: {0}")]
     Io(String),
+    /// A release of the wanted name exists and meshctl did not install it.
+    #[error(
+        "release {release} in namespace {namespace} (context {context}) exists but was not installed by meshctl \
+         (its values lack {OWNER_KEY}), so meshctl will not {action} it; rerun with --adopt to take it over, \
+         or set another release name"
+    )]
+    Foreign { release: String, namespace: String, context: String, action: String },
 }
 
 impl From<HelmError> for crate::error::Error {
     fn from(e: HelmError) -> crate::error::Error {
         use crate::error::ErrorKind;
         let kind = match &e {
-            HelmError::Spawn { .. } => ErrorKind::InvalidInput,
+            HelmError::Spawn { .. } | HelmError::Foreign { .. } => ErrorKind::InvalidInput,
             HelmError::Failed { stderr, .. } if stderr.contains("forbidden") || stderr.contains("Unauthorized") => ErrorKind::Denied,
             HelmError::Failed { stderr, .. } if stderr.contains("another operation") || stderr.contains("in progress") => ErrorKind::Conflict,
             _ => ErrorKind::Other,
@@ -62,14 +73,38 @@ impl ReleaseInfo {
     }
 }
 
+/// The value marking a release as meshctl's.
+pub const OWNER_KEY: &str = "meshctlManagedBy";
+const OWNER: &str = "meshctl";
+
+/// `values` with meshctl's ownership mark (an object; anything else becomes one).
+pub fn owned(values: &serde_json::Value) -> serde_json::Value {
+    let mut v = if values.is_object() { values.clone() } else { serde_json::json!({}) };
+    v[OWNER_KEY] = serde_json::Value::String(OWNER.into());
+    v
+}
+
+/// Whether meshctl installed the release.
+pub fn is_ours(info: &ReleaseInfo) -> bool {
+    info.values.get(OWNER_KEY).and_then(|v| v.as_str()) == Some(OWNER)
+}
+
+/// Why a release of the wanted name is not meshctl's to change.
+pub fn foreign_reason() -> String {
+    format!("not installed by meshctl (its values lack {OWNER_KEY}); `meshctl up --adopt` takes it over")
+}
+
 /// Compares a release with what is wanted: `None` when up to date, else the reason it is not.
-/// Up to date means deployed and `get values` equal to `wanted` (JSON equality; an absent set
-/// of values equals `{}`).
+/// Up to date means installed by meshctl, deployed and `get values` equal to `wanted` plus
+/// the ownership mark (JSON equality).
 pub fn drift(info: &ReleaseInfo, wanted: &serde_json::Value) -> Option<String> {
+    if !is_ours(info) {
+        return Some(foreign_reason());
+    }
     if !info.deployed() {
         return Some(format!("release status is {} (revision {})", info.status, info.revision));
     }
-    let norm = |v: &serde_json::Value| if v.is_null() { serde_json::json!({}) } else { v.clone() };
+    let norm = |v: &serde_json::Value| owned(v);
     if norm(&info.values) != norm(wanted) {
         let mut keys = Vec::new();
         crate::state::diff_paths("", &norm(&info.values), &norm(wanted), &mut keys, 5);
@@ -218,6 +253,7 @@ impl Helm {
     /// `helm upgrade --install` with `--create-namespace`; values through a temp file.
     /// `chart` is a local path, `repo/chart` of a configured repo, or a chart name in `repo`
     /// (a URL passed as `--repo`). `wait_timeout` adds `--wait --timeout`.
+    /// A release of that name that meshctl did not install is refused unless `adopt`.
     #[allow(clippy::too_many_arguments)]
     pub async fn upgrade_install(
         &self,
@@ -228,11 +264,13 @@ impl Helm {
         repo: Option<&str>,
         values: &serde_json::Value,
         wait_timeout: Option<Duration>,
+        adopt: bool,
     ) -> Result<(), HelmError> {
+        self.ensure_ours(release, ns, adopt, "upgrade").await?;
         let dir = tempdir().map_err(|e| HelmError::Io(format!("cannot create a temporary directory: {e}")))?;
         let values_file = dir.path().join("values.json");
         // JSON is YAML: helm reads it as a values file.
-        let text = serde_json::to_vec_pretty(values).map_err(|e| HelmError::Io(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(&owned(values)).map_err(|e| HelmError::Io(e.to_string()))?;
         std::fs::write(&values_file, text).map_err(|e| HelmError::Io(format!("cannot write {}: {e}", values_file.display())))?;
         let mut args = os(["upgrade", "--install", release, chart, "--namespace", ns, "--create-namespace"]);
         args.push("--values".into());
@@ -254,13 +292,31 @@ impl Helm {
         }
     }
 
-    /// `helm uninstall`; a release that is not there is success.
-    pub async fn uninstall(&self, release: &str, ns: &str) -> Result<(), HelmError> {
+    /// `helm uninstall`; a release that is not there is success, one meshctl did not install
+    /// is refused unless `adopt`.
+    pub async fn uninstall(&self, release: &str, ns: &str, adopt: bool) -> Result<(), HelmError> {
+        self.ensure_ours(release, ns, adopt, "uninstall").await?;
         let args = os(["uninstall", release, "--namespace", ns, "--wait"]);
         match self.run(args).await? {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(self.failed("uninstall", release, ns, e)),
+        }
+    }
+}
+
+impl Helm {
+    /// Refuses to `what` a release of this name that exists and is not meshctl's, unless
+    /// `adopt`.
+    async fn ensure_ours(&self, release: &str, ns: &str, adopt: bool, what: &str) -> Result<(), HelmError> {
+        match self.status(release, ns).await? {
+            Some(info) if !adopt && !is_ours(&info) => Err(HelmError::Foreign {
+                release: release.into(),
+                namespace: ns.into(),
+                context: self.context.clone(),
+                action: what.into(),
+            }),
+            _ => Ok(()),
         }
     }
 }
@@ -342,16 +398,27 @@ mod tests {
     use serde_json::json;
 
     fn info(status: &str, values: serde_json::Value) -> ReleaseInfo {
-        ReleaseInfo { status: status.into(), chart: "c-0.1.0".into(), revision: 1, values }
+        ReleaseInfo { status: status.into(), chart: "c-0.1.0".into(), revision: 1, values: owned(&values) }
     }
 
     #[test]
-    fn up_to_date_only_when_deployed_with_equal_values() {
+    fn up_to_date_only_when_ours_deployed_with_equal_values() {
         assert_eq!(drift(&info("deployed", json!({"a": 1})), &json!({"a": 1})), None);
         assert_eq!(drift(&info("deployed", json!(null)), &json!({})), None);
         assert!(drift(&info("failed", json!({"a": 1})), &json!({"a": 1})).unwrap().contains("failed"));
         let d = drift(&info("deployed", json!({"a": 1, "b": {"c": 2}})), &json!({"a": 1, "b": {"c": 3}})).unwrap();
         assert!(d.contains("b.c"), "{d}");
+        let foreign = ReleaseInfo { status: "deployed".into(), chart: "c-0.1.0".into(), revision: 1, values: json!({"a": 1}) };
+        assert!(!is_ours(&foreign));
+        assert_eq!(drift(&foreign, &json!({"a": 1})), Some(foreign_reason()));
+    }
+
+    #[test]
+    fn a_foreign_release_is_refused_with_the_way_out() {
+        let e = HelmError::Foreign { release: "spire-server".into(), namespace: "spire".into(), context: "shared".into(), action: "upgrade".into() };
+        let text = e.to_string();
+        assert!(text.contains("spire-server") && text.contains("shared") && text.contains("--adopt"), "{text}");
+        assert_eq!(crate::error::Error::from(e).kind(), crate::error::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -385,3 +385,41 @@ async fn aws_auth_least_privilege(tb: &Testbed, spokes: Spokes) {
     }
 }
 
+
+/// A release of the name meshctl wants that someone else installed: meshctl's helm wrapper
+/// neither upgrades nor uninstalls it (nothing changes: same revision, same values) unless
+/// adopting it; adopted, it carries meshctl's mark and is meshctl's to remove.
+#[tokio::test]
+async fn a_foreign_helm_release_is_refused_then_adopted() {
+    let tb = testbed();
+    let dir = temp_dir("kp-helm");
+    let chart = dir.path().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: foreign\nversion: 0.1.0\n").unwrap();
+    std::fs::write(chart.join("templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  who: {{ .Values.who | quote }}\n").unwrap();
+    let ns = unique_name("kp-helm");
+    let mut c = tb.command("helm");
+    c.args(["install", "spire-server", chart.to_str().unwrap(), "--kube-context", "frontend", "-n", &ns, "--create-namespace", "--set", "who=someone-else"]);
+    assert_success(&run_with_timeout(&mut c, Duration::from_secs(120)), "helm install of the foreign release");
+
+    let helm = meshctl::helm::Helm::new(&tb.kubeconfig, "frontend").with_binary(tb.bin("helm"));
+    let before = helm.status("spire-server", &ns).await.unwrap().expect("installed");
+    assert!(!meshctl::helm::is_ours(&before));
+    let values = serde_json::json!({"who": "meshctl"});
+    let chart_path = chart.to_string_lossy().into_owned();
+    let refused = helm.upgrade_install("spire-server", &ns, &chart_path, None, None, &values, None, false).await.unwrap_err();
+    assert!(matches!(refused, meshctl::helm::HelmError::Foreign { .. }), "{refused}");
+    assert!(refused.to_string().contains("--adopt") && refused.to_string().contains("frontend"), "{refused}");
+    let refused = helm.uninstall("spire-server", &ns, false).await.unwrap_err();
+    assert!(matches!(refused, meshctl::helm::HelmError::Foreign { .. }), "{refused}");
+    assert_eq!(helm.status("spire-server", &ns).await.unwrap(), Some(before.clone()), "nothing changed");
+
+    helm.upgrade_install("spire-server", &ns, &chart_path, None, None, &values, None, true).await.unwrap();
+    let adopted = helm.status("spire-server", &ns).await.unwrap().expect("installed");
+    assert!(meshctl::helm::is_ours(&adopted), "{adopted:?}");
+    assert_eq!(adopted.revision, before.revision + 1);
+    assert_eq!(meshctl::helm::drift(&adopted, &values), None);
+    helm.uninstall("spire-server", &ns, false).await.unwrap();
+    assert_eq!(helm.status("spire-server", &ns).await.unwrap(), None);
+    tb.delete_namespace("frontend", &ns);
+}

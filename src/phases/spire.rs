@@ -186,7 +186,7 @@ impl Step for ServerStep {
         let chart = SERVER_CHART.materialize().context("SPIRE server chart")?;
         let path = chart.path().join(SERVER_CHART.name);
         run.progress(format!("helm upgrade --install {}", c.spire.server_release));
-        helm.upgrade_install(&c.spire.server_release, &c.spire.namespace, &path.to_string_lossy(), None, None, &self.values().await?, None)
+        helm.upgrade_install(&c.spire.server_release, &c.spire.namespace, &path.to_string_lossy(), None, None, &self.values().await?, None, run.adopt)
             .await
             .context("SPIRE server")?;
         run.progress(format!("waiting for {}", self.what()));
@@ -200,7 +200,7 @@ impl Step for ServerStep {
         let c = &self.session.config;
         let helm = helm_for(&self.session, &c.hub.name)?;
         run.progress(format!("helm uninstall {}", c.spire.server_release));
-        helm.uninstall(&c.spire.server_release, &c.spire.namespace).await.context("SPIRE server")?;
+        helm.uninstall(&c.spire.server_release, &c.spire.namespace, run.adopt).await.context("SPIRE server")?;
         // The StatefulSet's claim outlives the release; it holds the CA keys and the entries.
         let kc = self.session.kube.cluster_client(&c.hub.name).await?;
         let mut pvc = PersistentVolumeClaim::default();
@@ -362,7 +362,7 @@ impl Step for AgentStep {
         let chart = AGENT_CHART.materialize().context("SPIRE agent chart")?;
         let path = chart.path().join(AGENT_CHART.name);
         run.progress(format!("helm upgrade --install {} (server {addr}:{})", c.spire.agent_release, c.spire.server_port));
-        helm.upgrade_install(&c.spire.agent_release, &c.spire.namespace, &path.to_string_lossy(), None, None, &agent_values(c, &self.spoke, &addr), None)
+        helm.upgrade_install(&c.spire.agent_release, &c.spire.namespace, &path.to_string_lossy(), None, None, &agent_values(c, &self.spoke, &addr), None, run.adopt)
             .await
             .context("SPIRE agent")?;
         run.progress(format!("waiting for {}", self.what()));
@@ -374,6 +374,6 @@ impl Step for AgentStep {
         let c = &self.session.config;
         let helm = helm_for(&self.session, &self.spoke.name)?;
         run.progress(format!("helm uninstall {}", c.spire.agent_release));
-        helm.uninstall(&c.spire.agent_release, &c.spire.namespace).await.context("SPIRE agent")
+        helm.uninstall(&c.spire.agent_release, &c.spire.namespace, run.adopt).await.context("SPIRE agent")
     }
 }

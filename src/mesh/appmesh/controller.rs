@@ -120,7 +120,7 @@ impl Step for ControllerStep {
             None => (ctl.chart.clone(), Some(ctl.chart_version.as_str()), Some(ctl.chart_repo.as_str())),
         };
         run.progress(format!("helm upgrade --install {} {chart}", ctl.release));
-        self.helm()?.upgrade_install(&ctl.release, &ctl.namespace, &chart, version, repo, &values, None).await?;
+        self.helm()?.upgrade_install(&ctl.release, &ctl.namespace, &chart, version, repo, &values, None, run.adopt).await?;
         run.progress(format!("waiting for Deployment {}/{}", ctl.namespace, ctl.release));
         kc.wait_rolled_out::<Deployment>(&ctl.namespace, &ctl.release, CONTROLLER_TIMEOUT).await?;
         Ok(())
@@ -130,7 +130,7 @@ impl Step for ControllerStep {
         let ctl = &self.settings.controller;
         let kc = self.session.kube.cluster_client(&self.account.name).await?;
         run.progress(format!("helm uninstall {}", ctl.release));
-        self.helm()?.uninstall(&ctl.release, &ctl.namespace).await?;
+        self.helm()?.uninstall(&ctl.release, &ctl.namespace, run.adopt).await?;
         let crds: Api<CustomResourceDefinition> = Api::all(kc.client.clone());
         let list = crds.list(&Default::default()).await.map_err(crate::kube::api_error).context(format!("context {}: list CustomResourceDefinitions", kc.context))?;
         for crd in list.items.into_iter().filter(|d| d.spec.group == APPMESH_GROUP) {
