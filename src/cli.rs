@@ -112,7 +112,8 @@ pub struct PhaseArgs {
 pub enum Command {
     /// Create or update everything that is not already up to date
     Up {
-        /// Start at this phase (earlier phases must already be done)
+        /// Start at this phase; earlier phases are not checked (done by an earlier run, or
+        /// clusters made elsewhere: examples/bring-your-own-clusters.toml)
         #[arg(long, value_enum, value_name = "PHASE", conflicts_with = "only")]
         from: Option<Phase>,
         /// Run only these phases (repeatable; their needs must already be done)

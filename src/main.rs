@@ -7,7 +7,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = meshctl::cli::Cli::parse();
     let filter = match cli.global.verbose {
-        0 => "warn",
+        // meshctl's own warnings; the libraries' (credential-chain retries) only with -v.
+        0 => "error,meshctl=warn",
         1 => "meshctl=info",
         _ => "meshctl=debug,info",
     };

@@ -423,3 +423,42 @@ async fn a_foreign_helm_release_is_refused_then_adopted() {
     assert_eq!(helm.status("spire-server", &ns).await.unwrap(), None);
     tb.delete_namespace("frontend", &ns);
 }
+
+/// Bring-your-own clusters: `up --from kubeconfig` does not ask for the stacks (there are
+/// none: the clusters were made elsewhere) and starts at the kubeconfig phase; `--only` still
+/// demands its earlier phases and exits 2 naming them. The contexts named here do not exist,
+/// so the run stops at `kubeconfig/*` — after showing it never looked at a stack.
+#[test]
+fn up_from_kubeconfig_takes_earlier_phases_as_in_place() {
+    let tb = testbed();
+    let dir = temp_dir("kp-byo");
+    let toml = format!(
+        "region = \"{}\"\nkubeconfig = \"{}\"\n[hub]\nprofile = \"shared\"\nstack_name = \"made-elsewhere-hub\"\nkube_context = \"byo-missing-hub\"\n\
+         [[spokes]]\nname = \"frontend\"\nstack_name = \"made-elsewhere-frontend\"\nkube_context = \"byo-missing-frontend\"\n\
+         [[spokes]]\nname = \"backend\"\nstack_name = \"made-elsewhere-backend\"\nkube_context = \"byo-missing-backend\"\n",
+        tb.region,
+        tb.kubeconfig.display()
+    );
+    let config = dir.path().join("meshctl.toml");
+    std::fs::write(&config, toml).unwrap();
+    let meshctl = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"));
+        c.arg("--config").arg(&config).args(["--output", "json", "--yes"]).args(args);
+        run_with_timeout(&mut c, Duration::from_secs(120))
+    };
+    let only = meshctl(&["up", "--only", "kubeconfig"]);
+    assert_eq!(only.status.code(), Some(2), "{}", String::from_utf8_lossy(&only.stderr));
+    assert!(String::from_utf8_lossy(&only.stderr).contains("stacks/shared"), "names the missing stack: {}", String::from_utf8_lossy(&only.stderr));
+
+    let from = meshctl(&["up", "--from", "kubeconfig"]);
+    let stdout = String::from_utf8_lossy(&from.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let steps: BTreeSet<&str> = events.iter().filter_map(|e| e["step"].as_str()).collect();
+    assert_eq!(from.status.code(), Some(1), "the missing contexts fail kubeconfig/*:\n{stdout}{}", String::from_utf8_lossy(&from.stderr));
+    assert!(steps.iter().all(|s| !s.starts_with("stacks/") && !s.starts_with("ram/")), "no stack or share was looked at: {steps:?}");
+    let failed = &events.last().unwrap()["summary"]["failed"];
+    let failed: Vec<&str> = failed.as_array().unwrap().iter().filter_map(|f| f["step"].as_str()).collect();
+    assert!(failed.contains(&"kubeconfig/shared"), "{failed:?}\n{stdout}");
+    let message = events.last().unwrap()["summary"]["failed"][0]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("byo-missing"), "names the missing context: {message}");
+}

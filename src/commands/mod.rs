@@ -104,14 +104,13 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             run_graph(g, mode, None).await
         }
         Command::Status => run_graph(g, Mode::Status, None).await,
-        Command::Up { from, only } => {
-            let phases: Vec<Phase> = match (from, only.is_empty()) {
-                (Some(f), _) => f.and_later(),
-                (None, false) => only.clone(),
-                (None, true) => return run_graph(g, Mode::Up, None).await,
-            };
-            run_phases(g, &phases, Mode::Up, false).await
-        }
+        Command::Up { from, only } => match (from, only.is_empty()) {
+            // Earlier phases are the caller's word: done by an earlier run, or made
+            // elsewhere (clusters of one's own, reached through kube_context).
+            (Some(f), _) => run_phases(g, &f.and_later(), Mode::Up, Deps::Trust).await,
+            (None, false) => run_phases(g, only, Mode::Up, Deps::Require).await,
+            (None, true) => run_graph(g, Mode::Up, None).await,
+        },
         Command::Down { force } => {
             confirm(g, "destroy every resource meshctl created, including the EKS clusters and their stacks")?;
             let session = load_session(g)?;
@@ -120,16 +119,16 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         }
         Command::Cleanup => {
             confirm(g, "remove everything above the stacks (workloads, SPIRE, mesh control plane, access mappings, kubeconfig entries)")?;
-            run_phases(g, &Phase::CLEANUP, Mode::Down, false).await
+            run_phases(g, &Phase::CLEANUP, Mode::Down, Deps::Require).await
         }
         Command::Verify(args) => verify::run(g, args).await,
         Command::Phase(p) => {
             let (phase, args) = p.split();
             if args.destroy {
                 confirm(g, &format!("destroy the resources of phase {}", phase.name()))?;
-                run_phases(g, &[phase], Mode::Down, false).await
+                run_phases(g, &[phase], Mode::Down, Deps::Require).await
             } else {
-                run_phases(g, &[phase], Mode::Up, args.with_deps).await
+                run_phases(g, &[phase], Mode::Up, if args.with_deps { Deps::Run } else { Deps::Require }).await
             }
         }
     }
@@ -182,9 +181,20 @@ fn confirm(g: &Global, what: &str) -> Result<(), AppError> {
     }
 }
 
-/// Runs the phases' steps (plus the read-only preflight). Needs outside them must already be
-/// in place unless `with_deps`, in which case they run too.
-async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, with_deps: bool) -> Result<u8, AppError> {
+/// What a partial `up` does with the steps its phases need from earlier phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deps {
+    /// They must check up to date, else exit 2 naming them (`meshctl <phase>`, `--only`).
+    Require,
+    /// They run too (`--with-deps`).
+    Run,
+    /// They are not checked (`--from`: done before, or made elsewhere).
+    Trust,
+}
+
+/// Runs the phases' steps (plus the read-only preflight), with `deps` deciding about the
+/// steps they need outside them.
+async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, deps: Deps) -> Result<u8, AppError> {
     let session = load_session(g)?;
     let graph = build_graph(&session)?;
     let mut names: Vec<&str> = phases.iter().map(|p| p.name()).collect();
@@ -192,10 +202,17 @@ async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, with_deps: bool) -
     let mut selection: BTreeSet<StepId> = graph.ids_in_phases(&names).into_iter().collect();
     if mode == Mode::Up {
         let outside = graph.outside_needs(&selection);
-        if with_deps {
-            selection.extend(outside);
-        } else if !outside.is_empty() {
-            require_done(g, &graph, outside).await?;
+        match deps {
+            Deps::Run => selection.extend(outside),
+            Deps::Require if !outside.is_empty() => require_done(g, &graph, outside).await?,
+            Deps::Require => {}
+            Deps::Trust => {
+                if !outside.is_empty() && g.output != OutputFormat::Json {
+                    let mut earlier: Vec<&str> = outside.iter().map(|id| id.phase()).collect();
+                    earlier.dedup();
+                    eprintln!("meshctl: --from: not checking the earlier phases ({}): they are taken as in place", earlier.join(", "));
+                }
+            }
         }
     } else {
         require_gone(g, &graph, &selection).await?;
