@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::{run_with_timeout, temp_dir, testbed, Testbed};
 use serde_json::Value;
 
-static BED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static BED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn meshctl(config: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
@@ -64,7 +64,7 @@ async fn all_stacks(tb: &Testbed) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_after_an_up_that_failed_at_the_spire_server_leaves_nothing() {
-    let _turn = BED.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = BED.lock().await;
     let tb = testbed();
     let config = testbed_config();
     let clean = meshctl(&config, &["down"]);
@@ -92,7 +92,7 @@ async fn down_after_an_up_that_failed_at_the_spire_server_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_with_an_unreachable_cluster_names_what_is_left_then_force_deletes_the_stacks() {
-    let _turn = BED.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = BED.lock().await;
     let tb = testbed();
     let config = testbed_config();
     let clean = meshctl(&config, &["down"]);
