@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshctl::config::{Account, Config};
+use meshctl::config::Config;
 use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, RunSummary, Status, StepId};
 use meshctl::names::{access_role_arn, hub_peer_stack_name, spire_server_role_name, tgw_stack_name};
 use meshctl::phases::{self, ids, stacks};
@@ -285,37 +285,8 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
 /// Nothing of meshctl's is left in any of the test bed's accounts: no stack, VPC, EKS cluster,
 /// Transit Gateway, TGW share or role of these names.
 async fn assert_all_gone(tb: &Testbed, c: &Config) {
-    for (profile, _) in &tb.accounts {
-        let conf = sdk(profile, &tb.region).await;
-        let a: Option<&Account> = c.accounts().find(|a| &a.profile == profile);
-        let cfn = aws_sdk_cloudformation::Client::new(&conf);
-        let live = cfn.describe_stacks().send().await.unwrap();
-        let left: Vec<(&str, Option<&str>)> = live
-            .stacks()
-            .iter()
-            .filter(|s| s.stack_status().map(|s| s.as_str()) != Some("DELETE_COMPLETE"))
-            .map(|s| (s.stack_name().unwrap_or_default(), s.stack_status().map(|s| s.as_str())))
-            .collect();
-        assert!(left.is_empty(), "{profile}: stacks left: {left:?}");
-        let ec2 = aws_sdk_ec2::Client::new(&conf);
-        let vpcs = ec2.describe_vpcs().send().await.unwrap();
-        let ours: Vec<_> = vpcs.vpcs().iter().filter(|v| v.is_default() != Some(true)).map(|v| (v.vpc_id(), v.cidr_block())).collect();
-        assert!(ours.is_empty(), "{profile}: VPCs left: {ours:?}");
-        let tgws = ec2.describe_transit_gateways().send().await.unwrap();
-        let tgws: Vec<_> = tgws.transit_gateways().iter().filter(|t| t.state().map(|s| s.as_str()) != Some("deleted")).map(|t| t.transit_gateway_id()).collect();
-        assert!(tgws.is_empty(), "{profile}: Transit Gateways left: {tgws:?}");
-        let eks = aws_sdk_eks::Client::new(&conf);
-        let clusters = eks.list_clusters().send().await.unwrap();
-        assert!(clusters.clusters().is_empty(), "{profile}: EKS clusters left: {:?}", clusters.clusters());
-        let ram = aws_sdk_ram::Client::new(&conf);
-        let shares = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.unwrap();
-        let shares: Vec<_> = shares.resource_shares().iter().filter(|s| s.status().map(|s| s.as_str()) == Some("ACTIVE")).map(|s| s.name()).collect();
-        assert!(shares.is_empty(), "{profile}: RAM shares left: {shares:?}");
-        let iam = aws_sdk_iam::Client::new(&conf);
-        let roles = iam.list_roles().send().await.unwrap();
-        let roles: Vec<&str> = roles.roles().iter().map(|r| r.role_name()).filter(|n| *n != "meshctl-testbed" && !n.starts_with("AWSServiceRole")).collect();
-        assert!(roles.is_empty(), "{profile} ({:?}): roles left: {roles:?}", a.map(|a| &a.name));
-    }
+    let left = common::aws_leftovers(tb).await;
+    assert!(left.is_empty(), "left after down ({} spokes): {left:#?}", c.spokes.len());
 }
 
 /// Starts from nothing, whatever an earlier run left in any of the test bed's accounts (down of

@@ -410,3 +410,31 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((code, body))
 }
+
+/// What is left of meshctl's in the test bed's moto, every account: stacks (not
+/// DELETE_COMPLETE), non-default VPCs, Transit Gateways, EKS clusters, active RAM shares owned,
+/// IAM roles (but the test bed's own). Empty when `down` left nothing.
+pub async fn aws_leftovers(tb: &Testbed) -> Vec<String> {
+    let mut left = Vec::new();
+    for (profile, _) in &tb.accounts {
+        let conf = meshctl::aws::sdk_loader().profile_name(profile).region(aws_config::Region::new(tb.region.clone())).load().await;
+        let mut add = |what: &str, names: Vec<String>| left.extend(names.into_iter().map(|n| format!("{profile}: {what} {n}")));
+        let cfn = aws_sdk_cloudformation::Client::new(&conf);
+        let stacks = cfn.describe_stacks().send().await.expect("CloudFormation DescribeStacks");
+        add("stack", stacks.stacks().iter().filter(|s| s.stack_status().map(|s| s.as_str()) != Some("DELETE_COMPLETE")).map(|s| s.stack_name().unwrap_or_default().to_string()).collect());
+        let ec2 = aws_sdk_ec2::Client::new(&conf);
+        let vpcs = ec2.describe_vpcs().send().await.expect("EC2 DescribeVpcs");
+        add("VPC", vpcs.vpcs().iter().filter(|v| v.is_default() != Some(true)).map(|v| format!("{} {}", v.vpc_id().unwrap_or_default(), v.cidr_block().unwrap_or_default())).collect());
+        let tgws = ec2.describe_transit_gateways().send().await.expect("EC2 DescribeTransitGateways");
+        add("Transit Gateway", tgws.transit_gateways().iter().filter(|t| t.state().map(|s| s.as_str()) != Some("deleted")).map(|t| t.transit_gateway_id().unwrap_or_default().to_string()).collect());
+        let eks = aws_sdk_eks::Client::new(&conf);
+        add("EKS cluster", eks.list_clusters().send().await.expect("EKS ListClusters").clusters().to_vec());
+        let ram = aws_sdk_ram::Client::new(&conf);
+        let shares = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.expect("RAM GetResourceShares");
+        add("RAM share", shares.resource_shares().iter().filter(|s| s.status().map(|s| s.as_str()) == Some("ACTIVE")).map(|s| s.name().unwrap_or_default().to_string()).collect());
+        let iam = aws_sdk_iam::Client::new(&conf);
+        let roles = iam.list_roles().send().await.expect("IAM ListRoles");
+        add("IAM role", roles.roles().iter().map(|r| r.role_name().to_string()).filter(|n| n != "meshctl-testbed" && !n.starts_with("AWSServiceRole")).collect());
+    }
+    left
+}
