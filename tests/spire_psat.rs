@@ -32,8 +32,9 @@
 //!   container is a directory of this machine, filled as the kubelet would (ConfigMap keys,
 //!   the projected token, empty dirs); the configuration's file paths are rewritten to those
 //!   directories and nothing else is changed, apart from listening on 127.0.0.1 (not 0.0.0.0)
-//!   with a free health-check port. The server's port is the configuration's
-//!   `spire.server_port` (a free one), so meshctl renders it. Each process runs in a private
+//!   with a free health-check port per process (the agents of both spokes share this
+//!   machine). The server's port is the configuration's `spire.server_port` (a free one), so
+//!   meshctl renders it, as the agents' `spire.server_port`. Each process runs in a private
 //!   mount namespace (`unshare --mount`) whose `/var/run/secrets/kubernetes.io/serviceaccount`
 //!   holds its pod's service-account token, CA and namespace, with `KUBERNETES_SERVICE_HOST`
 //!   / `_PORT` set: the server's `k8sbundle` notifier and the agent's `k8s` workload attestor
@@ -58,7 +59,8 @@
 //! 4. a spoke missing from the server's configuration (analytics) is refused; and, as the
 //!    control, attests once the server runs meshctl's three-spoke configuration.
 //!
-//! Needs the running test bed (kwok-only is enough) and root (mount namespaces).
+//! Needs the running test bed (kwok-only is enough) and root (mount namespaces); about a
+//! minute, most of it the refused agents' retries before they give up.
 
 mod common;
 
@@ -101,7 +103,7 @@ struct Scene {
     ns: String,
     root: TempDir,
     rt: tokio::runtime::Runtime,
-    /// `https://host:port` of each context.
+    /// API server and CA of each context of the test bed's kubeconfig.
     endpoints: BTreeMap<String, Endpoint>,
 }
 
@@ -215,11 +217,14 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 }
 
 /// meshctl's configuration for the test bed: the hub and `spokes` through their kube
-/// contexts, SPIRE in namespace `ns`, the server on `port`.
-fn config(ns: &str, port: u16, spokes: &[&str]) -> Config {
+/// contexts, SPIRE in namespace `ns`, the server on `port`, the agents' health checks (a host
+/// port of their pods) on `health_port`, so that agent pods of other tests on the same kwok
+/// node do not keep ours Pending.
+fn config(ns: &str, port: u16, health_port: u16, spokes: &[&str]) -> Config {
     let dir = temp_dir("psat-cfg");
     let f = dir.path().join("meshctl.toml");
-    std::fs::write(&f, format!("{}[spire]\nnamespace = \"{ns}\"\nserver_port = {port}\n", accounts_toml(spokes))).unwrap();
+    let spire = format!("[spire]\nnamespace = \"{ns}\"\nserver_port = {port}\nagent_health_port = {health_port}\n");
+    std::fs::write(&f, format!("{}{spire}", accounts_toml(spokes))).unwrap();
     Config::load(Some(&f), &[], &[]).unwrap_or_else(|e| panic!("config: {e}"))
 }
 
@@ -289,6 +294,8 @@ fn localize(conf: &str, fs: &PodFs, health_port: u16, what: &str) -> String {
         let t = line.trim_start();
         if t.starts_with("health_checks") {
             in_health = true;
+        } else if line == "}" {
+            in_health = false;
         }
         let mut line = line.to_string();
         if let Some((key, value)) = t.split_once(" = ") {
@@ -731,9 +738,9 @@ fn spoke_agents_attest_with_k8s_psat_to_the_hub_server_meshctl_renders() {
     for ctx in CLUSTERS {
         tb.kubectl(ctx, &["create", "namespace", &ns]);
     }
-    let port = free_port();
-    let c = config(&ns, port, &["frontend", "backend"]);
-    let c3 = config(&ns, port, &["frontend", "backend", "analytics"]);
+    let (port, health_port) = (free_port(), free_port());
+    let c = config(&ns, port, health_port, &["frontend", "backend"]);
+    let c3 = config(&ns, port, health_port, &["frontend", "backend", "analytics"]);
     assert_eq!(c.spire.agent_release, "spire-agent");
     let td = c.mesh.trust_domain.clone();
 
