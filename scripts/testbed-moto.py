@@ -32,6 +32,10 @@ proven with boto3 by scripts/testbed-moto-check.py.
   App Mesh        timestamps as epoch seconds, meshOwner/resourceOwner = account id, mesh
                   ARN .../mesh/<name>, NotFoundException/ConflictException like App Mesh; a
                   mesh shared through RAM is used from the other accounts with meshOwner.
+
+Not an AWS API: POST /_testbed/eks-authn/<cluster> is the token authentication webhook of the
+test bed's API servers, EKS's authenticator for the tokens of the aws stand-in (see the section
+"EKS authentication" below and tests/README.md).
 """
 
 from __future__ import annotations
@@ -2591,6 +2595,443 @@ def parse_and_update_resource(logical_id: str, resource_json: dict[str, Any], re
 
 
 cfn_parsing.parse_and_update_resource = parse_and_update_resource
+
+# ============================================================================ EKS authentication
+# The token authentication webhook of every test-bed API server (kube-apiserver
+# --authentication-token-webhook-config-file, version v1): POST /_testbed/eks-authn/<cluster>
+# with a TokenReview. It stands in for the EKS authenticator (aws-iam-authenticator + access
+# entries) and for STS: a `k8s-aws-v1.` token of the test bed's aws stand-in
+# (tests/standin/src/bin/aws.rs) names the cluster, the role to assume and the pod's
+# service-account token, which stands in for the pod's EKS Pod Identity credentials. The chain
+# is decided by what meshctl wrote to moto and to the clusters, step by step as AWS would:
+#   a. the pod token: a TokenReview at the hub API server -> system:serviceaccount:<ns>:<sa>
+#   b. the EKS Pod Identity association of <ns>/<sa> in the hub account (the cluster holding it
+#      has the eks-pod-identity-agent add-on; role A trusts pods.eks.amazonaws.com)
+#   c. A's policies (inline and attached) allow sts:AssumeRole (+ sts:TagSession: Pod Identity's
+#      session tags are transitive) on R, and R's trust policy allows A
+#   d. the EKS cluster named in the token exists in the account whose API server called
+#   e. R is mapped as EKS maps it: access entries when the cluster's authentication mode has API
+#      (AmazonEKSClusterAdminPolicy at cluster scope -> group system:masters), else
+#      kube-system/aws-auth mapRoles of the calling API server ({{AccountID}}, {{SessionName}})
+# Any failed step answers authenticated: false with the reason in status.error (the API server
+# logs it; a TokenReview made through the API server returns it). Configuration: the JSON file
+# named by MESHCTL_TESTBED_EKS_AUTHN (scripts/testbed up writes it): region, hub, CA file and
+# per cluster its account, API server URL and admin token. See tests/README.md.
+
+import os  # noqa: E402
+import ssl  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.parse  # noqa: E402
+import urllib.request  # noqa: E402
+
+from moto.iam.models import iam_backends  # noqa: E402
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
+
+EKS_AUTHN_PATH = "/_testbed/eks-authn/"
+EKS_TOKEN_PREFIX = "k8s-aws-v1."
+EKS_TOKEN_MAX_AGE = 15 * 60  # the authenticator accepts a presigned URL for 15 minutes
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+POD_IDENTITY_AGENT = "eks-pod-identity-agent"
+
+
+class AuthnRefused(Exception):
+    """A step of the chain failed: the message is the TokenReview's status.error."""
+
+
+class PolicyNotUnderstood(Exception):
+    """A policy shape the test bed's evaluator does not implement: refused rather than guessed."""
+
+
+def _authn_config() -> dict[str, Any]:
+    path = os.environ.get("MESHCTL_TESTBED_EKS_AUTHN")
+    if not path:
+        raise AuthnRefused("the test bed's EKS authentication is not configured (MESHCTL_TESTBED_EKS_AUTHN is not set)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _kube(conf: dict[str, Any], cluster: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """A request to a test-bed API server with its admin token; (HTTP status, JSON body)."""
+    c = conf["clusters"][cluster]
+    req = urllib.request.Request(
+        c["server"] + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {c['token']}", "Content-Type": "application/json", "Accept": "application/json"},
+    )
+    ctx = ssl.create_default_context(cafile=conf["ca"])
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=15) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, None
+    except OSError as e:
+        raise AuthnRefused(f"API server of {cluster} ({c['server']}) unreachable: {e}") from e
+
+
+def _decode_eks_token(token: str) -> dict[str, Any]:
+    if not token.startswith(EKS_TOKEN_PREFIX):
+        raise AuthnRefused("not an EKS token (no k8s-aws-v1. prefix)")
+    b = token[len(EKS_TOKEN_PREFIX):]
+    try:
+        t = json.loads(base64.urlsafe_b64decode(b + "=" * (-len(b) % 4)))
+    except (ValueError, TypeError) as e:
+        raise AuthnRefused(
+            "a k8s-aws-v1. token that is not the test bed's (base64url JSON of the aws stand-in): "
+            "a SigV4-presigned STS URL cannot be verified here (no STS)"
+        ) from e
+    want = {"cluster": str, "region": str, "session_name": str, "issued_at": int, "pod_token": str}
+    if not isinstance(t, dict) or any(not isinstance(t.get(k), ty) for k, ty in want.items()) or not isinstance(t.get("role_arn"), (str, type(None))):
+        raise AuthnRefused(f"malformed test-bed EKS token: want the fields {sorted([*want, 'role_arn'])}")
+    age = time.time() - t["issued_at"]
+    if age > EKS_TOKEN_MAX_AGE:
+        raise AuthnRefused(f"token expired: issued {int(age)}s ago (EKS accepts 15 minutes)")
+    if age < -60:
+        raise AuthnRefused("token issued in the future")
+    return t
+
+
+# --- IAM policies: a small evaluator for exactly the shapes EKS + Pod Identity need here
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def _glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    """IAM wildcards: * any run of characters, ? one character."""
+    rx = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(rx, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _arn_like(pattern: str, arn: str) -> bool:
+    """ArnEquals / ArnLike: the six colon-separated parts compared one by one, wildcards allowed."""
+    p, a = pattern.split(":", 5), arn.split(":", 5)
+    return len(p) == 6 and len(a) == 6 and all(_glob(x, y) for x, y in zip(p, a))
+
+
+_CONDITION_OPERATORS = {
+    "StringEquals": lambda want, have: want == have,
+    "StringLike": lambda want, have: _glob(want, have),
+    "ArnEquals": _arn_like,
+    "ArnLike": _arn_like,
+}
+
+
+def _statements(doc: Any, label: str) -> list[dict[str, Any]]:
+    if isinstance(doc, str):
+        text = doc if doc.lstrip().startswith("{") else urllib.parse.unquote(doc)
+        try:
+            doc = json.loads(text)
+        except ValueError as e:
+            raise PolicyNotUnderstood(f"{label}: not JSON") from e
+    if not isinstance(doc, dict):
+        raise PolicyNotUnderstood(f"{label}: not a policy document")
+    st = doc.get("Statement")
+    st = [st] if isinstance(st, dict) else st
+    if not isinstance(st, list) or not all(isinstance(x, dict) for x in st):
+        raise PolicyNotUnderstood(f"{label}: Statement is neither an object nor a list of objects")
+    return st
+
+
+def _effect(stmt: dict[str, Any], where: str) -> str:
+    e = stmt.get("Effect")
+    if e not in ("Allow", "Deny"):
+        raise PolicyNotUnderstood(f"{where}: Effect {e!r}")
+    return e
+
+
+def _action_matches(stmt: dict[str, Any], action: str, where: str) -> bool:
+    if "NotAction" in stmt:
+        raise PolicyNotUnderstood(f"{where}: NotAction")
+    if "Action" not in stmt:
+        raise PolicyNotUnderstood(f"{where}: no Action")
+    return any(isinstance(a, str) and _glob(a, action, ignore_case=True) for a in _as_list(stmt["Action"]))
+
+
+def _conditions_hold(cond: Any, context: dict[str, str], where: str) -> bool:
+    if cond is None:
+        return True
+    if not isinstance(cond, dict):
+        raise PolicyNotUnderstood(f"{where}: Condition is not an object")
+    keys = {k.lower(): v for k, v in context.items()}
+    for op, block in cond.items():
+        fn = _CONDITION_OPERATORS.get(op)
+        if fn is None or not isinstance(block, dict):
+            raise PolicyNotUnderstood(f"{where}: condition operator {op} (understood: {', '.join(_CONDITION_OPERATORS)})")
+        for key, values in block.items():
+            if key.lower() not in keys:
+                raise PolicyNotUnderstood(f"{where}: condition key {key} (understood here: {', '.join(context) or 'none'})")
+            if not any(isinstance(v, str) and fn(v, keys[key.lower()]) for v in _as_list(values)):
+                return False
+    return True
+
+
+def identity_policy_allows(docs: list[tuple[str, Any]], action: str, resource: str) -> bool:
+    """Whether identity policies (label, document) allow `action` on `resource` (no explicit Deny)."""
+    allowed = False
+    for label, doc in docs:
+        for i, stmt in enumerate(_statements(doc, label)):
+            where = f"{label}, statement {i + 1}"
+            if not _action_matches(stmt, action, where):
+                continue
+            extra = set(stmt) - {"Sid", "Effect", "Action", "Resource"}
+            if extra:
+                raise PolicyNotUnderstood(f"{where}: {', '.join(sorted(extra))}")
+            if "Resource" not in stmt:
+                raise PolicyNotUnderstood(f"{where}: no Resource")
+            if not any(isinstance(r, str) and _glob(r, resource) for r in _as_list(stmt["Resource"])):
+                continue
+            if _effect(stmt, where) == "Deny":
+                return False
+            allowed = True
+    return allowed
+
+
+def trust_policy_allows(doc: Any, label: str, action: str, principal: Any, context: dict[str, str]) -> bool:
+    """Whether a role's trust policy allows `action` to the caller. `principal(P)` says whether a
+    statement's Principal element names the caller; `context` holds the condition keys known."""
+    allowed = False
+    for i, stmt in enumerate(_statements(doc, label)):
+        where = f"{label}, statement {i + 1}"
+        if not _action_matches(stmt, action, where):
+            continue
+        extra = set(stmt) - {"Sid", "Effect", "Action", "Principal", "Condition"}
+        if extra:
+            raise PolicyNotUnderstood(f"{where}: {', '.join(sorted(extra))}")
+        if "Principal" not in stmt or not principal(stmt["Principal"], where):
+            continue
+        if not _conditions_hold(stmt.get("Condition"), context, where):
+            continue
+        if _effect(stmt, where) == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
+def _principal_is_role(role_arn: str, account: str) -> Any:
+    """Principal matcher for a role session of `role_arn`: the role itself, its account (root,
+    or the bare id), or "*"."""
+
+    def match(p: Any, where: str) -> bool:
+        if p == "*":
+            return True
+        if not isinstance(p, dict) or set(p) - {"AWS", "Service", "Federated", "CanonicalUser"}:
+            raise PolicyNotUnderstood(f"{where}: Principal {p!r}")
+        for a in _as_list(p.get("AWS", [])):
+            if a in ("*", role_arn, account) or (isinstance(a, str) and re.fullmatch(rf"arn:aws[\w-]*:iam::{account}:root", a)):
+                return True
+        return False
+
+    return match
+
+
+def _principal_is_service(service: str) -> Any:
+    def match(p: Any, where: str) -> bool:
+        if not isinstance(p, dict) or set(p) - {"AWS", "Service", "Federated", "CanonicalUser"}:
+            raise PolicyNotUnderstood(f"{where}: Principal {p!r}")
+        return service in _as_list(p.get("Service", []))
+
+    return match
+
+
+def _role(arn: str) -> Any:
+    """The moto IAM role of an ARN (path included, as AssumeRole wants it), or None."""
+    m = re.fullmatch(r"arn:(aws[\w-]*):iam::(\d{12}):role/(?:.*/)?([^/]+)", arn or "")
+    if not m:
+        return None
+    try:
+        role = iam_backends[m[2]][m[1]].get_role(m[3])
+    except Exception:  # noqa: BLE001 - NoSuchEntity
+        return None
+    return role if role.arn == arn else None
+
+
+def _role_policies(role: Any) -> list[tuple[str, Any]]:
+    docs: list[tuple[str, Any]] = [(f"inline policy {name} of {role.name}", doc) for name, doc in role.policies.items()]
+    for arn, policy in role.managed_policies.items():
+        version = next((v for v in policy.versions if v.is_default), None)
+        if version is not None:
+            docs.append((f"attached policy {arn}", version.document))
+    return docs
+
+
+def _canonical(role: Any) -> str:
+    return f"arn:{role.partition}:iam::{role.account_id}:role/{role.name}"
+
+
+def _render(template: str, account: str, session: str, what: str) -> str:
+    out = template.replace("{{AccountID}}", account).replace("{{SessionName}}", session.replace("@", "-")).replace("{{SessionNameRaw}}", session)
+    if "{{" in out:
+        raise AuthnRefused(f"{what} {template!r}: only {{{{AccountID}}}}, {{{{SessionName}}}} and {{{{SessionNameRaw}}}} are emulated")
+    return out
+
+
+def eks_authenticate(caller: str, token: str) -> dict[str, Any]:
+    """The user of an EKS token presented to the test-bed API server of `caller`; AuthnRefused."""
+    conf = _authn_config()
+    if caller not in conf["clusters"]:
+        raise AuthnRefused(f"unknown test-bed cluster {caller!r}")
+    t = _decode_eks_token(token)
+    region, hub = conf["region"], conf["hub"]
+    hub_account, caller_account = conf["clusters"][hub]["account"], conf["clusters"][caller]["account"]
+
+    # a. the pod's service-account token, reviewed by the hub's API server
+    code, review = _kube(conf, hub, "POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": t["pod_token"]}})
+    if code not in (200, 201) or not isinstance(review, dict):
+        raise AuthnRefused(f"TokenReview of the pod's token at the hub API server ({hub}) answered HTTP {code}")
+    st = review.get("status") or {}
+    if not st.get("authenticated"):
+        raise AuthnRefused(f"the pod's service-account token is not valid in the hub cluster ({hub}): {st.get('error') or 'not authenticated'}")
+    username = (st.get("user") or {}).get("username", "")
+    m = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", username)
+    if not m:
+        raise AuthnRefused(f"the pod token's user {username!r} is not a service account")
+    ns, sa = m[1], m[2]
+    pod = ((st.get("user") or {}).get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["pod"])[0]
+
+    # b. its EKS Pod Identity association in the hub account -> role A
+    found = [
+        (cluster, a)
+        for cluster in list(eks_backends[hub_account][region].clusters.values())
+        if cluster.status == "ACTIVE"
+        for a in list(_associations(cluster).values())
+        if a["namespace"] == ns and a["serviceAccount"] == sa
+    ]
+    if not found:
+        raise AuthnRefused(f"no EKS Pod Identity association for {ns}/{sa} in account {hub_account} ({region}): the pod has no AWS credentials")
+    if len({a["roleArn"] for _, a in found}) > 1:
+        names = ", ".join(f"{c.name} -> {a['roleArn']}" for c, a in found)
+        raise AuthnRefused(f"ambiguous: the hub API server stands for every EKS cluster of account {hub_account}, and their associations of {ns}/{sa} name different roles ({names})")
+    hub_cluster, assoc = found[0]
+    if POD_IDENTITY_AGENT not in (getattr(hub_cluster, "addons", None) or {}):
+        raise AuthnRefused(f"EKS cluster {hub_cluster.name} has no {POD_IDENTITY_AGENT} add-on: its pods get no Pod Identity credentials")
+    a_arn = assoc["roleArn"]
+    role_a = _role(a_arn)
+    if role_a is None:
+        raise AuthnRefused(f"role {a_arn} of the Pod Identity association of {ns}/{sa} does not exist")
+    session_tags = not assoc.get("disableSessionTags", False)
+    try:
+        for action in ("sts:AssumeRole", "sts:TagSession"):
+            if not trust_policy_allows(role_a.assume_role_policy_document, f"trust policy of {a_arn}", action, _principal_is_service(POD_IDENTITY_SERVICE), {}):
+                raise AuthnRefused(f"the trust policy of {a_arn} does not allow {POD_IDENTITY_SERVICE} to {action}: EKS Pod Identity cannot assume it")
+
+        # c. A may assume R, and R trusts A
+        r_arn = t["role_arn"]
+        if r_arn is None:  # no --role-arn: the pod's own role
+            role, session = role_a, f"eks-{hub_cluster.name}-{pod}-{uuid.uuid4()}"[:64]
+        else:
+            role, session = _role(r_arn), t["session_name"]
+            if role is None:
+                raise AuthnRefused(f"role {r_arn} does not exist (AssumeRole by {a_arn})")
+            actions = ["sts:AssumeRole"] + (["sts:TagSession"] if session_tags else [])
+            for action in actions:
+                if not identity_policy_allows(_role_policies(role_a), action, r_arn):
+                    raise AuthnRefused(f"{a_arn} is not allowed {action} on {r_arn}: no statement of its inline or attached policies allows it")
+                if not trust_policy_allows(role.assume_role_policy_document, f"trust policy of {r_arn}", action,
+                                           _principal_is_role(a_arn, hub_account), {"aws:PrincipalArn": a_arn}):
+                    raise AuthnRefused(f"the trust policy of {r_arn} does not allow {a_arn} to {action}")
+    except PolicyNotUnderstood as e:
+        raise AuthnRefused(f"policy not understood by the test bed's IAM evaluator ({e}): refused") from e
+
+    # d. the cluster named in the token, in the account whose API server was called
+    eks_cluster = eks_backends[caller_account][region].clusters.get(t["cluster"])
+    if eks_cluster is None or eks_cluster.status != "ACTIVE":
+        raise AuthnRefused(f"no EKS cluster {t['cluster']} in account {caller_account} ({region}), the account of the API server called ({caller})")
+
+    # e. the mapping of R in that cluster
+    account, canonical = role.account_id, _canonical(role)
+    arn = f"arn:{role.partition}:sts::{account}:assumed-role/{role.name}/{session}"
+    mode = (getattr(eks_cluster, "access_config", None) or {}).get("authenticationMode", "CONFIG_MAP")
+    user: dict[str, Any] | None = None
+    if mode in ("API", "API_AND_CONFIG_MAP"):
+        entries = getattr(eks_cluster, "access_entries", None) or {}
+        entry = entries.get(role.arn) or entries.get(canonical)
+        if entry is not None:
+            if entry["type"] != "STANDARD":
+                raise AuthnRefused(f"access entry of {canonical} in {t['cluster']} has type {entry['type']}: only STANDARD entries are emulated")
+            groups = [_render(g, account, session, "kubernetes group") for g in entry["kubernetesGroups"]]
+            for p in entry["associatedAccessPolicies"].values():
+                # the test bed's stand-in for EKS's access policy authorizer: cluster admin = system:masters
+                if p["policyArn"].endswith("/AmazonEKSClusterAdminPolicy") and p["accessScope"]["type"] == "cluster" and "system:masters" not in groups:
+                    groups.append("system:masters")
+            user = {"username": _render(entry["username"], account, session, "access entry username"), "groups": groups}
+        elif mode == "API":
+            raise AuthnRefused(f"no access entry for {canonical} in EKS cluster {t['cluster']} (authentication mode API)")
+    if user is None:
+        code, cm = _kube(conf, caller, "GET", "/api/v1/namespaces/kube-system/configmaps/aws-auth")
+        if code == 404:
+            raise AuthnRefused(f"{canonical} is not mapped: no kube-system/aws-auth ConfigMap in {caller} (EKS cluster {t['cluster']}, authentication mode {mode})")
+        if code != 200 or not isinstance(cm, dict):
+            raise AuthnRefused(f"reading kube-system/aws-auth of {caller} answered HTTP {code}")
+        try:
+            import yaml  # moto's dependency
+
+            map_roles = yaml.safe_load((cm.get("data") or {}).get("mapRoles") or "[]") or []
+            map_accounts = yaml.safe_load((cm.get("data") or {}).get("mapAccounts") or "[]") or []
+        except yaml.YAMLError as e:
+            raise AuthnRefused(f"kube-system/aws-auth of {caller}: mapRoles/mapAccounts is not YAML ({e})") from e
+        if not isinstance(map_roles, list):
+            raise AuthnRefused(f"kube-system/aws-auth of {caller}: mapRoles is not a list")
+        hit = next((e for e in map_roles if isinstance(e, dict) and str(e.get("rolearn", "")).lower() == canonical.lower()), None)
+        if hit is not None:
+            if not hit.get("username"):
+                raise AuthnRefused(f"the mapRoles entry of {canonical} in kube-system/aws-auth of {caller} has no username")
+            user = {
+                "username": _render(str(hit["username"]), account, session, "mapRoles username"),
+                "groups": [_render(str(g), account, session, "mapRoles group") for g in (hit.get("groups") or [])],
+            }
+        elif isinstance(map_accounts, list) and account in [str(a) for a in map_accounts]:
+            user = {"username": canonical, "groups": []}
+        else:
+            raise AuthnRefused(f"{canonical} is not mapped in kube-system/aws-auth of {caller} (EKS cluster {t['cluster']}, authentication mode {mode}): no mapRoles entry with its rolearn")
+    user["uid"] = f"aws-iam-authenticator:{account}:{role.id}"
+    user["extra"] = {"arn": [arn], "canonicalArn": [canonical], "sessionName": [session], "principalId": [f"{role.id}:{session}"]}
+    return user
+
+
+def _eks_authn_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    caller = environ.get("PATH_INFO", "")[len(EKS_AUTHN_PATH):].strip("/")
+    if environ.get("REQUEST_METHOD") != "POST":
+        start_response("405 Method Not Allowed", [("Content-Type", "text/plain")])
+        return [b"POST a TokenReview\n"]
+    try:
+        review = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
+        token = review["spec"]["token"]
+    except (ValueError, KeyError, TypeError):
+        start_response("400 Bad Request", [("Content-Type", "text/plain")])
+        return [b"expected a TokenReview\n"]
+    try:
+        status: dict[str, Any] = {"authenticated": True, "user": eks_authenticate(caller, token)}
+        outcome = f"user {status['user']['username']} groups {status['user']['groups']}"
+    except AuthnRefused as e:
+        status, outcome = {"authenticated": False, "error": str(e)}, f"refused: {e}"
+    except Exception as e:  # noqa: BLE001 - never a 500: the API server would retry
+        traceback.print_exc()
+        status = {"authenticated": False, "error": f"internal error of the test bed's EKS authentication: {e!r}"}
+        outcome = status["error"]
+    print(f"eks-authn {caller}: {outcome}", file=sys.stderr, flush=True)
+    body = json.dumps({"apiVersion": review.get("apiVersion") or "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+_orig_dispatch_call = DomainDispatcherApplication.__call__
+
+
+def _dispatch_call(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+    if environ.get("PATH_INFO", "").startswith(EKS_AUTHN_PATH):
+        return _eks_authn_app(environ, start_response)
+    return _orig_dispatch_call(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _dispatch_call  # type: ignore[method-assign]
 
 # ============================================================================ main
 
