@@ -392,7 +392,7 @@ fn testbed_status_all_alive() {
         }
     }
     for c in &tb.nodes {
-        for comp in ["containerd", "kubelet", "kube-proxy", "lb-controller"] {
+        for comp in ["mountns", "containerd", "kubelet", "kube-proxy", "lb-controller"] {
             assert!(text.contains(&format!("{c}-{comp} ")), "{text}");
         }
     }
@@ -407,7 +407,7 @@ const BUSYBOX: &str = "docker.io/library/busybox:1.36";
 const POD_READY: Duration = Duration::from_secs(120);
 
 /// Every image the test bed imports into each node's containerd, under these exact names.
-const NODE_IMAGES: [&str; 11] = [
+const NODE_IMAGES: [&str; 13] = [
     "registry.k8s.io/pause:3.10",
     "docker.io/library/busybox:1.36",
     "ghcr.io/spiffe/spire-server:1.13.3",
@@ -419,6 +419,8 @@ const NODE_IMAGES: [&str; 11] = [
     "docker.io/mreferre/yelb-appserver:0.5",
     "docker.io/mreferre/yelb-db:0.5",
     "docker.io/library/redis:4.0.2",
+    "docker.io/meshctl/report-worker:0.1",
+    "public.ecr.aws/aws-cli/aws-cli:2.15.62",
 ];
 
 /// A pod of one container (no node placement: the scheduler puts it on the real node).
@@ -802,4 +804,280 @@ fn real_yelb_standins_chain() {
     });
     assert!(body.contains("redis-server (redis-server:6379)"), "{body}");
     tb.delete_namespace(ctx, &ns);
+}
+
+/// Host paths are per node, as on EKS where every node is its own host: a frontend pod and a
+/// backend pod write into hostPath /run/spire/<dir> (as the SPIRE agents of two spokes write
+/// their socket to /run/spire/sockets) and each sees only its own file; a second pod on the same
+/// node sees the first one's (as the Envoys see their agent's socket); the host's /run/spire
+/// sees neither: each node's view lives under $STATE/nodes/<c>/host.
+#[test]
+fn real_node_host_paths_are_per_node() {
+    let tb = testbed();
+    need_clusters(&tb, &["frontend", "backend"]);
+    let sub = unique_name("tb-hostpath");
+    let dir = format!("/run/spire/{sub}");
+    let pod = |ns: &str, name: &str, script: &str, read_only: bool| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script],
+                                "volumeMounts": [{"name": "host", "mountPath": "/shared", "readOnly": read_only}]}],
+                "volumes": [{"name": "host", "hostPath": {"path": dir, "type": "DirectoryOrCreate"}}]
+            }
+        })
+        .to_string()
+    };
+    let mut namespaces = Vec::new();
+    for ctx in ["frontend", "backend"] {
+        let ns = tb.create_namespace(ctx, "tb-hostpath");
+        tb.apply(ctx, &pod(&ns, "writer", &format!("echo {ctx} > /shared/{ctx}.txt; exec sleep 3600"), false));
+        namespaces.push((ctx, ns));
+    }
+    for (ctx, ns) in &namespaces {
+        tb.wait_pod_ready(ctx, ns, "writer", POD_READY);
+    }
+    for (ctx, ns) in &namespaces {
+        let ls = exec(&tb, ctx, ns, "writer", &["ls", "/shared"]);
+        let files: Vec<&str> = ls.split_whitespace().collect();
+        assert_eq!(files, vec![format!("{ctx}.txt")], "{ctx}: hostPath {dir} holds {files:?}: the nodes share it");
+        let on_node = tb.dir.join("nodes").join(ctx).join("host/run/spire").join(&sub).join(format!("{ctx}.txt"));
+        let text = std::fs::read_to_string(&on_node).unwrap_or_else(|e| panic!("{ctx}: the node's {dir} is not {}: {e}", on_node.display()));
+        assert_eq!(text.trim(), *ctx);
+    }
+    // the same node: a second pod mounting the same directory read-only sees the writer's file
+    let (ctx, ns) = &namespaces[0];
+    tb.apply(ctx, &pod(ns, "reader", "exec sleep 3600", true));
+    tb.wait_pod_ready(ctx, ns, "reader", POD_READY);
+    assert_eq!(exec(&tb, ctx, ns, "reader", &["cat", "/shared/frontend.txt"]).trim(), "frontend");
+    let denied = exec_output(&tb, ctx, ns, "reader", &["touch", "/shared/x"]);
+    assert!(!denied.status.success(), "{ctx}: a read-only hostPath mount was writable");
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "{dir} exists on the host: a node's hostPath leaked into the host's mount namespace"
+    );
+    for (ctx, ns) in &namespaces {
+        tb.delete_namespace(ctx, ns);
+    }
+}
+
+// ------------------------------------------------------------------ EKS authentication
+
+const AWS_CLI_IMAGE: &str = "public.ecr.aws/aws-cli/aws-cli:2.15.62";
+
+/// Runs a Python script with boto3 against moto (the test bed's AWS profiles); stdout.
+fn boto3(tb: &Testbed, script: &str, args: &[&str]) -> String {
+    let mut c = tb.command("testbed-python");
+    c.arg("-c").arg(script).args(args);
+    c.env("AWS_CONFIG_FILE", &tb.aws_config_file);
+    c.env("AWS_SHARED_CREDENTIALS_FILE", &tb.aws_credentials_file);
+    c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env_remove("AWS_PROFILE");
+    let out = run_with_timeout(&mut c, Duration::from_secs(120));
+    assert_success(&out, "boto3 script against moto");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// IAM and EKS as meshctl's stacks make them (templates/hub.yaml, hub-peer.yaml, spoke.yaml),
+/// under unique names: in the hub account the SPIRE server role (trusts pods.eks.amazonaws.com),
+/// an EKS cluster with the Pod Identity agent add-on and the association <ns>/spire-server ->
+/// that role, and the role's permission to assume three of the four spoke roles; in the spoke
+/// account four access roles trusting the hub account with aws:PrincipalArn = the SPIRE role
+/// (one names another role instead), a CONFIG_MAP cluster and an API cluster whose access entry
+/// for the access role has AmazonEKSClusterAdminPolicy. Prints the names as JSON.
+const EKS_AUTH_SETUP: &str = r#"
+import boto3, json, sys
+u, ns = sys.argv[1], sys.argv[2]
+hub, spoke = boto3.Session(profile_name="shared"), boto3.Session(profile_name="frontend")
+hub_acct = hub.client("sts").get_caller_identity()["Account"]
+iam_h, iam_s, eks_h, eks_s = hub.client("iam"), spoke.client("iam"), hub.client("eks"), spoke.client("eks")
+doc = lambda statements: json.dumps({"Version": "2012-10-17", "Statement": statements})
+actions = ["sts:AssumeRole", "sts:TagSession"]
+spire = iam_h.create_role(RoleName=f"{u}-spire-server", AssumeRolePolicyDocument=doc(
+    [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": actions}]))["Role"]["Arn"]
+def access_role(name, principal):
+    return iam_s.create_role(RoleName=name, AssumeRolePolicyDocument=doc([{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{hub_acct}:root"}, "Action": actions,
+        "Condition": {"ArnLike": {"aws:PrincipalArn": principal}}}]))["Role"]["Arn"]
+r = {"spire": spire,
+     "ok": access_role(f"{u}-access-role", spire),
+     "other_trust": access_role(f"{u}-other-trust", f"arn:aws:iam::{hub_acct}:role/{u}-someone-else"),
+     "unmapped": access_role(f"{u}-unmapped", spire),
+     "not_permitted": access_role(f"{u}-not-permitted", spire)}
+for k in ("ok", "other_trust", "unmapped"):
+    iam_h.put_role_policy(RoleName=f"{u}-spire-server", PolicyName=f"assume-{k}",
+                          PolicyDocument=doc([{"Effect": "Allow", "Action": actions, "Resource": r[k]}]))
+vpc = {"subnetIds": [], "securityGroupIds": []}
+eks_h.create_cluster(name=f"{u}-hub", roleArn=f"arn:aws:iam::{hub_acct}:role/{u}-cluster", resourcesVpcConfig=vpc)
+eks_h.create_addon(clusterName=f"{u}-hub", addonName="eks-pod-identity-agent")
+eks_h.create_pod_identity_association(clusterName=f"{u}-hub", namespace=ns, serviceAccount="spire-server", roleArn=spire)
+eks_s.create_cluster(name=f"{u}-spoke", roleArn=r["ok"], resourcesVpcConfig=vpc)
+eks_s.create_cluster(name=f"{u}-spoke-api", roleArn=r["ok"], resourcesVpcConfig=vpc, accessConfig={"authenticationMode": "API"})
+eks_s.create_access_entry(clusterName=f"{u}-spoke-api", principalArn=r["ok"])
+eks_s.associate_access_policy(clusterName=f"{u}-spoke-api", principalArn=r["ok"], accessScope={"type": "cluster"},
+                              policyArn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy")
+print(json.dumps(r))
+"#;
+
+const EKS_AUTH_CLEANUP: &str = r#"
+import boto3, sys
+u = sys.argv[1]
+for profile, clusters in (("shared", ["hub"]), ("frontend", ["spoke", "spoke-api"])):
+    eks = boto3.Session(profile_name=profile).client("eks")
+    for c in clusters:
+        try: eks.delete_cluster(name=f"{u}-{c}")
+        except Exception as e: print(e)
+"#;
+
+/// Edits kube-system/aws-auth's mapRoles of `ctx` with `f` (read, change, replace: optimistic
+/// concurrency on the resourceVersion).
+fn edit_aws_auth(tb: &Testbed, ctx: &str, f: impl Fn(&str) -> String) {
+    let mut cm = tb.kubectl_json(ctx, &["-n", "kube-system", "get", "configmap", "aws-auth"]);
+    let roles = cm["data"]["mapRoles"].as_str().unwrap_or("").to_string();
+    cm["data"]["mapRoles"] = f(&roles).into();
+    tb.kubectl_stdin(ctx, &["replace", "-f", "-"], Some(&cm.to_string()));
+}
+
+/// The spoke API server's view of a token: (kubectl auth whoami as that token, the TokenReview
+/// the admin gets for it: status.authenticated, status.error).
+fn eks_token_outcome(tb: &Testbed, ctx: &str, token: &str) -> (std::process::Output, serde_json::Value) {
+    let whoami = tb.kubectl_output(ctx, &["--token", token, "auth", "whoami", "-o", "json"], None);
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}
+    });
+    let review: serde_json::Value =
+        serde_json::from_str(&tb.kubectl_stdin(ctx, &["create", "-f", "-", "-o", "json"], Some(&body.to_string()))).unwrap();
+    (whoami, review["status"].clone())
+}
+
+/// The SPIRE server's token refresher, end to end on the test bed: meshctl's chart renders the
+/// `token-init` container (image public.ecr.aws/aws-cli/aws-cli:2.15.62, `aws eks get-token
+/// --role-arn ...` per spoke) into a pod of the hub cluster whose service account has a Pod
+/// Identity association; the tokens it writes authenticate at the frontend API server with the
+/// user and groups that aws-auth (CONFIG_MAP cluster) or the access entry (API cluster: cluster
+/// admin = system:masters) maps the access role to, and only when every IAM link holds: a trust
+/// policy naming another role, an access role the SPIRE role may not assume, a role missing
+/// from aws-auth, a cluster name that does not exist, and a token shown to another spoke's API
+/// server are refused, each with the reason of its broken link.
+#[test]
+fn eks_tokens_of_the_spire_refresher_authenticate_at_the_spoke() {
+    let tb = testbed();
+    need_clusters(&tb, &["shared"]);
+    let u = unique_name("tbauth");
+    let ns = tb.create_namespace("shared", "tb-eksauth");
+    tb.kubectl("shared", &["-n", &ns, "create", "serviceaccount", "spire-server"]);
+    let r: serde_json::Value = serde_json::from_str(boto3(&tb, EKS_AUTH_SETUP, &[&u, &ns]).trim()).unwrap();
+    let role = |k: &str| r[k].as_str().unwrap().to_string();
+    let spoke_acct = tb.account("frontend").to_string();
+
+    // aws-auth of the frontend API server: meshctl's kind of entry for the access role (with
+    // templates), and the roles whose refusal must come from IAM, not from a missing mapping
+    let username = "spire-{{AccountID}}-{{SessionName}}";
+    let ours: String = ["ok", "other_trust", "not_permitted"]
+        .iter()
+        .map(|k| format!("- rolearn: {}\n  username: \"{username}\"\n  groups:\n  - {u}-readers\n", role(k)))
+        .collect();
+    edit_aws_auth(&tb, "frontend", |roles| format!("{roles}{}{ours}", if roles.ends_with('\n') || roles.is_empty() { "" } else { "\n" }));
+
+    // the pod: token-init exactly as the chart renders it, then a container that keeps the files
+    let chart_dir = temp_dir("tb-eksauth");
+    let spokes = [
+        ("ok", format!("{u}-spoke"), role("ok")),
+        ("api", format!("{u}-spoke-api"), role("ok")),
+        ("other-trust", format!("{u}-spoke"), role("other_trust")),
+        ("not-permitted", format!("{u}-spoke"), role("not_permitted")),
+        ("unmapped", format!("{u}-spoke"), role("unmapped")),
+        ("no-cluster", format!("{u}-no-such-cluster"), role("ok")),
+    ];
+    let values = serde_json::json!({
+        "tokenRefresher": {
+            "image": AWS_CLI_IMAGE,
+            "spokes": spokes.iter().map(|(f, c, r)| serde_json::json!({"file": format!("{f}.token"), "cluster": c, "roleArn": r})).collect::<Vec<_>>()
+        }
+    });
+    let values_file = chart_dir.path().join("values.json");
+    write(&values_file, &values.to_string());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut helm = tb.command("helm");
+    helm.args(["template", "spire", root.join("charts/spire-server").to_str().unwrap(), "-n", &ns])
+        .args(["--show-only", "templates/statefulset.yaml", "-f", values_file.to_str().unwrap()]);
+    for (k, sub) in [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")] {
+        helm.env(k, chart_dir.path().join(sub));
+    }
+    let out = run_with_timeout(&mut helm, Duration::from_secs(60));
+    assert_success(&out, "helm template charts/spire-server");
+    let sts: serde_json::Value = serde_yaml_ng::from_slice(&out.stdout).unwrap();
+    let spec = &sts["spec"]["template"]["spec"];
+    let init = spec["initContainers"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "token-init")).expect("token-init").clone();
+    assert_eq!(init["image"], AWS_CLI_IMAGE);
+    let dir = init["volumeMounts"][0]["mountPath"].as_str().unwrap().to_string();
+    let volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "spoke-tokens").unwrap().clone();
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "refresher", "namespace": ns},
+        "spec": {
+            "serviceAccountName": "spire-server",
+            "terminationGracePeriodSeconds": 1,
+            "initContainers": [init],
+            "containers": [{"name": "main", "image": AWS_CLI_IMAGE, "command": ["sleep", "3600"],
+                            "volumeMounts": [{"name": "spoke-tokens", "mountPath": dir}]}],
+            "volumes": [volume]
+        }
+    });
+    tb.apply("shared", &pod.to_string());
+    tb.wait_pod_ready("shared", &ns, "refresher", POD_READY);
+    let init_log = tb.kubectl("shared", &["-n", &ns, "logs", "refresher", "-c", "token-init"]);
+    let token = |file: &str| {
+        let t = exec(&tb, "shared", &ns, "refresher", &["cat", &format!("{dir}/{file}.token")]);
+        assert!(t.starts_with("k8s-aws-v1."), "{file}: {t:?}\n{init_log}");
+        t
+    };
+
+    // aws-auth: the mapped user, its templates expanded, its groups; the session's ARN in extra
+    let (whoami, review) = eks_token_outcome(&tb, "frontend", &token("ok"));
+    assert_success(&whoami, "kubectl auth whoami with the refresher's token (aws-auth)");
+    let me: serde_json::Value = serde_json::from_slice(&whoami.stdout).unwrap();
+    let info = &me["status"]["userInfo"];
+    assert_eq!(info["username"], format!("spire-{spoke_acct}-EKSGetTokenAuth"), "{me}");
+    let groups: BTreeSet<&str> = info["groups"].as_array().unwrap().iter().filter_map(|g| g.as_str()).collect();
+    assert!(groups.contains(format!("{u}-readers").as_str()) && groups.contains("system:authenticated"), "{me}");
+    assert!(!groups.contains("system:masters"), "{me}");
+    let session_arn = format!("arn:aws:sts::{spoke_acct}:assumed-role/{u}-access-role/EKSGetTokenAuth");
+    assert_eq!(info["extra"]["arn"][0], session_arn.as_str(), "{me}");
+    assert_eq!(review["authenticated"], true, "{review}");
+    let as_token = |t: &str, args: &[&str]| {
+        let mut a = vec!["--token", t];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&tb.kubectl_output("frontend", &a, None).stdout).trim().to_string()
+    };
+    assert_eq!(as_token(&token("ok"), &["auth", "can-i", "list", "secrets", "-n", "kube-system"]), "no");
+
+    // access entries (authentication mode API): EKS's default username, cluster admin
+    let (whoami, _) = eks_token_outcome(&tb, "frontend", &token("api"));
+    assert_success(&whoami, "kubectl auth whoami with the refresher's token (access entry)");
+    let me: serde_json::Value = serde_json::from_slice(&whoami.stdout).unwrap();
+    assert_eq!(me["status"]["userInfo"]["username"], session_arn.as_str(), "{me}");
+    assert!(me["status"]["userInfo"]["groups"].as_array().unwrap().iter().any(|g| g == "system:masters"), "{me}");
+    assert_eq!(as_token(&token("api"), &["auth", "can-i", "list", "secrets", "-n", "kube-system"]), "yes");
+
+    // every broken link: Unauthorized, and the reason in the TokenReview's error
+    let refused = |ctx: &str, file: &str, why: &str| {
+        let (whoami, review) = eks_token_outcome(&tb, ctx, &token(file));
+        assert!(!whoami.status.success(), "{file} at {ctx}: accepted: {}", String::from_utf8_lossy(&whoami.stdout));
+        assert!(String::from_utf8_lossy(&whoami.stderr).contains("Unauthorized"), "{file}: {}", String::from_utf8_lossy(&whoami.stderr));
+        assert_ne!(review["authenticated"], true, "{file}: {review}");
+        let error = review["error"].as_str().unwrap_or("");
+        assert!(error.contains(why), "{file} at {ctx}: refused for another reason than {why:?}: {review}");
+    };
+    refused("frontend", "other-trust", &format!("the trust policy of {} does not allow {}", role("other_trust"), role("spire")));
+    refused("frontend", "not-permitted", &format!("{} is not allowed sts:AssumeRole on {}", role("spire"), role("not_permitted")));
+    refused("frontend", "unmapped", &format!("{} is not mapped in kube-system/aws-auth of frontend", role("unmapped")));
+    refused("frontend", "no-cluster", &format!("no EKS cluster {u}-no-such-cluster in account {spoke_acct}"));
+    // the right token at another spoke's API server: that account has no such cluster
+    refused("backend", "ok", &format!("no EKS cluster {u}-spoke in account {}", tb.account("backend")));
+
+    edit_aws_auth(&tb, "frontend", |roles| roles.replace(&ours, ""));
+    boto3(&tb, EKS_AUTH_CLEANUP, &[&u]);
+    tb.delete_namespace("shared", &ns);
 }
