@@ -587,8 +587,9 @@ fn real_pod_to_pod_across_clusters() {
     tb.delete_namespace("frontend", &ns_f);
 }
 
-/// CoreDNS answers Service names in every real-node cluster (an unknown name is NXDOMAIN), and
-/// pods reach the API server through the `kubernetes` Service by name.
+/// CoreDNS answers Service names in every real-node cluster (an unknown name is NXDOMAIN) and
+/// the nodes' EC2 private DNS names, and pods reach the API server through the `kubernetes`
+/// Service by name.
 #[test]
 fn real_cluster_dns_resolves_services() {
     let tb = testbed();
@@ -609,6 +610,16 @@ fn real_cluster_dns_resolves_services() {
             "{ctx}: an unknown Service name resolved: {}",
             String::from_utf8_lossy(&missing.stdout)
         );
+        // EC2 private DNS names of the nodes (the VPC resolver's), as the SPIRE agent's k8s
+        // workload attestor dials its kubelet: this node's and another cluster's
+        for other in [ctx.as_str(), if ctx == "shared" { "frontend" } else { "shared" }] {
+            if !tb.nodes.iter().any(|n| n == other) {
+                continue;
+            }
+            let name = tb.node_name(other);
+            let out = exec(&tb, &ctx, &ns, "client", &["nslookup", &name]);
+            assert!(out.contains(&format!("Address: {}", node_ip(other))), "{ctx}: nslookup {name}:\n{out}");
+        }
         let version = exec(
             &tb, &ctx, &ns, "client",
             &["wget", "-q", "-O", "-", "--no-check-certificate", "https://kubernetes.default.svc/version"],
