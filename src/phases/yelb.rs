@@ -271,7 +271,12 @@ impl Step for AppStep {
         if objects == Status::Missing && inventory.is_none() {
             return Ok(Status::Missing);
         }
-        let mut parts = vec![(format!("namespace {}", self.ns()), kc.namespace_status(self.ns(), &self.namespace_labels()).await?), ("objects".to_string(), objects.clone())];
+        let namespace = match kc.namespace_status(self.ns(), &self.namespace_labels()).await? {
+            // The reason names the namespace already.
+            Status::Drifted(r) => Status::Drifted(r.trim_start_matches(&format!("Namespace {} ", self.ns())).to_string()),
+            s => s,
+        };
+        let mut parts = vec![(format!("namespace {}", self.ns()), namespace), ("objects".to_string(), objects.clone())];
         if objects != Status::Missing {
             for d in &plan.deployments {
                 parts.push((format!("Deployment {}/{d}", self.ns()), kc.rollout_status::<Deployment>(self.ns(), d).await?));
