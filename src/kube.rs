@@ -21,7 +21,7 @@ pub mod kubeconfig_file;
 pub mod template;
 pub mod wait;
 
-pub use apply::{parse_manifests, to_dynamic, to_typed, typed, Target};
+pub use apply::{is_ours, parse_manifests, to_dynamic, to_typed, typed, Target};
 
 use crate::error::{Error, ErrorKind};
 pub use crate::names::LABEL_MANAGED_BY as MANAGED_BY;

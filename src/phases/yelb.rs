@@ -31,7 +31,7 @@ use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
 use crate::kube::template::{render, Vars};
 use crate::kube::inventory::{Inventory, ObjectKey};
-use crate::kube::{parse_manifests, to_dynamic, to_typed, KubeClient, KubeError, Target, MANAGED_BY};
+use crate::kube::{is_ours, parse_manifests, to_dynamic, to_typed, KubeClient, KubeError, Target, MANAGED_BY};
 use crate::mesh::{AppObjects, Wait, WorkloadObjects};
 use crate::session::Session;
 use crate::topology::Workload;
@@ -206,13 +206,18 @@ impl AppStep {
         Ok(())
     }
 
-    /// The listed objects that exist, resolved (a kind the cluster no longer serves has no
-    /// object left): `(LoadBalancer Services, the rest)`.
-    async fn existing(kc: &KubeClient, ns: &str, keys: &[ObjectKey]) -> Result<(Vec<Target>, Vec<Target>), Error> {
+    /// The listed objects that exist and are meshctl's, resolved (a kind the cluster no
+    /// longer serves has no object left): `(LoadBalancer Services, the rest)`. An object of a
+    /// listed name that meshctl did not make (someone replaced it) is left alone, with a note.
+    async fn existing(kc: &KubeClient, ns: &str, keys: &[ObjectKey], run: &StepRun) -> Result<(Vec<Target>, Vec<Target>), Error> {
         let mut lbs = Vec::new();
         let mut rest = Vec::new();
         for t in Self::resolve(kc, keys.iter().map(|k| k.stub(ns)).collect()).await?.into_iter().flatten() {
             let Some(live) = kc.get(&t).await? else { continue };
+            if !is_ours(&live) {
+                run.progress(format!("leaving {}: listed in the inventory but not labelled {}={}", t.describe(), MANAGED_BY.0, MANAGED_BY.1));
+                continue;
+            }
             if t.ar.kind == "Service" && live.data["spec"]["type"] == "LoadBalancer" {
                 lbs.push(t);
             } else {
@@ -357,7 +362,7 @@ impl Step for AppStep {
         }
         let stale = listed.stale(&wanted);
         if !stale.is_empty() {
-            let (lbs, rest) = Self::existing(&kc, &ns, &stale).await?;
+            let (lbs, rest) = Self::existing(&kc, &ns, &stale, run).await?;
             Self::delete_each(&kc, &lbs, " (no longer rendered)", run).await?;
             Self::delete_together(&kc, &rest, " (no longer rendered)", run).await?;
         }
@@ -380,7 +385,7 @@ impl Step for AppStep {
         // What the inventory lists beyond the rendered objects (another provider's): its load
         // balancers go with the rendered ones, first; the rest after the rendered objects.
         let extra = inventory.as_ref().map(|i| i.stale(&wanted)).unwrap_or_default();
-        let (extra_lbs, extra_rest) = Self::existing(&kc, self.ns(), &extra).await?;
+        let (extra_lbs, extra_rest) = Self::existing(&kc, self.ns(), &extra, run).await?;
         Self::delete_each(&kc, &rendered_lbs, "", run).await?;
         Self::delete_each(&kc, &extra_lbs, " (listed in the inventory)", run).await?;
         Self::delete_each(&kc, &rendered_rest, "", run).await?;
