@@ -3,7 +3,8 @@
 //! after the EKS cluster), and the helpers every cluster-side step uses: server-side apply
 //! and dry-run drift checks ([`apply`]), waits with timeouts and one readiness rule for
 //! every workload kind ([`wait`]), the kubeconfig file as a YAML document
-//! ([`kubeconfig_file`]), manifest templates ([`template`]). Knows nothing of the engine.
+//! ([`kubeconfig_file`]), manifest templates ([`template`]), inventories of applied objects
+//! ([`inventory`]). Knows nothing of the engine.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,11 +16,12 @@ use crate::config::Config;
 
 pub mod apply;
 pub mod aws_auth;
+pub mod inventory;
 pub mod kubeconfig_file;
 pub mod template;
 pub mod wait;
 
-pub use apply::{parse_manifests, to_dynamic, to_typed, typed, Target};
+pub use apply::{is_ours, parse_manifests, to_dynamic, to_typed, typed, Target};
 
 use crate::error::{Error, ErrorKind};
 pub use crate::names::LABEL_MANAGED_BY as MANAGED_BY;

@@ -233,7 +233,10 @@ pub fn graph_text(mode: Mode, metas: &[StepMeta]) -> String {
         "ACCOUNT"
     );
     for m in metas {
-        let needs = if m.needs.is_empty() { "-".to_string() } else { join(&m.needs) };
+        let mut needs = if m.needs.is_empty() { "-".to_string() } else { join(&m.needs) };
+        if !m.after.is_empty() {
+            needs.push_str(&format!(" (after {})", join(&m.after)));
+        }
         t.push_str(&format!("{:<w$}  {:<10}  {:<10}  {}\n", m.id.as_str(), m.phase, m.account, needs));
     }
     t

@@ -53,8 +53,17 @@ fn plan_offline_prints_the_whole_up_graph() {
         assert!(text.contains(id), "{id} missing from:\n{text}");
     }
     // The default provider (meshctl's own Envoy sidecars) has no control plane: App Mesh is
-    // gone, and nothing of it is in the default graph.
-    assert!(!text.contains("mesh/") && !text.contains("App Mesh") && !text.contains("Cloud Map"), "{text}");
+    // gone. A build with the App Mesh provider removes its control plane (a setup switched
+    // from appmesh converges): every mesh step is a removal; nothing of it is created.
+    assert!(!text.contains("App Mesh") && !text.contains("Cloud Map"), "{text}");
+    if cfg!(feature = "appmesh") {
+        assert!(text.contains("mesh/retire-controller-backend") && text.contains("mesh/retire-appmesh"), "{text}");
+        for line in text.lines().filter(|l| l.contains("mesh/")) {
+            assert!(line.starts_with("mesh/retire-"), "only removals in the mesh phase: {line}");
+        }
+    } else {
+        assert!(!text.contains("mesh/"), "{text}");
+    }
 }
 
 #[test]
@@ -68,16 +77,22 @@ fn plan_offline_json_schema() {
     assert!(steps.len() > 20, "{} steps", steps.len());
     for s in steps {
         let obj = s.as_object().unwrap();
-        let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
+        let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).filter(|k| *k != "after").collect();
         keys.sort();
         assert_eq!(keys, ["account", "description", "id", "needs", "phase"]);
         assert!(s["needs"].is_array());
+        // Order-only edges are listed when a step has some: the removals of a provider that
+        // is no longer selected (only in a build with the App Mesh provider).
+        if let Some(after) = obj.get("after") {
+            assert!(cfg!(feature = "appmesh") && s["id"].as_str().unwrap().starts_with("mesh/retire-"), "{s}");
+            assert!(after.as_array().unwrap().iter().any(|a| a == "yelb/frontend"), "{s}");
+        }
         assert!(s["id"].as_str().unwrap().starts_with(s["phase"].as_str().unwrap()));
     }
-    // Steps come after their needs.
+    // Steps come after their needs and what they go after.
     let pos = |id: &str| steps.iter().position(|s| s["id"] == id).unwrap();
     for s in steps {
-        for n in s["needs"].as_array().unwrap() {
+        for n in s["needs"].as_array().unwrap().iter().chain(s["after"].as_array().into_iter().flatten()) {
             assert!(pos(n.as_str().unwrap()) < pos(s["id"].as_str().unwrap()));
         }
     }
@@ -105,6 +120,16 @@ fn plan_offline_down_reverses_the_graph() {
     assert!(pos("yelb/backend") < pos("spire/agent-backend"));
     assert!(pos("register/yelb-db") < pos("spire/server"));
     assert!(pos("stacks/frontend-tgw") < pos("stacks/shared"));
+    if cfg!(feature = "appmesh") {
+        // A retired App Mesh goes after the app and before the cluster access, in the order
+        // `up` removes it.
+        assert!(pos("yelb/backend") < pos("mesh/retire-resource-backend"));
+        assert!(pos("mesh/retire-resource-backend") < pos("mesh/retire-controller-backend"));
+        assert!(pos("mesh/retire-controller-backend") < pos("kubeconfig/backend"));
+        let step = v["plan"]["steps"].as_array().unwrap().iter().find(|s| s["id"] == "mesh/retire-controller-backend").unwrap();
+        let first: Vec<&str> = step["needs"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert!(first.contains(&"mesh/retire-resource-backend") && first.contains(&"yelb/backend"), "destroyed after: {first:?}");
+    }
     let text = stdout(&meshctl(&["plan", "--offline", "--down"]));
     assert!(text.starts_with("meshctl down:"), "{text}");
 }

@@ -140,23 +140,29 @@ fn build_graph(session: &Arc<Session>) -> Result<Graph, AppError> {
 
 /// The graph's steps as printed by `plan --offline`: for `down`, in teardown order (the
 /// read-only checks first, as the engine runs them), each listing the steps that must be
-/// destroyed before it.
+/// destroyed before it (those that need it, and those it goes `after`).
 pub fn static_metas(graph: &Graph, mode: Mode) -> Vec<StepMeta> {
-    let order = graph.topo_order().expect("validated");
-    let metas: Vec<StepMeta> = order.iter().map(|id| graph.get(id.as_str()).expect("id").meta().clone()).collect();
+    let meta = |id: &StepId| graph.get(id.as_str()).expect("id").meta().clone();
     if mode != Mode::PlanDown {
-        return metas;
+        return graph.topo_order().expect("validated").iter().map(meta).collect();
     }
     let read_only = |m: &StepMeta| graph.get(m.id.as_str()).is_some_and(|s| s.teardown() == engine::Teardown::ReadOnly);
-    let mut down: Vec<StepMeta> = metas
+    let mut down: Vec<StepMeta> = graph
+        .down_order()
+        .expect("validated")
         .iter()
-        .map(|m| {
+        .map(|id| {
+            let m = meta(id);
             let mut d = m.clone();
-            d.needs = if read_only(m) { Vec::new() } else { metas.iter().filter(|o| o.needs.contains(&m.id)).map(|o| o.id.clone()).collect() };
+            d.needs = Vec::new();
+            d.after = Vec::new();
+            if !read_only(&m) {
+                let first = graph.metas().filter(|o| o.needs.contains(&m.id)).map(|o| o.id.clone()).chain(m.after.iter().cloned());
+                d = d.needs(first);
+            }
             d
         })
         .collect();
-    down.reverse();
     down.sort_by_key(|m| !read_only(m));
     down
 }

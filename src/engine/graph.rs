@@ -37,7 +37,7 @@ impl Graph {
             }
         }
         for s in &steps {
-            for need in &s.meta().needs {
+            for need in s.meta().needs.iter().chain(&s.meta().after) {
                 if !index.contains_key(need.as_str()) {
                     return Err(GraphError::UnknownNeed { step: s.meta().id.to_string(), need: need.to_string() });
                 }
@@ -45,6 +45,7 @@ impl Graph {
         }
         let g = Graph { steps, index };
         g.topo_order()?;
+        g.down_order()?;
         Ok(g)
     }
 
@@ -68,16 +69,50 @@ impl Graph {
         self.index.get(id).map(|&i| &self.steps[i])
     }
 
-    /// Ids in an order where every step comes after its needs (ties keep insertion order).
+    /// Ids in an order where every step comes after its needs and the steps it goes
+    /// `after` (ties keep insertion order): the order of `up`.
     pub fn topo_order(&self) -> Result<Vec<StepId>, GraphError> {
-        let mut indegree: Vec<usize> = self.steps.iter().map(|s| s.meta().needs.len()).collect();
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        self.order(false)
+    }
+
+    /// Ids in the order of `down`: every step after the steps that need it (needs reversed)
+    /// and after the steps it goes `after` (kept as they are); ties keep reverse insertion
+    /// order.
+    pub fn down_order(&self) -> Result<Vec<StepId>, GraphError> {
+        self.order(true)
+    }
+
+    /// The steps `i` waits for in the walk: in `up` its needs and afters; in `down` the steps
+    /// that need it and its afters.
+    fn edges(&self, down: bool) -> Vec<Vec<usize>> {
+        let mut waits: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
         for (i, s) in self.steps.iter().enumerate() {
             for need in &s.meta().needs {
-                dependents[self.index[need.as_str()]].push(i);
+                let n = self.index[need.as_str()];
+                if down {
+                    waits[n].push(i);
+                } else {
+                    waits[i].push(n);
+                }
+            }
+            for a in &s.meta().after {
+                waits[i].push(self.index[a.as_str()]);
             }
         }
-        let mut ready: VecDeque<usize> = (0..self.steps.len()).filter(|&i| indegree[i] == 0).collect();
+        waits
+    }
+
+    fn order(&self, down: bool) -> Result<Vec<StepId>, GraphError> {
+        let waits = self.edges(down);
+        let mut indegree: Vec<usize> = waits.iter().map(Vec::len).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        for (i, w) in waits.iter().enumerate() {
+            for &n in w {
+                dependents[n].push(i);
+            }
+        }
+        let positions: Vec<usize> = if down { (0..self.steps.len()).rev().collect() } else { (0..self.steps.len()).collect() };
+        let mut ready: VecDeque<usize> = positions.iter().copied().filter(|&i| indegree[i] == 0).collect();
         let mut order = Vec::with_capacity(self.steps.len());
         while let Some(i) = ready.pop_front() {
             order.push(self.steps[i].meta().id.clone());
@@ -89,7 +124,7 @@ impl Graph {
             }
         }
         if order.len() != self.steps.len() {
-            let stuck = (0..self.steps.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
+            let stuck = positions.into_iter().find(|&i| indegree[i] > 0).unwrap_or(0);
             return Err(GraphError::Cycle(self.steps[stuck].meta().id.to_string()));
         }
         Ok(order)

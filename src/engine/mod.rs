@@ -13,10 +13,16 @@
 //!
 //! In every walk the read-only steps (preflight) run first and everything else waits for
 //! them, so bad credentials are found before anything is changed — on the way down too.
+//!
+//! Two kinds of edges: `needs` (the step uses what its needs made: `up` runs it after them,
+//! `down` destroys it before them) and `after` (pure order that holds in every walk, for a
+//! step that removes something whichever way the graph is walked, such as [`Absent`]).
 
+mod absent;
 mod graph;
 mod run;
 
+pub use absent::Absent;
 pub use graph::{Graph, GraphError};
 pub use run::{run, Failure, RunOptions, RunSummary};
 
@@ -50,6 +56,11 @@ impl StepId {
     pub fn phase(&self) -> &str {
         self.0.split_once('/').map(|(p, _)| p).unwrap_or(&self.0)
     }
+
+    /// The part of the id after the phase (`frontend` in `stacks/frontend`).
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map(|(_, n)| n).unwrap_or(&self.0)
+    }
 }
 
 impl fmt::Display for StepId {
@@ -79,15 +90,21 @@ pub struct StepMeta {
     pub phase: String,
     /// The account role the step works in (`shared`, `frontend`, ...), or `-` for none/all.
     pub account: String,
-    /// Ids of the steps that must be done before this one.
+    /// Ids of the steps that must be done before this one (and, on the way down, destroyed
+    /// after it).
     pub needs: Vec<StepId>,
+    /// Ids of steps this one runs after whenever both are in the run, in every walk: `down`
+    /// does not reverse these. Pure order: a run whose selection leaves them out does not
+    /// wait for them nor require them, and they are not [`Graph::ancestors`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<StepId>,
     /// One line that reads well after "will": "create stack eks-cluster-frontend-stack".
     pub description: String,
 }
 
 impl StepMeta {
     pub fn new(id: StepId, account: &str, description: impl Into<String>) -> Self {
-        StepMeta { phase: id.phase().to_string(), id, account: account.to_string(), needs: Vec::new(), description: description.into() }
+        StepMeta { phase: id.phase().to_string(), id, account: account.to_string(), needs: Vec::new(), after: Vec::new(), description: description.into() }
     }
 
     /// Adds dependencies; ids are kept sorted and unique so printed graphs are stable.
@@ -95,6 +112,14 @@ impl StepMeta {
         self.needs.extend(ids);
         self.needs.sort();
         self.needs.dedup();
+        self
+    }
+
+    /// Adds order-only edges (see [`StepMeta::after`]); kept sorted and unique.
+    pub fn after(mut self, ids: impl IntoIterator<Item = StepId>) -> Self {
+        self.after.extend(ids);
+        self.after.sort();
+        self.after.dedup();
         self
     }
 }
@@ -122,6 +147,9 @@ pub struct StepRun {
     /// The user allowed taking over (updating, deleting) resources of the configured names that
     /// meshctl did not create.
     pub adopt: bool,
+    /// The walk this run is part of (`up`, `down`, a plan): a read-only check may be stricter
+    /// on the way up than on the way down.
+    pub mode: Mode,
     abort: CancellationToken,
 }
 
@@ -139,7 +167,19 @@ impl StepRun {
 
     /// A run for code paths outside the engine (tests, one-off checks): events are dropped.
     pub fn detached(id: &str) -> StepRun {
-        StepRun { id: StepId(id.to_string()), sink: Arc::new(NullSink), yes: false, adopt: false, abort: CancellationToken::new() }
+        StepRun { id: StepId(id.to_string()), sink: Arc::new(NullSink), yes: false, adopt: false, mode: Mode::Up, abort: CancellationToken::new() }
+    }
+
+    /// The same run in another walk.
+    pub fn with_mode(mut self, mode: Mode) -> StepRun {
+        self.mode = mode;
+        self
+    }
+
+    /// The same run reporting its events to `sink`.
+    pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> StepRun {
+        self.sink = sink;
+        self
     }
 }
 

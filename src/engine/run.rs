@@ -100,33 +100,42 @@ enum Slot {
 /// Runs the graph in `opts.mode`. Never panics on step errors: they end up in the summary.
 pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> RunSummary {
     let started = Instant::now();
-    let order = graph.topo_order().expect("graph was validated when built");
+    let reverse = opts.mode.reversed();
+    let order = if reverse { graph.down_order() } else { graph.topo_order() }.expect("graph was validated when built");
     let selected: BTreeSet<StepId> = match &opts.selection {
         Some(sel) => sel.clone(),
         None => order.iter().cloned().collect(),
     };
-    let reverse = opts.mode.reversed();
     let teardown = |id: &StepId| graph.get(id.as_str()).expect("selected id exists").teardown();
     let read_only: BTreeSet<StepId> = selected.iter().filter(|id| teardown(id) == Teardown::ReadOnly).cloned().collect();
     // The steps each step waits for, within the selection, in the walk's direction. Read-only
     // steps wait for nothing and everything else waits for them, whatever the direction.
+    // `after` edges keep their direction in every walk and only order (`order_only`): a plan
+    // checks a step even when what it goes after is not up to date.
     let mut waits: BTreeMap<StepId, Vec<StepId>> = selected.iter().map(|id| (id.clone(), Vec::new())).collect();
+    let mut order_only: BTreeSet<(StepId, StepId)> = BTreeSet::new();
     for id in &selected {
         if read_only.contains(id) {
             continue;
         }
-        for need in &graph.get(id.as_str()).expect("selected id exists").meta().needs {
+        let meta = graph.get(id.as_str()).expect("selected id exists").meta();
+        for need in &meta.needs {
             if selected.contains(need) && !read_only.contains(need) {
                 let (from, to) = if reverse { (need, id) } else { (id, need) };
                 waits.get_mut(from).expect("in selection").push(to.clone());
             }
         }
+        for a in &meta.after {
+            if selected.contains(a) && !read_only.contains(a) {
+                waits.get_mut(id).expect("in selection").push(a.clone());
+                if !meta.needs.contains(a) {
+                    order_only.insert((id.clone(), a.clone()));
+                }
+            }
+        }
         waits.get_mut(id).expect("in selection").extend(read_only.iter().cloned());
     }
     let mut walk: Vec<StepId> = order.into_iter().filter(|id| selected.contains(id)).collect();
-    if reverse {
-        walk.reverse();
-    }
     walk.sort_by_key(|id| !read_only.contains(id));
     let mut slots: BTreeMap<StepId, Slot> = walk.iter().map(|id| (id.clone(), Slot::Waiting)).collect();
     let mut summary = RunSummary::default();
@@ -164,7 +173,8 @@ pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> 
                 if !deps.iter().all(|d| matches!(slots[d], Slot::Done(_) | Slot::Failed)) {
                     continue;
                 }
-                let unmet: Vec<StepId> = deps.iter().filter(|d| slots[*d] == Slot::Done(false)).cloned().collect();
+                let unmet: Vec<StepId> =
+                    deps.iter().filter(|d| slots[*d] == Slot::Done(false) && !order_only.contains(&(id.clone(), (*d).clone()))).cloned().collect();
                 if opts.mode == Mode::Plan && !unmet.is_empty() {
                     // Its check would read resources its needs have not made yet.
                     let outcome = Outcome::Pending(unmet);
@@ -178,7 +188,7 @@ pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> 
                     continue;
                 }
                 let step = graph.get(id.as_str()).expect("selected id exists").clone();
-                let run = StepRun { id: id.clone(), sink: sink.clone(), yes: opts.yes, adopt: opts.adopt, abort: opts.abort.clone() };
+                let run = StepRun { id: id.clone(), sink: sink.clone(), yes: opts.yes, adopt: opts.adopt, mode: opts.mode, abort: opts.abort.clone() };
                 sink.event(&Event::now(id, EventKind::Started));
                 slots.insert(id.clone(), Slot::Running);
                 let mode = opts.mode;

@@ -333,3 +333,182 @@ async fn force_destroys_what_lies_under_a_failed_teardown() {
     assert_eq!(s.failed.len(), 1);
     assert_eq!(s.outcome("k/stack"), Some(&Outcome::Destroyed));
 }
+
+// ------------------------------------------------------------------ after edges, Absent
+
+/// A graph of fakes plus extra steps (the wrappers).
+fn graph_with(bed: &Bed, extra: Vec<Arc<dyn Step>>) -> Graph {
+    Graph::new(bed.steps.iter().map(|s| s.clone() as Arc<dyn Step>).chain(extra).collect()).unwrap()
+}
+
+/// A fake that goes `after` others (order only).
+fn fake_after(bed: &Bed, id: &str, after: &[&str]) -> Arc<Fake> {
+    let (phase, name) = id.split_once('/').unwrap();
+    Arc::new(Fake {
+        meta: StepMeta::new(StepId::new(phase, name), "-", id).after(after.iter().map(|a| sid(a))),
+        delay: Duration::from_millis(1),
+        exists: AtomicBool::new(false),
+        fail: false,
+        fail_destroy: false,
+        teardown: Teardown::Destroy,
+        applies: AtomicUsize::new(0),
+        log: bed.log.clone(),
+    })
+}
+
+#[tokio::test]
+async fn after_edges_keep_their_direction_on_the_way_down_and_only_order() {
+    let mut bed = Bed::new(&[("a/first", &[], 1, false)]);
+    let second = fake_after(&bed, "a/second", &["a/first"]);
+    bed.steps.push(second);
+    assert_eq!(bed.graph().topo_order().unwrap(), [sid("a/first"), sid("a/second")]);
+    assert_eq!(bed.graph().down_order().unwrap(), [sid("a/first"), sid("a/second")], "down does not reverse an after edge");
+    assert!(bed.graph().ancestors("a/second").is_empty(), "order only: not a need");
+    // A plan checks a step whatever the state of what it goes after.
+    let s = go(&bed, Mode::Plan).await;
+    assert_eq!(s.outcome("a/second"), Some(&Outcome::Checked(Status::Missing)));
+    assert!(go(&bed, Mode::Up).await.ok());
+    assert!(bed.time("a/first", "end") <= bed.time("a/second", "start"));
+    bed.log.lock().unwrap().clear();
+    assert!(go(&bed, Mode::Down).await.ok());
+    assert!(bed.time("a/first", "destroy") <= bed.time("a/second", "destroy"), "destroyed in the same order as up");
+    // A selection that leaves the other step out runs on its own.
+    let mut opts = RunOptions::new(Mode::Up);
+    opts.selection = Some(BTreeSet::from([sid("a/second")]));
+    let s = run(&bed.graph(), &opts, Arc::new(NullSink)).await;
+    assert_eq!(s.outcome("a/second"), Some(&Outcome::Created));
+    assert_eq!(s.outcome("a/first"), None);
+}
+
+#[test]
+fn a_cycle_only_down_takes_is_refused() {
+    // up: x → z (after), y → z (need), x → y (need): acyclic. down: x waits z (after), z
+    // waits y (y needs z), y waits x (x needs y): a cycle.
+    let mut bed = Bed::new(&[("c/z", &[], 1, false), ("c/y", &["c/z"], 1, false)]);
+    let x = Arc::new(Fake {
+        meta: StepMeta::new(StepId::new("c", "x"), "-", "x").needs([sid("c/y")]).after([sid("c/z")]),
+        delay: Duration::from_millis(1),
+        exists: AtomicBool::new(false),
+        fail: false,
+        fail_destroy: false,
+        teardown: Teardown::Destroy,
+        applies: AtomicUsize::new(0),
+        log: bed.log.clone(),
+    });
+    bed.steps.push(x);
+    let steps: Vec<Arc<dyn Step>> = bed.steps.iter().map(|s| s.clone() as Arc<dyn Step>).collect();
+    assert!(matches!(Graph::new(steps), Err(GraphError::Cycle(_))));
+}
+
+/// What an old provider made: a mesh, a share of it, its acceptance (goes with the share),
+/// a controller in a cluster and a resource needing all three; the app uses them.
+fn retired_bed() -> (Bed, Vec<Arc<Fake>>) {
+    let bed = Bed::new(&[("preflight/accounts", &[], 1, false), ("kubeconfig/a", &["preflight/accounts"], 1, false), ("yelb/a", &["kubeconfig/a"], 1, false)]);
+    let inner = Bed::new(&[
+        ("mesh/mesh", &["preflight/accounts"], 1, false),
+        ("mesh/share", &["mesh/mesh"], 1, false),
+        ("mesh/accept", &["mesh/share"], 1, false),
+        ("mesh/ctl", &["kubeconfig/a"], 1, false),
+        ("mesh/res", &["mesh/ctl", "mesh/mesh", "mesh/accept"], 1, false),
+    ]);
+    let mut steps = inner.steps;
+    Arc::get_mut(&mut steps[2]).unwrap().teardown = Teardown::WithParent;
+    let steps: Vec<Arc<Fake>> = steps
+        .into_iter()
+        .map(|s| {
+            let mut s = Arc::try_unwrap(s).ok().unwrap();
+            s.log = bed.log.clone();
+            s.exists = AtomicBool::new(true);
+            Arc::new(s)
+        })
+        .collect();
+    (bed, steps)
+}
+
+fn wrap(inner: &[Arc<Fake>]) -> Vec<Arc<dyn Step>> {
+    Absent::wrap_all(inner.iter().map(|s| s.clone() as Arc<dyn Step>).collect(), &[sid("yelb/a")], "the old provider is no longer selected")
+}
+
+#[test]
+fn absent_ids_descriptions_and_edges_come_from_the_inner_steps() {
+    let (_bed, inner) = retired_bed();
+    let w = wrap(&inner);
+    let meta = |id: &str| w.iter().find(|s| s.meta().id == id).unwrap_or_else(|| panic!("no {id}")).meta().clone();
+    let ids: Vec<String> = w.iter().map(|s| s.meta().id.to_string()).collect();
+    assert_eq!(ids, ["mesh/retire-mesh", "mesh/retire-share", "mesh/retire-accept", "mesh/retire-ctl", "mesh/retire-res"]);
+    assert_eq!(meta("mesh/retire-ctl").description, "remove what mesh/ctl made (mesh/ctl): the old provider is no longer selected");
+    assert_eq!(meta("mesh/retire-ctl").phase, "mesh");
+    // Reversed among themselves (as order), after the app.
+    assert_eq!(meta("mesh/retire-mesh").after, [sid("mesh/retire-res"), sid("mesh/retire-share"), sid("yelb/a")]);
+    assert_eq!(meta("mesh/retire-share").after, [sid("mesh/retire-accept"), sid("yelb/a")]);
+    assert_eq!(meta("mesh/retire-ctl").after, [sid("mesh/retire-res"), sid("yelb/a")]);
+    assert_eq!(meta("mesh/retire-res").after, [sid("yelb/a")]);
+    // Needs: what the inner step needed outside the set, also through other inner steps.
+    assert_eq!(meta("mesh/retire-res").needs, [sid("kubeconfig/a"), sid("preflight/accounts")]);
+    assert_eq!(meta("mesh/retire-share").needs, [sid("preflight/accounts")]);
+    assert_eq!(meta("mesh/retire-ctl").needs, [sid("kubeconfig/a")]);
+    assert_eq!(w[2].teardown(), Teardown::WithParent, "the acceptance goes with the share");
+    assert_eq!(w[0].teardown(), Teardown::Destroy);
+}
+
+#[tokio::test]
+async fn absent_checks_map_present_to_drift_in_forward_walks_and_keep_the_inner_status_down() {
+    let (_bed, inner) = retired_bed();
+    let w = wrap(&inner);
+    let mesh = &w[0];
+    let run_in = |mode| StepRun::detached("mesh/retire-mesh").with_mode(mode);
+    for mode in [Mode::Up, Mode::Plan, Mode::Status] {
+        assert_eq!(mesh.check(&run_in(mode)).await.unwrap(), Status::Drifted("exists; would remove".into()), "{mode:?}");
+    }
+    for mode in [Mode::Down, Mode::PlanDown] {
+        assert_eq!(mesh.check(&run_in(mode)).await.unwrap(), Status::UpToDate, "{mode:?}: the inner status");
+    }
+    mesh.apply(&run_in(Mode::Up)).await.unwrap();
+    assert!(!inner[0].exists.load(Ordering::SeqCst), "apply destroys the inner step's resources");
+    assert_eq!(inner[0].applies.load(Ordering::SeqCst), 0, "and never applies it");
+    assert_eq!(mesh.check(&run_in(Mode::Up)).await.unwrap(), Status::UpToDate);
+    assert_eq!(mesh.check(&run_in(Mode::Down)).await.unwrap(), Status::Missing);
+    // The acceptance has nothing of its own: up to date, never checked nor destroyed.
+    assert_eq!(w[2].check(&run_in(Mode::Up)).await.unwrap(), Status::UpToDate);
+    w[2].apply(&run_in(Mode::Up)).await.unwrap();
+    assert!(inner[2].exists.load(Ordering::SeqCst));
+    assert!(!inner[2].log.lock().unwrap().iter().any(|(id, _, _)| id == "mesh/accept"));
+}
+
+#[tokio::test]
+async fn absent_steps_remove_after_the_app_in_reverse_order_whichever_way_the_graph_is_walked() {
+    let (bed, inner) = retired_bed();
+    for s in &bed.steps {
+        s.exists.store(true, Ordering::SeqCst);
+    }
+    let g = graph_with(&bed, wrap(&inner));
+    let destroyed = |id: &str| bed.log.lock().unwrap().iter().find(|(i, w, _)| i == id && *w == "destroy").map(|(_, _, t)| *t).unwrap_or_else(|| panic!("{id} not destroyed"));
+    // up: the app is (re)applied first, then the old resources go, what stood on a resource first.
+    bed.step("yelb/a").exists.store(false, Ordering::SeqCst);
+    let s = run(&g, &RunOptions::new(Mode::Up), Arc::new(NullSink)).await;
+    assert!(s.ok(), "{s:?}");
+    assert!(bed.time("yelb/a", "end") <= destroyed("mesh/res"));
+    assert!(destroyed("mesh/res") <= destroyed("mesh/ctl") && destroyed("mesh/res") <= destroyed("mesh/mesh"));
+    assert!(destroyed("mesh/share") <= destroyed("mesh/mesh"));
+    assert!(matches!(s.outcome("mesh/retire-mesh"), Some(Outcome::Updated(_))));
+    assert_eq!(s.outcome("mesh/retire-accept"), Some(&Outcome::UpToDate));
+    assert!(inner.iter().filter(|f| f.teardown == Teardown::Destroy).all(|f| !f.exists.load(Ordering::SeqCst)));
+    let again = run(&g, &RunOptions::new(Mode::Up), Arc::new(NullSink)).await;
+    assert!(again.done.iter().all(|(_, o)| *o == Outcome::UpToDate), "{:?}", again.done);
+    // down with the old resources back: the app goes first, the old resources in the same
+    // order as on the way up, the cluster access only after them.
+    for f in &inner {
+        f.exists.store(true, Ordering::SeqCst);
+    }
+    bed.log.lock().unwrap().clear();
+    let s = run(&g, &RunOptions::new(Mode::Down), Arc::new(NullSink)).await;
+    assert!(s.ok(), "{s:?}");
+    assert!(destroyed("yelb/a") <= destroyed("mesh/res"), "the app stops using the old mesh first");
+    assert!(destroyed("mesh/res") <= destroyed("mesh/ctl") && destroyed("mesh/res") <= destroyed("mesh/mesh"));
+    assert!(destroyed("mesh/share") <= destroyed("mesh/mesh"));
+    assert!(destroyed("mesh/ctl") <= destroyed("kubeconfig/a"), "the cluster is reachable while its controller goes");
+    assert_eq!(s.outcome("mesh/retire-accept"), Some(&Outcome::AlreadyGone));
+    let static_down = g.down_order().unwrap();
+    let pos = |id: &str| static_down.iter().position(|x| x == &id).unwrap();
+    assert!(pos("yelb/a") < pos("mesh/retire-res") && pos("mesh/retire-res") < pos("mesh/retire-ctl") && pos("mesh/retire-ctl") < pos("kubeconfig/a"));
+}

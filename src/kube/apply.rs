@@ -71,6 +71,11 @@ fn namespace_target(name: &str, labels: &std::collections::BTreeMap<String, Stri
     typed(&ns)
 }
 
+/// Whether meshctl made the object (it carries the managed-by label).
+pub fn is_ours(obj: &DynamicObject) -> bool {
+    obj.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str) == Some(MANAGED_BY.1)
+}
+
 /// Erases a typed object into a [`Target`] without discovery.
 pub fn typed<K>(obj: &K) -> Result<Target, KubeError>
 where
@@ -226,16 +231,39 @@ impl KubeClient {
         api.get_opt(name).await.map_err(|e| self.api_err("get", describe(&K::kind(&()), Some(ns), name), e))
     }
 
-    /// Creates namespace `name` labelled as meshctl's when it does not exist; an existing
-    /// namespace is left as it is (applying labels to it would take it over). Returns whether
-    /// it was created.
+    /// Creates namespace `name` labelled as meshctl's when it does not exist. A namespace
+    /// meshctl created (labelled managed-by) gets `labels` applied when they differ: labels
+    /// meshctl set before and no longer asks for are removed (server-side apply drops the
+    /// fields its field manager owned and no longer sends). A namespace someone else made is
+    /// left as it is (applying labels to it would take it over). Returns whether it was
+    /// created.
     pub async fn ensure_namespace(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool, KubeError> {
         let t = namespace_target(name, labels)?;
-        if self.get(&t).await?.is_some() {
-            return Ok(false);
+        match self.get(&t).await? {
+            None => {
+                self.apply(&t).await?;
+                Ok(true)
+            }
+            Some(live) if is_ours(&live) => {
+                if self.check(&t).await? != Status::UpToDate {
+                    self.apply(&t).await?;
+                }
+                Ok(false)
+            }
+            Some(_) => Ok(false),
         }
-        self.apply(&t).await?;
-        Ok(true)
+    }
+
+    /// Namespace `name` against `labels` as [`KubeClient::ensure_namespace`] would leave it:
+    /// missing, drifted when it is meshctl's and its labels differ, else up to date (a
+    /// namespace someone else made is not meshctl's to relabel).
+    pub async fn namespace_status(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<Status, KubeError> {
+        let t = namespace_target(name, labels)?;
+        match self.get(&t).await? {
+            None => Ok(Status::Missing),
+            Some(live) if is_ours(&live) => self.check(&t).await,
+            Some(_) => Ok(Status::UpToDate),
+        }
     }
 
     /// Deletes namespace `name` when meshctl created it (labelled managed-by) and waits until
@@ -244,8 +272,7 @@ impl KubeClient {
     pub async fn delete_namespace_if_ours(&self, name: &str, timeout: std::time::Duration) -> Result<bool, KubeError> {
         let t = namespace_target(name, &Default::default())?;
         let Some(live) = self.get(&t).await? else { return Ok(false) };
-        let ours = live.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str) == Some(MANAGED_BY.1);
-        if !ours {
+        if !is_ours(&live) {
             return Ok(false);
         }
         self.delete_and_wait(&t, timeout).await

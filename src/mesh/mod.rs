@@ -14,6 +14,10 @@
 //!    hints a failed check shows;
 //! 5. a preflight of its own ([`MeshProvider::preflight`]), run before anything changes.
 //!
+//! The steps of a provider the configuration no longer selects are removed by the core's
+//! `mesh` phase ([`registry::retired`]): its `control_plane` steps must therefore check and
+//! destroy from configuration alone, even once its AWS service is gone.
+//!
 //! A provider lives in `src/mesh/<name>/`, reads its own configuration section
 //! (`[mesh.<name>]`) and is listed once in [`registry`]. It uses the core's libraries (`aws`,
 //! `kube`, `helm`, `steps`) and public types, never a phase's internals.
@@ -32,7 +36,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::DynamicObject;
 
-use crate::engine::{Step, StepId};
+use crate::engine::{Step, StepId, StepRun};
 use crate::error::Error;
 use crate::session::Session;
 use crate::state::Progress;
@@ -84,8 +88,9 @@ pub trait MeshProvider: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Checks that need the network but change nothing, run by `preflight/accounts` before
-    /// any step (e.g. that the provider's AWS service still answers).
-    async fn preflight(&self, _session: &Session) -> Result<(), Error> {
+    /// any step (e.g. that the provider's AWS service still answers). `run.mode` is the walk:
+    /// what makes `up` impossible must not stop `down` from removing the rest.
+    async fn preflight(&self, _session: &Session, _run: &StepRun) -> Result<(), Error> {
         Ok(())
     }
 

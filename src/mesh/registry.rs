@@ -50,6 +50,19 @@ pub fn provider(config: &Config) -> Result<Arc<dyn MeshProvider>, ConfigError> {
     }
 }
 
+/// The providers built into this meshctl that the configuration does not select, each built
+/// from its `[mesh.<name>]` section or its defaults: what an earlier configuration may have
+/// set up and the `mesh` phase now removes. A provider whose section (or defaults) does not
+/// validate against this configuration is left out: it cannot have run with it.
+pub fn retired(config: &Config) -> Vec<Arc<dyn MeshProvider>> {
+    PROVIDERS
+        .iter()
+        .filter(|(name, _)| *name != config.mesh.provider)
+        .filter_map(|(_, factory)| factory.as_ref().ok())
+        .filter_map(|factory| factory(config).ok())
+        .collect()
+}
+
 /// A provider section's table, parsed into the provider's own settings type (every key
 /// optional, unknown keys rejected); errors name `mesh.<provider>.<key>`.
 pub fn section<T: serde::de::DeserializeOwned + Default>(config: &Config, provider: &str) -> Result<T, ConfigError> {
@@ -77,6 +90,22 @@ mod tests {
         assert_eq!(e.line, Some(2));
         let e = provider(&load("[mesh.istio]\nx = 1\n")).err().unwrap();
         assert_eq!(e.key, "mesh.istio");
+    }
+
+    #[test]
+    fn retired_are_the_other_built_in_providers() {
+        let names = |c: &Config| retired(c).iter().map(|p| p.name()).collect::<Vec<_>>();
+        if cfg!(feature = "appmesh") {
+            assert_eq!(names(&Config::default()), ["appmesh"]);
+            assert_eq!(names(&load("[mesh]\nprovider = \"appmesh\"\n")), ["envoy"]);
+            // A section that does not validate leaves its provider out, and fails nothing.
+            assert!(names(&load("[mesh.appmesh]\ncloudmap_account = \"nowhere\"\n")).is_empty());
+            assert!(names(&load("[mesh.appmesh]\nno_such_key = 1\n")).is_empty());
+        } else {
+            assert!(names(&Config::default()).is_empty(), "appmesh is not built in");
+        }
+        let c = load("[mesh]\nprovider = \"appmesh\"\n[mesh.envoy]\nimage = \"untagged\"\n");
+        assert!(!names(&c).contains(&"envoy"));
     }
 
     #[test]

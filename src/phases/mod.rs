@@ -168,10 +168,81 @@ mod tests {
         }
     }
 
+    /// The envoy provider has no control plane; what the mesh phase holds with it selected is
+    /// the removal of the other built-in providers' (App Mesh, in a build with it).
     #[test]
     fn the_default_provider_adds_no_mesh_control_plane() {
         let g = default_graph();
-        assert!(g.ids_in_phases(&["mesh"]).is_empty(), "the envoy provider has no control plane");
-        assert!(!g.metas().any(|m| m.description.contains("App Mesh") || m.description.contains("Cloud Map")));
+        let mesh = g.ids_in_phases(&["mesh"]);
+        if cfg!(feature = "appmesh") {
+            assert!(!mesh.is_empty());
+            for id in &mesh {
+                assert!(id.name().starts_with("retire-"), "{id} is not a removal");
+                assert!(g.get(id.as_str()).unwrap().meta().description.ends_with("the appmesh provider is no longer selected"), "{id}");
+            }
+            assert!(!g.metas().any(|m| m.phase != "mesh" && (m.description.contains("App Mesh") || m.description.contains("Cloud Map"))));
+        } else {
+            assert!(mesh.is_empty(), "the envoy provider has no control plane: {mesh:?}");
+            assert!(!g.metas().any(|m| m.description.contains("App Mesh") || m.description.contains("Cloud Map")));
+        }
+    }
+
+    /// Switching from App Mesh: each of its steps is removed after every app step (virtual
+    /// nodes carry finalizers only its controller clears), what stood on a step first, and
+    /// before the cluster access and the stacks it used are destroyed — on the way up and on
+    /// the way down. The core names no provider: these come from the registry.
+    #[cfg(feature = "appmesh")]
+    #[test]
+    fn a_retired_provider_goes_after_the_app_in_reverse_order_both_ways() {
+        let g = default_graph();
+        let mut retire: Vec<&str> = g.ids_in_phases(&["mesh"]).iter().map(|i| g.get(i.as_str()).unwrap().meta().id.as_str()).collect();
+        retire.sort();
+        assert_eq!(
+            retire,
+            [
+                "mesh/retire-accept-backend",
+                "mesh/retire-accept-frontend",
+                "mesh/retire-appmesh",
+                "mesh/retire-cloudmap",
+                "mesh/retire-controller-backend",
+                "mesh/retire-controller-frontend",
+                "mesh/retire-controller-shared",
+                "mesh/retire-irsa-backend",
+                "mesh/retire-irsa-frontend",
+                "mesh/retire-irsa-shared",
+                "mesh/retire-resource-backend",
+                "mesh/retire-resource-frontend",
+                "mesh/retire-resource-shared",
+                "mesh/retire-share",
+            ]
+        );
+        let meta = |id: &str| g.get(id).unwrap().meta().clone();
+        for id in &retire {
+            let m = meta(id);
+            assert!(m.after.contains(&ids::yelb("frontend")) && m.after.contains(&ids::yelb("backend")), "{id} does not go after every app step");
+            assert!(g.ancestors(id).contains(&ids::preflight()), "{id} skips preflight");
+        }
+        assert!(meta("mesh/retire-controller-backend").after.contains(&StepId::new("mesh", "retire-resource-backend")));
+        assert!(meta("mesh/retire-irsa-backend").after.contains(&StepId::new("mesh", "retire-controller-backend")));
+        assert!(meta("mesh/retire-appmesh").after.contains(&StepId::new("mesh", "retire-share")));
+        assert_eq!(meta("mesh/retire-resource-frontend").needs, [ids::kubeconfig("frontend"), ids::preflight(), ids::stack("frontend")]);
+        assert!(meta("mesh/retire-accept-frontend").description.contains("accept RAM share mesh-share"));
+        for (walk, order) in [("up", g.topo_order().unwrap()), ("down", g.down_order().unwrap())] {
+            let pos = |id: &str| order.iter().position(|x| x == &id).unwrap_or_else(|| panic!("{id}"));
+            for spoke in ["frontend", "backend"] {
+                assert!(pos(&format!("yelb/{spoke}")) < pos("mesh/retire-resource-backend"), "{walk}: yelb/{spoke}");
+            }
+            assert!(pos("mesh/retire-resource-backend") < pos("mesh/retire-controller-backend"), "{walk}");
+            assert!(pos("mesh/retire-controller-backend") < pos("mesh/retire-irsa-backend"), "{walk}");
+            assert!(pos("mesh/retire-accept-frontend") < pos("mesh/retire-share") && pos("mesh/retire-share") < pos("mesh/retire-appmesh"), "{walk}");
+        }
+        let down = g.down_order().unwrap();
+        let pos = |id: &str| down.iter().position(|x| x == &id).unwrap();
+        assert!(pos("mesh/retire-controller-backend") < pos("kubeconfig/backend"), "the cluster is still reachable");
+        assert!(pos("mesh/retire-irsa-backend") < pos("stacks/backend"));
+        // Selecting App Mesh retires envoy, which has nothing to remove.
+        let c = crate::config::Config::load(None, &[], &["mesh.provider=appmesh".into()]).unwrap();
+        let g = graph(&Arc::new(Session::new(c).unwrap())).unwrap();
+        assert!(!g.metas().any(|m| m.id.name().starts_with("retire-")));
     }
 }

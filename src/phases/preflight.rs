@@ -20,7 +20,7 @@ pub struct Preflight {
 }
 
 impl Preflight {
-    async fn run(&self) -> Result<(), Error> {
+    async fn run(&self, run: &StepRun) -> Result<(), Error> {
         let s = &self.session;
         let c = &s.config;
         // All accounts at once: each is an independent STS call.
@@ -56,7 +56,7 @@ impl Preflight {
         if !problems.is_empty() {
             return Err(Error::new(kind, problems.join("\n")));
         }
-        s.mesh.preflight(s).await
+        s.mesh.preflight(s, run).await
     }
 }
 
@@ -65,11 +65,11 @@ impl Step for Preflight {
     fn meta(&self) -> &StepMeta {
         &self.meta
     }
-    async fn check(&self, _run: &StepRun) -> Result<Status, Error> {
-        self.run().await.map(|_| Status::UpToDate)
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
+        self.run(run).await.map(|_| Status::UpToDate)
     }
-    async fn apply(&self, _run: &StepRun) -> Result<(), Error> {
-        self.run().await
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
+        self.run(run).await
     }
     async fn destroy(&self, _run: &StepRun) -> Result<(), Error> {
         Ok(())

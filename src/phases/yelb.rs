@@ -4,18 +4,25 @@
 //! A spoke goes after every spoke whose workloads it calls, so a caller can be pointed at its
 //! callee (a load balancer's address, a virtual service's ARN).
 //!
+//! Every object the step applied is listed in the inventory ConfigMap
+//! `meshctl-app-inventory` of the app namespace ([`crate::kube::inventory`], with the
+//! provider's name). An apply deletes what the inventory lists and the configuration no
+//! longer renders — another provider's mesh objects, a removed workload's Deployment — so
+//! switching `mesh.provider` converges with no orphan. The new objects are listed before they
+//! are applied, so a run that stops half-way leaves nothing unlisted.
+//!
 //! Teardown of a spoke: the load balancers first (the cloud releases them before any stack
 //! is deleted), then every other object in reverse order of creation (mesh objects last, while
-//! the provider's control plane still runs so its finalizers clear), then the namespace when
-//! meshctl created it. Each delete waits until the object is gone and names any finalizer it
-//! is stuck on.
+//! the provider's control plane still runs so its finalizers clear), then what the inventory
+//! lists beyond them, the inventory, and the namespace when meshctl created it. Each delete
+//! waits until the object is gone and names any finalizer it is stuck on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::DynamicObject;
 
 use super::ids;
@@ -23,16 +30,27 @@ use crate::config::Protocol;
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
 use crate::kube::template::{render, Vars};
-use crate::kube::{parse_manifests, to_dynamic, to_typed, KubeClient, KubeError, Target, MANAGED_BY};
+use crate::kube::inventory::{Inventory, ObjectKey};
+use crate::kube::{is_ours, parse_manifests, to_dynamic, to_typed, KubeClient, KubeError, Target, MANAGED_BY};
 use crate::mesh::{AppObjects, Wait, WorkloadObjects};
 use crate::session::Session;
 use crate::topology::Workload;
 
 const WORKLOAD: (&str, &str) = ("manifests/app/workload.yaml", include_str!("../../manifests/app/workload.yaml"));
 
+/// The app namespace's inventory ConfigMap.
+pub const INVENTORY: &str = "meshctl-app-inventory";
+/// The inventory's fact naming the provider that rendered the objects.
+pub const INVENTORY_PROVIDER: &str = "provider";
+
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 const LB_TIMEOUT: Duration = Duration::from_secs(600);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The ids of the app steps: one per spoke that runs workloads.
+pub fn step_ids(session: &Session) -> Vec<crate::engine::StepId> {
+    session.config.spokes.iter().filter(|s| session.topology.in_account(&s.name).next().is_some()).map(|s| ids::yelb(&s.name)).collect()
+}
 
 pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     let c = &session.config;
@@ -108,6 +126,33 @@ struct Plan {
     deployments: Vec<String>,
 }
 
+/// The objects of `account`'s app step: rendered, decorated by the provider, in apply order.
+async fn plan(session: &Session, account: &str, wait: Wait, progress: &dyn crate::state::Progress) -> Result<Plan, Error> {
+    let mut objs = render_app(session, account)?;
+    let pending = session.mesh.decorate(session, &mut objs, wait, progress).await?;
+    let mut plan = Plan { objects: objs.mesh, pending, load_balancers: Vec::new(), deployments: Vec::new() };
+    for wo in objs.workloads {
+        plan.deployments.push(wo.workload.name.clone());
+        plan.objects.push(to_dynamic(&wo.deployment)?);
+        for svc in &wo.services {
+            if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer") {
+                let public = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p.first()).map(|p| p.port as u16);
+                let is_public = wo.workload.public_port.is_some() && public == wo.workload.public_port;
+                plan.load_balancers.push((svc.metadata.name.clone().unwrap_or_default(), is_public.then_some(public).flatten()));
+            }
+            plan.objects.push(to_dynamic(svc)?);
+        }
+    }
+    Ok(plan)
+}
+
+/// What `account`'s app step lists in its inventory, read once (facts from other clusters
+/// that are not known yet are rendered empty; they change no object's name).
+pub async fn inventory(session: &Session, account: &str, progress: &dyn crate::state::Progress) -> Result<Inventory, Error> {
+    let plan = plan(session, account, Wait::No, progress).await?;
+    Ok(Inventory::of(&plan.objects, [(INVENTORY_PROVIDER.to_string(), session.mesh.name().to_string())]))
+}
+
 /// `yelb/<spoke>`.
 pub struct AppStep {
     meta: StepMeta,
@@ -127,22 +172,7 @@ impl AppStep {
     }
 
     async fn plan(&self, wait: Wait, progress: &dyn crate::state::Progress) -> Result<Plan, Error> {
-        let mut objs = render_app(&self.session, &self.account)?;
-        let pending = self.session.mesh.decorate(&self.session, &mut objs, wait, progress).await?;
-        let mut plan = Plan { objects: objs.mesh, pending, load_balancers: Vec::new(), deployments: Vec::new() };
-        for wo in objs.workloads {
-            plan.deployments.push(wo.workload.name.clone());
-            plan.objects.push(to_dynamic(&wo.deployment)?);
-            for svc in &wo.services {
-                if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer") {
-                    let public = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p.first()).map(|p| p.port as u16);
-                    let is_public = wo.workload.public_port.is_some() && public == wo.workload.public_port;
-                    plan.load_balancers.push((svc.metadata.name.clone().unwrap_or_default(), is_public.then_some(public).flatten()));
-                }
-                plan.objects.push(to_dynamic(svc)?);
-            }
-        }
-        Ok(plan)
+        plan(&self.session, &self.account, wait, progress).await
     }
 
     /// Resolves the objects' kinds; a kind the cluster does not serve (a mesh CRD not
@@ -158,6 +188,71 @@ impl AppStep {
         }
         Ok(out)
     }
+
+    /// The inventory of what `plan` applies (as [`inventory`]).
+    fn wanted_inventory(&self, plan: &Plan) -> Inventory {
+        Inventory::of(&plan.objects, [(INVENTORY_PROVIDER.to_string(), self.session.mesh.name().to_string())])
+    }
+
+    /// The inventory ConfigMap as the cluster has it.
+    async fn live_inventory(&self, kc: &KubeClient) -> Result<Option<Inventory>, Error> {
+        let cm: Option<ConfigMap> = kc.get_typed(self.ns(), INVENTORY).await?;
+        cm.map(|cm| Inventory::from_config_map(&cm)).transpose().context(format!("context {}", kc.context))
+    }
+
+    async fn write_inventory(&self, kc: &KubeClient, inventory: &Inventory, run: &StepRun) -> Result<(), Error> {
+        kc.apply_typed(&inventory.to_config_map(INVENTORY, self.ns())).await?;
+        run.progress(format!("recorded {} objects in ConfigMap {}/{INVENTORY}", inventory.objects.len(), self.ns()));
+        Ok(())
+    }
+
+    /// The listed objects that exist and are meshctl's, resolved (a kind the cluster no
+    /// longer serves has no object left): `(LoadBalancer Services, the rest)`. An object of a
+    /// listed name that meshctl did not make (someone replaced it) is left alone, with a note.
+    async fn existing(kc: &KubeClient, ns: &str, keys: &[ObjectKey], run: &StepRun) -> Result<(Vec<Target>, Vec<Target>), Error> {
+        let mut lbs = Vec::new();
+        let mut rest = Vec::new();
+        for t in Self::resolve(kc, keys.iter().map(|k| k.stub(ns)).collect()).await?.into_iter().flatten() {
+            let Some(live) = kc.get(&t).await? else { continue };
+            if !is_ours(&live) {
+                run.progress(format!("leaving {}: listed in the inventory but not labelled {}={}", t.describe(), MANAGED_BY.0, MANAGED_BY.1));
+                continue;
+            }
+            if t.ar.kind == "Service" && live.data["spec"]["type"] == "LoadBalancer" {
+                lbs.push(t);
+            } else {
+                rest.push(t);
+            }
+        }
+        Ok((lbs, rest))
+    }
+
+    /// Deletes each of `targets` and waits until it is gone, one at a time.
+    async fn delete_each(kc: &KubeClient, targets: &[Target], why: &str, run: &StepRun) -> Result<(), Error> {
+        for t in targets {
+            if kc.get(t).await?.is_some() {
+                run.progress(format!("deleting {}{why}", t.describe()));
+                kc.delete_and_wait(t, DELETE_TIMEOUT).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes all of `targets` at once, then waits until each is gone: a controller may need
+    /// them gone together (App Mesh's virtual nodes and the virtual services they name).
+    async fn delete_together(kc: &KubeClient, targets: &[Target], why: &str, run: &StepRun) -> Result<(), Error> {
+        let mut asked = Vec::new();
+        for t in targets {
+            run.progress(format!("deleting {}{why}", t.describe()));
+            if let Some(uid) = kc.delete(t).await? {
+                asked.push((t, uid));
+            }
+        }
+        for (t, uid) in asked {
+            kc.wait_deleted(t, &uid, DELETE_TIMEOUT).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -169,22 +264,46 @@ impl Step for AppStep {
     async fn check(&self, run: &StepRun) -> Result<Status, Error> {
         let kc = self.session.kube.cluster_client(&self.account).await?;
         let plan = self.plan(Wait::No, run).await?;
+        let wanted = self.wanted_inventory(&plan);
+        let inventory = self.live_inventory(&kc).await?;
         let targets = Self::resolve(&kc, plan.objects).await?;
-        if targets.iter().any(Option::is_none) {
+        let objects = if targets.iter().any(Option::is_none) {
+            Status::Missing
+        } else {
+            let targets: Vec<Target> = targets.into_iter().flatten().collect();
+            kc.check_all(&targets).await?
+        };
+        if objects == Status::Missing && inventory.is_none() {
             return Ok(Status::Missing);
         }
-        let targets: Vec<Target> = targets.into_iter().flatten().collect();
-        let objects = kc.check_all(&targets).await?;
-        if objects == Status::Missing {
-            return Ok(Status::Missing);
-        }
-        let mut parts = vec![("objects".to_string(), objects)];
-        for d in &plan.deployments {
-            parts.push((format!("Deployment {}/{d}", self.ns()), kc.rollout_status::<Deployment>(self.ns(), d).await?));
+        let namespace = match kc.namespace_status(self.ns(), &self.namespace_labels()).await? {
+            // The reason names the namespace already.
+            Status::Drifted(r) => Status::Drifted(r.trim_start_matches(&format!("Namespace {} ", self.ns())).to_string()),
+            s => s,
+        };
+        let mut parts = vec![(format!("namespace {}", self.ns()), namespace), ("objects".to_string(), objects.clone())];
+        if objects != Status::Missing {
+            for d in &plan.deployments {
+                parts.push((format!("Deployment {}/{d}", self.ns()), kc.rollout_status::<Deployment>(self.ns(), d).await?));
+            }
         }
         for p in plan.pending {
             parts.push((p, Status::Drifted("waiting".into())));
         }
+        let listed = match &inventory {
+            None => Status::Drifted(format!("missing; would list the {} objects", wanted.objects.len())),
+            Some(live) => {
+                let stale: Vec<String> = live.stale(&wanted).iter().map(ObjectKey::describe).collect();
+                if !stale.is_empty() {
+                    Status::Drifted(format!("would delete {} (no longer rendered)", stale.join(", ")))
+                } else if *live != wanted {
+                    Status::Drifted("does not list exactly the rendered objects".into())
+                } else {
+                    Status::UpToDate
+                }
+            }
+        };
+        parts.push((format!("inventory {}/{INVENTORY}", self.ns()), listed));
         Ok(match Status::all(parts) {
             Status::Missing => Status::Drifted("objects exist but their workloads do not run".into()),
             s => s,
@@ -195,6 +314,8 @@ impl Step for AppStep {
         let ns = self.ns().to_string();
         let kc = self.session.kube.cluster_client(&self.account).await?;
         let labels = self.namespace_labels();
+        // First, so that labels another provider needed (App Mesh's sidecar injector selects
+        // on them) are gone before any new pod starts.
         if !kc.ensure_namespace(&ns, &labels).await? {
             let mut probe = k8s_openapi::api::core::v1::Namespace::default();
             probe.metadata.name = Some(ns.clone());
@@ -209,6 +330,15 @@ impl Step for AppStep {
             }
         }
         let plan = self.plan(Wait::Up(LB_TIMEOUT), run).await?;
+        let wanted = self.wanted_inventory(&plan);
+        let before = self.live_inventory(&kc).await?;
+        let mut listed = match &before {
+            Some(old) => old.union(&wanted),
+            None => wanted.clone(),
+        };
+        if before.as_ref() != Some(&listed) {
+            self.write_inventory(&kc, &listed, run).await?;
+        }
         for t in Self::resolve(&kc, plan.objects).await?.into_iter() {
             let t = t.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, format!("context {}: a mesh object's kind is not served (is the {} control plane installed?)", kc.context, self.session.mesh.name()))
@@ -230,21 +360,41 @@ impl Step for AppStep {
                 None => run.progress(format!("{name} is reachable from the other accounts at {host}")),
             }
         }
+        let stale = listed.stale(&wanted);
+        if !stale.is_empty() {
+            let (lbs, rest) = Self::existing(&kc, &ns, &stale, run).await?;
+            Self::delete_each(&kc, &lbs, " (no longer rendered)", run).await?;
+            Self::delete_together(&kc, &rest, " (no longer rendered)", run).await?;
+        }
+        if listed != wanted {
+            listed = wanted;
+            self.write_inventory(&kc, &listed, run).await?;
+        }
         Ok(())
     }
 
     async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let kc = self.session.kube.cluster_client(&self.account).await?;
         let plan = self.plan(Wait::No, run).await?;
+        let wanted = self.wanted_inventory(&plan);
+        let inventory = self.live_inventory(&kc).await?;
         let lb_names: Vec<&str> = plan.load_balancers.iter().map(|(n, _)| n.as_str()).collect();
-        let is_lb = |o: &DynamicObject| o.types.as_ref().is_some_and(|t| t.kind == "Service") && lb_names.contains(&o.metadata.name.as_deref().unwrap_or_default());
-        let (lbs, mut rest): (Vec<DynamicObject>, Vec<DynamicObject>) = plan.objects.into_iter().partition(is_lb);
-        rest.reverse();
-        for t in Self::resolve(&kc, lbs.into_iter().chain(rest).collect()).await?.into_iter().flatten() {
-            if kc.get(&t).await?.is_some() {
-                run.progress(format!("deleting {}", t.describe()));
-                kc.delete_and_wait(&t, DELETE_TIMEOUT).await?;
-            }
+        let rendered: Vec<Target> = Self::resolve(&kc, plan.objects).await?.into_iter().flatten().collect();
+        let (rendered_lbs, mut rendered_rest): (Vec<Target>, Vec<Target>) = rendered.into_iter().partition(|t| t.ar.kind == "Service" && lb_names.contains(&t.name()));
+        rendered_rest.reverse();
+        // What the inventory lists beyond the rendered objects (another provider's): its load
+        // balancers go with the rendered ones, first; the rest after the rendered objects.
+        let extra = inventory.as_ref().map(|i| i.stale(&wanted)).unwrap_or_default();
+        let (extra_lbs, extra_rest) = Self::existing(&kc, self.ns(), &extra, run).await?;
+        Self::delete_each(&kc, &rendered_lbs, "", run).await?;
+        Self::delete_each(&kc, &extra_lbs, " (listed in the inventory)", run).await?;
+        Self::delete_each(&kc, &rendered_rest, "", run).await?;
+        Self::delete_together(&kc, &extra_rest, " (listed in the inventory)", run).await?;
+        let mut inv = ConfigMap::default();
+        inv.metadata.name = Some(INVENTORY.into());
+        inv.metadata.namespace = Some(self.ns().into());
+        if kc.delete_and_wait(&crate::kube::typed(&inv)?, DELETE_TIMEOUT).await? {
+            run.progress(format!("deleted ConfigMap {}/{INVENTORY}", self.ns()));
         }
         if kc.delete_namespace_if_ours(self.ns(), DELETE_TIMEOUT).await.context(format!("context {}: deleting namespace {}", kc.context, self.ns()))? {
             run.progress(format!("namespace {} deleted", self.ns()));

@@ -95,19 +95,37 @@ pub async fn mesh_arn(client: &aws_sdk_appmesh::Client, name: &str, owner: &str)
     }
 }
 
+/// The ARN of the hub's mesh, when it exists. App Mesh refusing the call (its end of
+/// support, [`super::api_gone`]) reads as no mesh, said on the step's progress line: nothing
+/// is left there to check or delete. Throttling stays an error.
+pub async fn live_mesh(session: &Session, run: &StepRun) -> Result<Option<String>, Error> {
+    let c = &session.config;
+    let hub = &c.hub.name;
+    let w = who(&session.aws, hub);
+    let client = session.aws.appmesh(hub).await?;
+    let owner = session.aws.account_id(hub).await?;
+    match mesh_arn(&client, &c.mesh.name, &owner).await {
+        Ok(found) => Ok(found),
+        Err(e) if super::api_gone(&e) => {
+            run.progress(format!(
+                "{w}: App Mesh refused ListMeshes ({}); it reached end of support on {}: mesh {} counts as gone",
+                e.chain(),
+                super::END_OF_SUPPORT,
+                c.mesh.name
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.context(format!("{w}: cannot read mesh {}", c.mesh.name))),
+    }
+}
+
 #[async_trait::async_trait]
 impl Step for MeshStep {
     fn meta(&self) -> &StepMeta {
         &self.meta
     }
-    async fn check(&self, _run: &StepRun) -> Result<Status, Error> {
-        let hub = &self.session.config.hub.name;
-        let client = self.session.aws.appmesh(hub).await?;
-        let owner = self.session.aws.account_id(hub).await?;
-        let found = mesh_arn(&client, &self.session.config.mesh.name, &owner)
-            .await
-            .context(format!("{}: cannot read mesh {}", who(&self.session.aws, hub), self.session.config.mesh.name))?;
-        Ok(if found.is_some() { Status::UpToDate } else { Status::Missing })
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
+        Ok(if live_mesh(&self.session, run).await?.is_some() { Status::UpToDate } else { Status::Missing })
     }
     async fn apply(&self, _run: &StepRun) -> Result<(), Error> {
         let hub = &self.session.config.hub.name;
@@ -123,15 +141,14 @@ impl Step for MeshStep {
             Err(e) => Err(e.context(format!("{}: CreateMesh {name} failed", who(&self.session.aws, hub)))),
         }
     }
-    async fn destroy(&self, _run: &StepRun) -> Result<(), Error> {
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let hub = &self.session.config.hub.name;
         let name = &self.session.config.mesh.name;
-        let client = self.session.aws.appmesh(hub).await?;
-        let owner = self.session.aws.account_id(hub).await?;
-        let found = mesh_arn(&client, name, &owner).await.context(format!("{}: cannot list meshes", who(&self.session.aws, hub)))?;
-        if found.is_none() {
+        if live_mesh(&self.session, run).await?.is_none() {
             return Ok(());
         }
+        // The API answered the listing: an error now is about this mesh, not the service.
+        let client = self.session.aws.appmesh(hub).await?;
         match client.delete_mesh().mesh_name(name).send().await.map_err(Error::from) {
             Ok(_) => Ok(()),
             Err(e) if e.is(ErrorKind::NotFound) => Ok(()),
@@ -189,21 +206,23 @@ async fn own_share(client: &aws_sdk_ram::Client, name: &str) -> Result<ShareView
 }
 
 impl MeshShare {
-    /// The mesh ARN and the spoke account ids the share must name.
-    async fn wanted(&self) -> Result<(String, Vec<String>), Error> {
-        let c = &self.session.config;
-        let w = who(&self.session.aws, &c.hub.name);
-        let mesh = self.session.aws.appmesh(&c.hub.name).await?;
-        let owner = self.session.aws.account_id(&c.hub.name).await?;
-        let arn = mesh_arn(&mesh, &c.mesh.name, &owner)
-            .await
-            .context(format!("{w}: cannot read mesh {}", c.mesh.name))?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{w}: mesh {} does not exist; run `meshctl up --only mesh`", c.mesh.name)))?;
+    /// The spoke account ids the share must name.
+    async fn principals(&self) -> Result<Vec<String>, Error> {
         let mut ids = Vec::new();
-        for s in &c.spokes {
+        for s in &self.session.config.spokes {
             ids.push(self.session.aws.account_id(&s.name).await?);
         }
-        Ok((arn, ids))
+        Ok(ids)
+    }
+
+    /// The mesh ARN and the spoke account ids the share must name.
+    async fn wanted(&self, run: &StepRun) -> Result<(String, Vec<String>), Error> {
+        let c = &self.session.config;
+        let w = who(&self.session.aws, &c.hub.name);
+        let arn = live_mesh(&self.session, run)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{w}: mesh {} does not exist; run `meshctl up --only mesh`", c.mesh.name)))?;
+        Ok((arn, self.principals().await?))
     }
 }
 
@@ -212,7 +231,7 @@ impl Step for MeshShare {
     fn meta(&self) -> &StepMeta {
         &self.meta
     }
-    async fn check(&self, _run: &StepRun) -> Result<Status, Error> {
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
         let c = &self.session.config;
         let share = &self.settings.mesh_share;
         let ram = self.session.aws.ram(&c.hub.name).await?;
@@ -220,7 +239,12 @@ impl Step for MeshShare {
         if view.arn.is_none() {
             return Ok(Status::Missing);
         }
-        let (mesh, ids) = self.wanted().await?;
+        // A share whose mesh is gone (deleted, or App Mesh past its end of support) still
+        // exists: drifted, so that `down` deletes it.
+        let Some(mesh) = live_mesh(&self.session, run).await? else {
+            return Ok(Status::Drifted(format!("mesh {} is gone but the share is left", c.mesh.name)));
+        };
+        let ids = self.principals().await?;
         let mut missing = Vec::new();
         if !view.resources.contains(&mesh) {
             missing.push(format!("resource {mesh}"));
@@ -228,12 +252,12 @@ impl Step for MeshShare {
         missing.extend(ids.iter().filter(|id| !view.principals.contains(id)).map(|id| format!("principal {id}")));
         Ok(if missing.is_empty() { Status::UpToDate } else { Status::Drifted(format!("not shared: {}", missing.join(", "))) })
     }
-    async fn apply(&self, _run: &StepRun) -> Result<(), Error> {
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
         let c = &self.session.config;
         let name = &self.settings.mesh_share;
         let hub = who(&self.session.aws, &c.hub.name);
         let ram = self.session.aws.ram(&c.hub.name).await?;
-        let (mesh, ids) = self.wanted().await?;
+        let (mesh, ids) = self.wanted(run).await?;
         let view = own_share(&ram, name).await.context(format!("{hub}: cannot read RAM share {name}"))?;
         match view.arn {
             None => {

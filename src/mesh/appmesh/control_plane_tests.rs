@@ -121,20 +121,132 @@ async fn appmesh_check_up_to_date_and_mesh_arn_read_back() {
     assert_eq!(ctx.aws.writes().count(), 0, "check only reads");
 }
 
-#[tokio::test]
-async fn appmesh_check_error_names_the_account_and_the_mesh() {
-    let denied = mock!(aws_sdk_appmesh::Client::list_meshes).then_error(|| {
+/// The progress messages a step reported.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl crate::engine::EventSink for Notes {
+    fn event(&self, e: &crate::engine::Event) {
+        if let crate::engine::EventKind::Progress(m) = &e.kind {
+            self.0.lock().unwrap().push(m.clone());
+        }
+    }
+}
+
+fn noted(id: &str, mode: crate::engine::Mode) -> (StepRun, Arc<Notes>) {
+    let notes = Arc::new(Notes::default());
+    (StepRun::detached(id).with_mode(mode).with_sink(notes.clone()), notes)
+}
+
+fn forbidden() -> Rule {
+    mock!(aws_sdk_appmesh::Client::list_meshes).then_error(|| {
         ListMeshesError::ForbiddenException(
             aws_sdk_appmesh::types::error::ForbiddenException::builder()
                 .message("User: arn:aws:sts::111111111111:assumed-role/ci/x is not authorized to perform: appmesh:ListMeshes")
                 .meta(meta("ForbiddenException", "User: arn:aws:sts::111111111111:assumed-role/ci/x is not authorized to perform: appmesh:ListMeshes"))
                 .build(),
         )
-    });
-    let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&denied])]);
-    let err = step(&ctx, "mesh/appmesh").check(&cx("mesh/appmesh")).await.unwrap_err().chain();
-    assert!(err.starts_with("account shared (profile shared): cannot read mesh am-multi-account-mesh: ForbiddenException: User:"), "{err}");
-    assert!(err.contains("appmesh:ListMeshes"), "{err}");
+    })
+}
+
+fn throttled() -> Rule {
+    mock!(aws_sdk_appmesh::Client::list_meshes).then_error(|| {
+        ListMeshesError::TooManyRequestsException(
+            aws_sdk_appmesh::types::error::TooManyRequestsException::builder()
+                .message("Rate exceeded")
+                .meta(meta("TooManyRequestsException", "Rate exceeded"))
+                .build(),
+        )
+    })
+}
+
+/// After App Mesh's end of support its API refuses: the mesh counts as gone (nothing to
+/// check, nothing to delete), said on the progress line; no DeleteMesh is tried.
+#[tokio::test]
+async fn appmesh_refused_reads_as_gone_with_a_note() {
+    let refused = forbidden();
+    let never = mock!(aws_sdk_appmesh::Client::delete_mesh).then_output(|| DeleteMeshOutput::builder().build());
+    let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&refused, &never])]);
+    let (run, notes) = noted("mesh/appmesh", crate::engine::Mode::Up);
+    assert_eq!(step(&ctx, "mesh/appmesh").check(&run).await.unwrap(), Status::Missing);
+    step(&ctx, "mesh/appmesh").destroy(&run).await.unwrap();
+    assert_eq!(never.num_calls(), 0);
+    assert_eq!(ctx.aws.writes().count(), 0);
+    let notes = notes.0.lock().unwrap().clone();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].starts_with("account shared (profile shared): App Mesh refused ListMeshes (ForbiddenException: User:")
+            && notes[0].ends_with("it reached end of support on 2026-09-30: mesh am-multi-account-mesh counts as gone"),
+        "{notes:?}"
+    );
+}
+
+/// Throttling is not a refusal: the check fails, naming the account and the mesh.
+#[tokio::test]
+async fn appmesh_throttled_stays_an_error_naming_the_account_and_the_mesh() {
+    let slow = throttled();
+    let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&slow])]);
+    let err = step(&ctx, "mesh/appmesh").check(&cx("mesh/appmesh")).await.unwrap_err();
+    assert!(err.is(ErrorKind::Throttled));
+    assert!(err.chain().starts_with("account shared (profile shared): cannot read mesh am-multi-account-mesh: TooManyRequestsException: Rate exceeded"), "{}", err.chain());
+    let err = step(&ctx, "mesh/appmesh").destroy(&cx("mesh/appmesh")).await.unwrap_err();
+    assert!(err.is(ErrorKind::Throttled), "{}", err.chain());
+}
+
+/// A share left behind a mesh App Mesh no longer shows is drifted (so `down` and the
+/// removal of a retired provider delete it); deleting it needs no App Mesh call.
+#[tokio::test]
+async fn share_of_a_refused_mesh_is_left_over_and_deleted() {
+    let listed = shares(vec![share(SHARE_ARN, ResourceShareStatus::Active)]);
+    let res = resources(&[(MESH_ARN, Associated)]);
+    let princ = principals(&[(FRONTEND, Associated), (BACKEND, Associated)]);
+    let refused = forbidden();
+    let delete = mock!(aws_sdk_ram::Client::delete_resource_share)
+        .match_requests(|r| r.resource_share_arn() == Some(SHARE_ARN))
+        .then_output(|| DeleteResourceShareOutput::builder().return_value(true).build());
+    let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&listed, &res, &princ, &refused, &delete])]);
+    let (run, notes) = noted("mesh/share", crate::engine::Mode::Down);
+    assert_eq!(step(&ctx, "mesh/share").check(&run).await.unwrap(), Status::Drifted("mesh am-multi-account-mesh is gone but the share is left".into()));
+    assert_eq!(notes.0.lock().unwrap().len(), 1);
+    step(&ctx, "mesh/share").destroy(&run).await.unwrap();
+    assert_eq!(delete.num_calls(), 1);
+    assert_eq!(refused.num_calls(), 1, "the delete reads no mesh");
+}
+
+/// The provider's preflight stops `up` and its plan when App Mesh refuses, and lets every
+/// other walk go on with a note: `down` must still tear the clusters down after the end of
+/// support. Throttling fails every walk.
+#[tokio::test]
+async fn preflight_blocks_up_only() {
+    use crate::engine::Mode;
+    let provider = super::super::from_config(&crate::config::Config::default()).unwrap();
+    for mode in [Mode::Up, Mode::Plan] {
+        let refused = forbidden();
+        let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&refused])]);
+        let err = provider.preflight(&ctx, &StepRun::detached("preflight/accounts").with_mode(mode)).await.unwrap_err();
+        assert!(err.is(ErrorKind::InvalidInput));
+        let text = err.chain();
+        assert!(
+            text.starts_with("mesh.provider = \"appmesh\": AWS App Mesh reached end of support on 2026-09-30 and its API refused in account shared (profile shared): ForbiddenException"),
+            "{mode:?}: {text}"
+        );
+        assert!(text.contains("nothing was changed; use mesh.provider = \"envoy\"") && text.contains("`meshctl down` still tears everything down"), "{text}");
+    }
+    for mode in [Mode::Down, Mode::PlanDown, Mode::Status] {
+        let refused = forbidden();
+        let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&refused])]);
+        let (run, notes) = noted("preflight/accounts", mode);
+        provider.preflight(&ctx, &run).await.unwrap_or_else(|e| panic!("{mode:?}: {}", e.chain()));
+        let notes = notes.0.lock().unwrap().clone();
+        assert!(notes.len() == 1 && notes[0].contains("App Mesh refused ListMeshes") && notes[0].contains("its resources count as gone"), "{notes:?}");
+    }
+    for mode in [Mode::Up, Mode::Down] {
+        let slow = throttled();
+        let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&slow])]);
+        let err = provider.preflight(&ctx, &StepRun::detached("preflight/accounts").with_mode(mode)).await.unwrap_err();
+        assert!(err.is(ErrorKind::Throttled), "{mode:?}");
+        assert!(err.chain().starts_with("account shared (profile shared): App Mesh ListMeshes: TooManyRequestsException"), "{}", err.chain());
+    }
 }
 
 #[tokio::test]

@@ -5,8 +5,11 @@
 //! ([`app`]); the controller injects the Envoy sidecars.
 //!
 //! AWS App Mesh reached end of support on 2026-09-30: its API and resources are gone on real
-//! accounts. `preflight` says so, before any change, when the API refuses. Built only with
-//! the `appmesh` cargo feature.
+//! accounts. `preflight` says so, before `up` changes anything, when the API refuses; `down`
+//! goes on (the clusters, stacks and roles still need removing), and so does removing this
+//! provider's control plane once another provider is selected: a refused App Mesh call while
+//! reading or deleting the mesh means that nothing is left there ([`api_gone`]). Built only
+//! with the `appmesh` cargo feature.
 
 pub mod app;
 pub mod control_plane;
@@ -19,7 +22,7 @@ use serde::Deserialize;
 
 use super::{AppObjects, MeshProvider, VerifyProfile, Wait};
 use crate::config::{is_dns_label, is_dns_subdomain, Config, ConfigError};
-use crate::engine::{Error, ErrorKind, Step, StepId};
+use crate::engine::{Error, ErrorKind, Mode, Step, StepId, StepRun};
 use crate::error::ResultExt;
 use crate::session::Session;
 use crate::state::Progress;
@@ -28,6 +31,13 @@ use crate::verify::Hints;
 
 /// The day AWS App Mesh reached end of support.
 pub const END_OF_SUPPORT: &str = "2026-09-30";
+
+/// Whether an App Mesh call's error means the API is gone (end of support): every error but
+/// throttling — after the end of support the API's answers vary (access denied, unknown
+/// endpoint, ...), and none of them leaves anything to read or delete.
+pub fn api_gone(e: &Error) -> bool {
+    !e.is(ErrorKind::Throttled)
+}
 
 /// The ids of the provider's steps, spelled once.
 pub mod step_ids {
@@ -186,22 +196,28 @@ impl MeshProvider for AppMesh {
     }
 
     /// Whether App Mesh still answers in the hub account: after its end of support it does
-    /// not, and nothing of this provider can work.
-    async fn preflight(&self, session: &Session) -> Result<(), Error> {
+    /// not, and `up` (or its plan) cannot work. Any other walk goes on with a note: `down`
+    /// must still remove the clusters, and App Mesh resources count as gone.
+    async fn preflight(&self, session: &Session, run: &StepRun) -> Result<(), Error> {
         let hub = &session.config.hub.name;
+        let who = crate::aws::who(&session.aws, hub);
         let client = session.aws.appmesh(hub).await?;
         match client.list_meshes().limit(1).send().await.map_err(Error::from) {
             Ok(_) => Ok(()),
-            Err(e) if e.is(ErrorKind::Throttled) => Err(e.context(format!("{}: App Mesh ListMeshes", crate::aws::who(&session.aws, hub)))),
+            Err(e) if !api_gone(&e) => Err(e.context(format!("{who}: App Mesh ListMeshes"))),
+            Err(e) if !matches!(run.mode, Mode::Up | Mode::Plan) => {
+                run.progress(format!(
+                    "{who}: App Mesh refused ListMeshes ({}): it reached end of support on {END_OF_SUPPORT}; its resources count as gone",
+                    e.chain()
+                ));
+                Ok(())
+            }
             Err(e) => Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!(
-                    "mesh.provider = \"appmesh\": AWS App Mesh reached end of support on {END_OF_SUPPORT} and its API refused in {}",
-                    crate::aws::who(&session.aws, hub)
-                ),
+                format!("mesh.provider = \"appmesh\": AWS App Mesh reached end of support on {END_OF_SUPPORT} and its API refused in {who}"),
             )
             .with_source(e)
-            .hint("nothing was changed; use mesh.provider = \"envoy\" (the default: the same names, SPIFFE IDs and SAN rules with meshctl's own Envoy sidecars)")),
+            .hint("nothing was changed; use mesh.provider = \"envoy\" (the default: the same names, SPIFFE IDs and SAN rules with meshctl's own Envoy sidecars); `meshctl down` still tears everything down")),
         }
     }
 
@@ -287,5 +303,34 @@ mod tests {
         assert_eq!(session.mesh.name(), "appmesh");
         let needs = session.mesh.app_needs("backend");
         assert_eq!(needs, [step_ids::resource("backend"), step_ids::cloudmap()]);
+    }
+
+    /// What the app step's inventory holds after App Mesh and what switching to (and back
+    /// from) the envoy provider deletes, in the backend spoke (no remote backend there, so
+    /// both render offline).
+    #[tokio::test]
+    async fn switching_providers_leaves_exactly_the_other_ones_objects_stale() {
+        use crate::kube::inventory::ObjectKey;
+        use crate::phases::yelb;
+        let appmesh = Session::new(Config::load(None, &[], &["mesh.provider=appmesh".into()]).unwrap()).unwrap();
+        let envoy = Session::new(Config::default()).unwrap();
+        let old = yelb::inventory(&appmesh, "backend", &crate::state::Silent).await.unwrap();
+        let new = yelb::inventory(&envoy, "backend", &crate::state::Silent).await.unwrap();
+        assert_eq!(old.facts[yelb::INVENTORY_PROVIDER], "appmesh");
+        assert_eq!(new.facts[yelb::INVENTORY_PROVIDER], "envoy");
+        let lines = |keys: Vec<ObjectKey>| keys.iter().map(ObjectKey::line).collect::<Vec<_>>();
+        assert_eq!(
+            lines(old.stale(&new)),
+            [
+                "appmesh.k8s.aws/v1beta2 VirtualNode redis-server",
+                "appmesh.k8s.aws/v1beta2 VirtualNode yelb-appserver",
+                "appmesh.k8s.aws/v1beta2 VirtualNode yelb-db",
+                "appmesh.k8s.aws/v1beta2 VirtualRouter yelb-appserver-router",
+                "appmesh.k8s.aws/v1beta2 VirtualService redis-server",
+                "appmesh.k8s.aws/v1beta2 VirtualService yelb-appserver",
+                "appmesh.k8s.aws/v1beta2 VirtualService yelb-db",
+            ]
+        );
+        assert_eq!(lines(new.stale(&old)), ["v1 ConfigMap redis-server-envoy", "v1 ConfigMap yelb-appserver-envoy", "v1 ConfigMap yelb-db-envoy"]);
     }
 }
