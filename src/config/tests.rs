@@ -216,7 +216,21 @@ fn unknown_key_names_key_line_and_allowed() {
 fn wrong_type_names_the_line() {
     let e = err("[spire]\nserver_port = \"eighty\"\n");
     assert_eq!(e.line, Some(2), "{e}");
+    assert_eq!(e.key, "spire.server_port", "{e}");
     assert!(e.to_string().contains("u16") || e.to_string().contains("integer"), "{e}");
+    // the key of a value out of its type's range, inside a list of tables, and what is allowed
+    let e = err("[[spokes]]\nname = \"frontend\"\n[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 65536\nimage = \"x/a:1\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("services[0].port", Some(6)), "{e}");
+    assert!(e.message.contains("0 to 65535"), "{e}");
+    let e = err("[[spokes]]\nname = \"frontend\"\nnode_count = -1\n");
+    assert_eq!(e.key, "spokes[0].node_count", "{e}");
+    // a missing key names its table
+    let e = err("[[spokes]]\nname = \"frontend\"\n[[services]]\nname = \"a\"\naccount = \"frontend\"\n");
+    assert_eq!(e.key, "services[0]", "{e}");
+    assert!(e.message.contains("port"), "{e}");
+    // set through --set: the key, no line
+    let e = Config::load(None, &[], &["spire.agent_health_port=70000".to_string()]).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("spire.agent_health_port", None), "{e}");
 }
 
 #[test]
