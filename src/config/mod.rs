@@ -509,7 +509,10 @@ mod raw;
 mod validate;
 
 pub use raw::{yelb_image, RawConfig};
-pub use validate::{is_dns_label, is_dns_subdomain, is_image_ref, is_region, parse_cidr, parse_ttl};
+pub use validate::{
+    eks_service_range, is_dns_label, is_dns_subdomain, is_image_ref, is_label_value, is_region, is_service_name, parse_cidr, parse_ttl, vpc_range_problem,
+    EKS_NODE_PORTS, HELM_RELEASE_MAX, MAX_SOCKET_PATH, MAX_SPOKE_NAME, MAX_TTL_SECONDS, SPIRE_AGENT_MOUNTS, SPIRE_SERVER_HEALTH_PORT, SPIRE_SERVER_MOUNTS,
+};
 
 #[cfg(test)]
 mod tests;
