@@ -59,7 +59,7 @@ impl ErrorKind {
         let c = code.trim_end_matches("Exception").trim_end_matches("Fault");
         match c {
             "Throttling" | "TooManyRequests" | "RequestLimitExceeded" | "Throttled" | "SlowDown" | "RequestThrottled"
-            | "PriorRequestNotComplete" => ErrorKind::Throttled,
+            | "PriorRequestNotComplete" | "EC2Throttled" | "BandwidthLimitExceeded" => ErrorKind::Throttled,
             "AccessDenied" | "UnauthorizedOperation" | "Unauthorized" | "AuthFailure" | "ExpiredToken" | "InvalidClientTokenId"
             | "UnrecognizedClient" | "Forbidden" => ErrorKind::Denied,
             "NoSuchEntity" | "ResourceNotFound" | "NotFound" | "UnknownResource" | "NamespaceNotFound" | "LoadBalancerNotFound"
@@ -257,7 +257,9 @@ mod tests {
     #[test]
     fn aws_codes_and_http_statuses_classify() {
         assert_eq!(ErrorKind::from_aws_code("ThrottlingException"), ErrorKind::Throttled);
-        assert_eq!(ErrorKind::from_aws_code("RequestLimitExceeded"), ErrorKind::Throttled);
+        for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "ThrottledException", "EC2ThrottledException"] {
+            assert_eq!(ErrorKind::from_aws_code(code), ErrorKind::Throttled, "{code}");
+        }
         assert_eq!(ErrorKind::from_aws_code("NoSuchEntity"), ErrorKind::NotFound);
         assert_eq!(ErrorKind::from_aws_code("InvalidGroup.NotFound"), ErrorKind::NotFound);
         assert_eq!(ErrorKind::from_aws_code("EntityAlreadyExists"), ErrorKind::Conflict);

@@ -223,3 +223,23 @@ fn the_walkthrough_example_selects_app_mesh() {
         assert!(stderr(&o).contains("--features appmesh") && stderr(&o).contains("2026-09-30"), "{}", stderr(&o));
     }
 }
+
+/// One region rule (config::is_region) for the key and for `meshctl token --region`: a bad
+/// one exits 2 naming where it was written, before any AWS call.
+#[test]
+fn a_bad_region_exits_2_whether_key_or_flag() {
+    let o = meshctl(&["token", "--cluster", "eks-cluster-frontend", "--region", "Ohio"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--region") && stderr(&o).contains("us-east-2"), "{}", stderr(&o));
+    let o = meshctl(&["--set", "region=us-east", "plan", "--offline"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("region: \"us-east\" is not valid: an AWS region such as us-east-2"), "{}", stderr(&o));
+}
+
+/// A value of the wrong type names its key, like any other configuration error.
+#[test]
+fn a_value_of_the_wrong_type_exits_2_with_its_key() {
+    let o = meshctl(&["--set", "spire.server_port=70000", "plan", "--offline"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("spire.server_port: ") && stderr(&o).contains("0 to 65535"), "{}", stderr(&o));
+}

@@ -5,9 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -44,7 +45,8 @@ impl WriteCounter {
     }
 }
 
-/// The interceptor: runs once per operation (not per retry attempt).
+/// The interceptor: counts once per operation (not per retry attempt), and says on the log
+/// (`-v`) when an attempt is a retry.
 #[derive(Debug, Clone)]
 pub struct CountingInterceptor {
     counter: WriteCounter,
@@ -73,6 +75,17 @@ impl Intercept for CountingInterceptor {
             if is_mutating(meta.name()) {
                 self.counter.record(meta.service(), meta.name());
             }
+        }
+        Ok(())
+    }
+
+    /// A retry (the SDK backed off after a throttled, 5xx or dropped attempt) is reported, not
+    /// failed: the step goes on; only a call that exhausts its attempts fails it.
+    fn read_before_attempt(&self, _ctx: &BeforeTransmitInterceptorContextRef<'_>, _rc: &RuntimeComponents, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+        let attempt = cfg.load::<RequestAttempts>().map(|a| a.attempts()).unwrap_or(1);
+        if attempt > 1 {
+            let (service, operation) = cfg.load::<Metadata>().map(|m| (m.service(), m.name())).unwrap_or(("AWS", "call"));
+            tracing::info!("{service}:{operation}: attempt {attempt} of {} after a retryable error (throttled or transient), with backoff", super::MAX_ATTEMPTS);
         }
         Ok(())
     }

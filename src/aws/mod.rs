@@ -1,11 +1,18 @@
 //! AWS access: one SDK configuration per account, built once from the account's profile and
 //! the configured region. Endpoints come from the standard AWS configuration (a profile's
 //! `endpoint_url`, `AWS_ENDPOINT_URL`), never from meshctl-specific settings.
+//!
+//! Every client retries with backoff ([`retry_config`]): throttling from many concurrent steps
+//! is absorbed by the SDK, and only a call still throttled after every attempt reaches a step,
+//! as an [`ErrorKind::Throttled`] error that says to rerun or lower `--concurrency`.
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_types::retry::RetryConfig;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
@@ -29,6 +36,9 @@ pub enum AwsError {
     /// STS GetCallerIdentity failed: no credentials, an expired session, a wrong endpoint.
     #[error("account {account} (profile {profile}): cannot resolve credentials: {message}; try `aws sts get-caller-identity --profile {profile}`{hint}")]
     Identity { account: String, profile: String, message: String, hint: String },
+    /// STS GetCallerIdentity was still throttled after every attempt.
+    #[error("account {account} (profile {profile}): STS GetCallerIdentity: {message}; {}", throttled_hint())]
+    Throttled { account: String, profile: String, message: String },
 }
 
 impl From<AwsError> for Error {
@@ -37,6 +47,7 @@ impl From<AwsError> for Error {
             AwsError::UnknownAccount(_) => ErrorKind::InvalidInput,
             AwsError::Identity { message, .. } if message.contains("expired") || message.contains("InvalidClientTokenId") => ErrorKind::Denied,
             AwsError::Identity { .. } => ErrorKind::Other,
+            AwsError::Throttled { .. } => ErrorKind::Throttled,
         };
         Error::new(kind, e.to_string())
     }
@@ -57,8 +68,41 @@ where
             Some(code) => ErrorKind::from_aws_code(code),
             None => ErrorKind::Other,
         };
-        Error::new(kind, text)
+        let err = Error::new(kind, text);
+        // The SDK retried it with backoff already (retry_config): say what is left to do.
+        if kind == ErrorKind::Throttled {
+            return err.hint(throttled_hint());
+        }
+        err
     }
+}
+
+/// How many times meshctl tries one AWS call: the first attempt and up to nine retries.
+/// The SDK's default (3) gives up within seconds when many steps run at once
+/// (`--concurrency`) and an API's rate limit is shared by them.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The wait before the first retry, and the longest wait between two attempts: the SDK's
+/// standard mode doubles the wait after each failed attempt (1 s, 2 s, 4 s, ... up to 20 s,
+/// each drawn at random below that bound), at most about two minutes in all before it gives up.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// The retry policy of every AWS client meshctl builds (production and the mocked clients of
+/// the tests): the SDK's standard retry mode with [`MAX_ATTEMPTS`] attempts and exponential
+/// backoff with jitter. It retries what the SDK classifies as throttling (`Throttling`,
+/// `ThrottlingException`, `RequestLimitExceeded`, `TooManyRequestsException`, ...), transient
+/// errors (5xx, timeouts) and connection failures; never a client error such as
+/// `ValidationError` or `AccessDenied`. A profile's or the environment's `max_attempts` /
+/// `retry_mode` do not apply: the policy is meshctl's, the same on every machine.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(INITIAL_BACKOFF).with_max_backoff(MAX_BACKOFF)
+}
+
+/// What a step's error says when AWS still throttled a call after every attempt.
+pub fn throttled_hint() -> String {
+    format!(
+        "throttled by AWS: still throttled after {MAX_ATTEMPTS} attempts with backoff; rerun the command (it continues where it stopped), or lower --concurrency so fewer steps call AWS at once"
+    )
 }
 
 struct AccountAws {
@@ -89,6 +133,7 @@ macro_rules! client_fn {
             #[cfg(test)]
             if let Some(mock) = &self.account(name)?.mock {
                 conf.push_interceptor(mock.clone());
+                conf.push_interceptor(aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(testing::RetryMarks));
             }
             Ok($krate::Client::from_conf(conf.build()))
         }
@@ -176,6 +221,9 @@ impl Aws {
                 let conf = aws_sdk_sts::config::Builder::from(sdk).interceptor(CountingInterceptor::new(self.writes.clone())).build();
                 let out = aws_sdk_sts::Client::from_conf(conf).get_caller_identity().send().await.map_err(|e| {
                     let message = crate::aws::error_text(&e);
+                    if is_throttling(error_code(&e).as_deref()) {
+                        return AwsError::Throttled { account: name.to_string(), profile: acct.profile.clone(), message };
+                    }
                     let hint = if message.contains("expired") || message.contains("SSO") {
                         format!(" or `aws sso login --profile {}`", acct.profile)
                     } else {
@@ -199,9 +247,9 @@ pub fn http_client() -> SharedHttpClient {
 }
 
 /// The SDK configuration loader every account and `meshctl token` start from: the standard
-/// AWS configuration (profiles, environment, SSO) with [`http_client`].
+/// AWS configuration (profiles, environment, SSO) with [`http_client`] and [`retry_config`].
 pub fn sdk_loader() -> aws_config::ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client())
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client()).retry_config(retry_config())
 }
 
 /// The most useful text of an SDK error: the service's code and message when there is one,
@@ -298,15 +346,72 @@ pub(crate) mod testing {
     pub(crate) const FRONTEND: &str = "222222222222";
     pub(crate) const BACKEND: &str = "333333333333";
 
-    /// An SDK configuration that never leaves the process: region, static credentials and the
-    /// mock HTTP client (the interceptor supplies the responses).
+    /// An SDK configuration that never leaves the process: region, static credentials, the
+    /// mock HTTP client (the interceptor supplies the responses), and meshctl's own retry
+    /// policy ([`retry_config`]) with a sleep that returns at once and logs how long it was
+    /// asked to wait ([`sleeps`]), so a retried call costs no time.
     pub(crate) fn sdk_config() -> SdkConfig {
         SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new("AKID", "SECRET", None, None, "test")))
             .http_client(aws_smithy_mocks::create_mock_http_client())
+            .retry_config(retry_config())
+            .sleep_impl(InstantSleep)
             .build()
+    }
+
+    thread_local! {
+        /// Every sleep the SDK asked for on this thread (a `current_thread` test runtime runs
+        /// every future on the test's thread).
+        static SLEPT: std::cell::RefCell<Vec<std::time::Duration>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// The backoff before each retry.
+        static BACKOFFS: std::cell::RefCell<Vec<std::time::Duration>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// The backoff the SDK waited before each retry on this thread since the last call: one
+    /// entry per retry, so its length is the number of retries.
+    pub(crate) fn backoffs() -> Vec<std::time::Duration> {
+        SLEPT.with(|s| s.borrow_mut().clear());
+        BACKOFFS.with(|b| std::mem::take(&mut *b.borrow_mut()))
+    }
+
+    /// The SDK's sleep for tests: logs the duration and returns at once (the SDK also sleeps
+    /// for timeouts it races against; those futures lose to the mocked answers).
+    #[derive(Debug)]
+    struct InstantSleep;
+
+    impl aws_sdk_sts::config::AsyncSleep for InstantSleep {
+        fn sleep(&self, duration: std::time::Duration) -> aws_sdk_sts::config::Sleep {
+            SLEPT.with(|s| s.borrow_mut().push(duration));
+            aws_sdk_sts::config::Sleep::new(std::future::ready(()))
+        }
+    }
+
+    /// Marks each retry on every mocked client: the SDK sleeps its backoff right before the
+    /// next attempt, so when an attempt after the first starts, the last sleep logged is
+    /// the backoff it waited.
+    #[derive(Debug)]
+    pub(crate) struct RetryMarks;
+
+    impl aws_smithy_runtime_api::client::interceptors::Intercept for RetryMarks {
+        fn name(&self) -> &'static str {
+            "meshctl::aws::testing::RetryMarks"
+        }
+
+        fn read_before_attempt(
+            &self,
+            _ctx: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+            _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+            cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+            let attempt = cfg.load::<aws_smithy_runtime_api::client::retries::RequestAttempts>().map(|a| a.attempts()).unwrap_or(1);
+            if attempt > 1 {
+                let waited = SLEPT.with(|s| s.borrow().last().copied()).unwrap_or_default();
+                BACKOFFS.with(|b| b.borrow_mut().push(waited));
+            }
+            Ok(())
+        }
     }
 
     /// The interceptor answering from `rules` (a call no rule matches panics).
@@ -320,6 +425,7 @@ pub(crate) mod testing {
             $krate::Client::from_conf(
                 $krate::config::Builder::from(&$crate::aws::testing::sdk_config())
                     .interceptor($crate::aws::testing::interceptor($mode, $rules))
+                    .interceptor($crate::aws::testing::RetryMarks)
                     .build(),
             )
         };
@@ -353,5 +459,31 @@ pub(crate) mod testing {
         let mut s = Session::new(config).expect("a valid test configuration");
         s.aws = aws;
         Arc::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_types::retry::RetryMode;
+
+    /// Production clients get meshctl's retry policy from the one loader, whatever a profile
+    /// says; each service client inherits it.
+    #[tokio::test]
+    async fn every_client_retries_with_meshctls_policy() {
+        let sdk = sdk_loader().region(Region::new("us-east-2")).load().await;
+        let rc = sdk.retry_config().expect("a retry config");
+        assert_eq!((rc.mode(), rc.max_attempts(), rc.initial_backoff(), rc.max_backoff()), (RetryMode::Standard, MAX_ATTEMPTS, INITIAL_BACKOFF, MAX_BACKOFF));
+        let cfn = aws_sdk_cloudformation::config::Config::from(&sdk);
+        assert_eq!(cfn.retry_config(), Some(&retry_config()));
+        const { assert!(MAX_ATTEMPTS >= 8, "enough attempts to ride out a burst of throttling") };
+    }
+
+    #[test]
+    fn an_identity_still_throttled_is_a_throttled_error_with_the_hint() {
+        let e = Error::from(AwsError::Throttled { account: "frontend".into(), profile: "frontend".into(), message: "Throttling: Rate exceeded".into() });
+        assert_eq!(e.kind(), ErrorKind::Throttled);
+        assert!(e.message().starts_with("account frontend (profile frontend): STS GetCallerIdentity: Throttling: Rate exceeded; throttled by AWS"), "{}", e.message());
+        assert!(e.message().contains("lower --concurrency"), "{}", e.message());
     }
 }

@@ -82,7 +82,14 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         }
         Command::Token { cluster, role_arn, profile, region } => {
             let config = load_config(g)?;
-            let region = region.clone().unwrap_or(config.region);
+            let region = match region {
+                // the one region rule (config::is_region), for the flag as for the key
+                Some(r) if !crate::config::is_region(r) => {
+                    return Err(AppError::Config(ConfigError::new("--region", format!("{r:?} is not valid: an AWS region such as us-east-2"))))
+                }
+                Some(r) => r.clone(),
+                None => config.region,
+            };
             crate::aws::token::print_exec_credential(cluster, role_arn.as_deref(), profile.as_deref(), &region)
                 .await
                 .map_err(|e| AppError::Failed(crate::error::chain(&e)))?;

@@ -350,7 +350,8 @@ impl Config {
         let merged = doc.to_string();
         let raw: RawConfig = toml::from_str(&merged).map_err(|e| {
             let line = if merged == text { line_of_offset(&text, e.span().map(|s| s.start)) } else { None };
-            with_file(ConfigError { key: String::new(), file: None, line, message: e.message().trim().to_string() })
+            let key = e.span().and_then(|s| key_at_offset(&merged, s.start)).unwrap_or_default();
+            with_file(ConfigError { key, file: None, line, message: type_message(e.message()) })
         })?;
         let mut config = raw.resolve().map_err(|mut e| {
             if e.line.is_none() && !text.is_empty() {
@@ -413,6 +414,69 @@ fn line_of_offset(text: &str, offset: Option<usize>) -> Option<usize> {
     offset.map(|o| text[..o.min(text.len())].matches('\n').count() + 1)
 }
 
+/// A serde message with what a number key allows (`expected u16` says little to a user).
+fn type_message(message: &str) -> String {
+    let m = message.trim();
+    let allowed = [("expected u16", "a whole number from 0 to 65535"), ("expected u32", "a whole number from 0 to 4294967295"), ("expected u64", "a whole number from 0")];
+    match allowed.iter().find(|(k, _)| m.ends_with(k)) {
+        Some((_, what)) => format!("{m}: write {what}"),
+        None => m.to_string(),
+    }
+}
+
+/// The dotted key (`services[1].port`) whose entry holds byte `offset` of the document: where a
+/// value of the wrong type, an unknown key or a missing key (the table's header) is. `None`
+/// when the offset is in no entry.
+fn key_at_offset(text: &str, offset: usize) -> Option<String> {
+    fn inside(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
+        span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+    }
+    fn walk(table: &dyn toml_edit::TableLike, offset: usize, path: &str) -> Option<String> {
+        let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+        for (name, _) in table.iter() {
+            let (key, item) = table.get_key_value(name)?;
+            let here = join(name);
+            match item {
+                toml_edit::Item::Value(v) => {
+                    let whole = match (key.span(), v.span()) {
+                        (Some(k), Some(v)) => Some(k.start.min(v.start)..k.end.max(v.end)),
+                        (k, v) => k.or(v),
+                    };
+                    if inside(whole, offset) {
+                        if let Some(t) = v.as_inline_table() {
+                            return Some(walk(t, offset, &here).unwrap_or(here));
+                        }
+                        return Some(here);
+                    }
+                }
+                toml_edit::Item::Table(t) => {
+                    if let Some(found) = walk(t, offset, &here) {
+                        return Some(found);
+                    }
+                    if inside(t.span(), offset) || inside(key.span(), offset) {
+                        return Some(here);
+                    }
+                }
+                toml_edit::Item::ArrayOfTables(a) => {
+                    for (i, t) in a.iter().enumerate() {
+                        let at = format!("{here}[{i}]");
+                        if let Some(found) = walk(t, offset, &at) {
+                            return Some(found);
+                        }
+                        if inside(t.span(), offset) {
+                            return Some(at);
+                        }
+                    }
+                }
+                toml_edit::Item::None => {}
+            }
+        }
+        None
+    }
+    let doc: toml_edit::Document<String> = text.parse().ok()?;
+    walk(doc.as_table(), offset, "")
+}
+
 /// The line where a dotted key (`spokes[1].cluster_name`) is written, or the nearest
 /// enclosing key that is.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
@@ -445,7 +509,10 @@ mod raw;
 mod validate;
 
 pub use raw::{yelb_image, RawConfig};
-pub use validate::{is_dns_label, is_dns_subdomain, is_image_ref, is_region, parse_cidr, parse_ttl};
+pub use validate::{
+    eks_service_range, is_dns_label, is_dns_subdomain, is_image_ref, is_label_value, is_region, is_service_name, parse_cidr, parse_ttl, vpc_range_problem,
+    EKS_NODE_PORTS, HELM_RELEASE_MAX, MAX_SOCKET_PATH, MAX_SPOKE_NAME, MAX_TTL_SECONDS, SPIRE_AGENT_MOUNTS, SPIRE_SERVER_HEALTH_PORT, SPIRE_SERVER_MOUNTS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -216,7 +216,21 @@ fn unknown_key_names_key_line_and_allowed() {
 fn wrong_type_names_the_line() {
     let e = err("[spire]\nserver_port = \"eighty\"\n");
     assert_eq!(e.line, Some(2), "{e}");
+    assert_eq!(e.key, "spire.server_port", "{e}");
     assert!(e.to_string().contains("u16") || e.to_string().contains("integer"), "{e}");
+    // the key of a value out of its type's range, inside a list of tables, and what is allowed
+    let e = err("[[spokes]]\nname = \"frontend\"\n[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 65536\nimage = \"x/a:1\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("services[0].port", Some(6)), "{e}");
+    assert!(e.message.contains("0 to 65535"), "{e}");
+    let e = err("[[spokes]]\nname = \"frontend\"\nnode_count = -1\n");
+    assert_eq!(e.key, "spokes[0].node_count", "{e}");
+    // a missing key names its table
+    let e = err("[[spokes]]\nname = \"frontend\"\n[[services]]\nname = \"a\"\naccount = \"frontend\"\n");
+    assert_eq!(e.key, "services[0]", "{e}");
+    assert!(e.message.contains("port"), "{e}");
+    // set through --set: the key, no line
+    let e = Config::load(None, &[], &["spire.agent_health_port=70000".to_string()]).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("spire.agent_health_port", None), "{e}");
 }
 
 #[test]
@@ -267,7 +281,7 @@ fn invalid_names_rejected_with_allowed_forms() {
         ("[mesh]\ntrust_domain = \"spiffe://x\"\n", "mesh.trust_domain", "trust domain"),
         ("[mesh]\ntrust_domain = \"Example.ORG\"\n", "mesh.trust_domain", "trust domain"),
         ("region = \"Ohio\"\n", "region", "AWS region"),
-        ("[hub]\nvpc_cidr = \"10.0.0.0/8\"\n", "hub.vpc_cidr", "/16 to /28"),
+        ("[hub]\nvpc_cidr = \"10.0.0.0/8\"\n", "hub.vpc_cidr", "/16 to /24"),
         ("[hub]\nvpc_cidr = \"10.1.0.0/16\"\n", "spokes[0].vpc_cidr", "overlaps"),
     ];
     for (toml, key, needle) in cases {
@@ -300,4 +314,91 @@ fn unreadable_file_is_a_config_error() {
 fn bad_set_syntax_rejected() {
     let e = Config::load(None, &[], &["region".to_string()]).unwrap_err();
     assert!(e.message.contains("key=value"), "{e}");
+}
+
+/// Configurations that used to pass validation and fail at apply time (found by
+/// tests/config_props.rs): each is refused with its key and what is allowed.
+#[test]
+fn configurations_that_would_fail_at_apply_time_are_refused() {
+    let svc = |extra: &str| format!("[[services]]\nname = \"a\"\naccount = \"frontend\"\nport = 8000\nimage = \"x/a:1\"\n{extra}");
+    let long = |n: usize| "s".repeat(n);
+    let cases: Vec<(String, &str, &str)> = vec![
+        // SPIRE reads durations as Go does; a huge one overflowed meshctl's own arithmetic
+        ("[spire]\nca_ttl = \"99999999999999999h\"\n".into(), "spire.ca_ttl", "at most 2562047h"),
+        ("[spire]\nca_ttl = \"2562048h\"\n".into(), "spire.ca_ttl", "duration SPIRE reads"),
+        // Helm refuses release names over 53 characters
+        (format!("[spire]\nserver_release = \"{}\"\n", long(54)), "spire.server_release", "at most 53"),
+        // the server's gRPC port on its own health port; the agent's health port on the kubelet's
+        ("[spire]\nserver_port = 8080\n".into(), "spire.server_port", "health port"),
+        ("[spire]\nagent_health_port = 10250\n".into(), "spire.agent_health_port", "the kubelet"),
+        ("[spire]\nserver_image = \"ghcr.io/spiffe/spire-server\"\n".into(), "spire.server_image", "tag"),
+        ("[spire]\nagent_socket = \"agent.sock\"\n".into(), "spire.agent_socket", "absolute path"),
+        ("[spire]\nagent_socket = \"/etc/agent.sock\"\n".into(), "spire.agent_socket", "directory /etc"),
+        ("[spire]\nagent_socket = \"/run/spire/config/agent.sock\"\n".into(), "spire.agent_socket", "/run/spire/config"),
+        (format!("[spire]\nagent_socket = \"/{}/agent.sock\"\n", long(100)), "spire.agent_socket", "107 bytes"),
+        ("[spire]\nserver_socket = \"/run/spire/data/api.sock\"\n".into(), "spire.server_socket", "/run/spire/data"),
+        ("[spire]\nserver_binary = \"spire-server\"\n".into(), "spire.server_binary", "absolute path"),
+        ("[spire]\nserver_address = \"http://10.0.1.5:8081\"\n".into(), "spire.server_address", "without scheme or port"),
+        ("[spire]\nnamespace = \"yelb\"\n".into(), "mesh.app_namespace", "spire.namespace"),
+        ("[network]\ntgw_name = \"\"\n".into(), "network.tgw_name", "1 to 256"),
+        ("[network]\ntgw_share = \"\"\n".into(), "network.tgw_share", "at least one character"),
+        // VPCs: ranges AWS gives no VPC, a spoke VPC inside the service range EKS gives the hub
+        ("[hub]\nvpc_cidr = \"127.0.0.0/16\"\n".into(), "hub.vpc_cidr", "loopback"),
+        ("[hub]\nvpc_cidr = \"169.254.0.0/16\"\n".into(), "hub.vpc_cidr", "link-local"),
+        ("[[spokes]]\nname = \"frontend\"\nvpc_cidr = \"172.20.0.0/16\"\n".into(), "spokes[0].vpc_cidr", "172.20.0.0/16, the Kubernetes service range"),
+        // names built from other names
+        (format!("[[spokes]]\nname = \"{}\"\ncluster_name = \"c\"\n", long(53)), "spokes[0].name", "kubeconfig-<spoke>"),
+        (format!("[[spokes]]\nname = \"{}\"\n", long(43)), "spokes[0].cluster_name", "derived from the account's name"),
+        (format!("[[spokes]]\nname = \"frontend\"\nstack_name = \"S{}\"\n", long(124)), "spokes[0].stack_name", "<stack_name>-tgw"),
+        (format!("[hub]\nstack_name = \"S{}\"\n", long(120)), "hub.stack_name", "<hub stack_name>-<spoke>"),
+        (format!("[[spokes]]\nname = \"frontend\"\ncluster_name = \"{}\"\n", long(53)), "spokes[0].cluster_name", "<cluster>-access-role"),
+        ("[hub]\ncluster_name = \"eks-cluster-frontend\"\n".into(), "spokes[0].cluster_name", "kubeconfig context"),
+        ("[hub]\nkube_context = \"c\"\n[[spokes]]\nname = \"frontend\"\nkube_context = \"c\"\n".into(), "spokes[0].kube_context", "kubeconfig context"),
+        // two spokes sharing what SPIRE keeps one of per spoke
+        ("[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"front\"\n".into(), "spokes[1].agent_service_account", "node entry"),
+        ("[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"b\"\nkubeconfig_configmap = \"front-kubeconfig\"\n".into(), "spokes[1].kubeconfig_configmap", "its own ConfigMap"),
+        ("[[spokes]]\nname = \"frontend\"\nkubeconfig_key = \"..conf\"\n".into(), "spokes[0].kubeconfig_key", "ConfigMap key"),
+        // services: Kubernetes names and labels, identities, who deploys first
+        (svc("").replace("name = \"a\"", "name = \"1db\""), "services[0].name", "starting with a letter"),
+        (svc(&format!("app_label = \"{}.{}\"\n", long(40), long(40))), "services[0].app_label", "at most 63"),
+        (svc("spiffe_path = \"spire/server\"\n"), "services[0].spiffe_path", "SPIRE's own namespace"),
+        (svc("spiffe_path = \"ns/spire/sa/spire-agent-front\"\n"), "services[0].spiffe_path", "SPIRE agents"),
+        (
+            format!("{}{}", svc("app_label = \"s\"\ntier_label = \"t\"\n"), svc("app_label = \"s\"\ntier_label = \"t\"\n").replace("name = \"a\"", "name = \"b\"")),
+            "services[1].tier_label",
+            "same app_label and tier_label",
+        ),
+        (
+            format!("{}{}", svc("backends = [\"b\"]\n"), svc("backends = [\"a\"]\n").replace("name = \"a\"", "name = \"b\"").replace("frontend", "backend")),
+            "services[1].backends",
+            "cannot go in a circle",
+        ),
+    ];
+    for (toml, key, needle) in &cases {
+        let e = err(toml);
+        assert_eq!(&e.key, key, "{toml}: {e}");
+        assert!(e.to_string().contains(needle), "{toml}: {e}");
+    }
+    // within the limits, all of these load
+    let one = |spoke: &str| format!("[[services]]\nname = \"a\"\naccount = \"{spoke}\"\nport = 8000\nimage = \"x/a:1\"\n");
+    for ok in [
+        "[spire]\nca_ttl = \"2562047h\"\nsvid_ttl = \"1h\"\n".to_string(),
+        format!("[spire]\nserver_release = \"{}\"\n", long(53)),
+        format!("[[spokes]]\nname = \"{0}\"\ncluster_name = \"c\"\nagent_service_account = \"sa\"\n{1}", long(52), one(&long(52))),
+        format!("[[spokes]]\nname = \"frontend\"\ncluster_name = \"{}\"\n{}", long(52), one("frontend")),
+        format!("[[spokes]]\nname = \"frontend\"\ncluster_name = \"{}\"\naccess_role_name = \"r\"\n{}", long(54), one("frontend")),
+        format!("[hub]\nvpc_cidr = \"172.21.0.0/16\"\n[[spokes]]\nname = \"frontend\"\nvpc_cidr = \"172.20.0.0/16\"\n{}", one("frontend")),
+        "[spire]\nserver_address = \"spire.example.com\"\nagent_socket = \"/run/spire/agent-sockets/api.sock\"\n".to_string(),
+    ] {
+        load_str(&ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
+fn the_spire_server_health_port_is_the_charts() {
+    let values = include_str!("../../charts/spire-server/values.yaml");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(values).unwrap();
+    assert_eq!(v["healthPort"].as_u64(), Some(SPIRE_SERVER_HEALTH_PORT as u64));
+    assert_eq!(v["dataDir"].as_str(), Some("/run/spire/data"));
+    assert!(SPIRE_SERVER_MOUNTS.contains(&"/run/spire/data"));
 }

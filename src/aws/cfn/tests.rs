@@ -302,3 +302,107 @@ async fn adopt_updates_a_foreign_stack_and_adds_the_tag() {
     assert!(deploy(&c, &spec(), Allowed { recreate_failed: false, adopt: true }, &Silent).await.unwrap());
     assert_eq!((create.num_calls(), exec.num_calls()), (1, 1));
 }
+
+// ------------------------------------------------------------------ throttling
+//
+// The mocked clients run meshctl's own retry policy (aws::retry_config) with a sleep that
+// returns at once; aws::testing::backoffs says what the SDK waited before each retry. Throttling
+// answers come as AWS sends them (HTTP 400, the query protocol's XML error), so the SDK's own
+// deserializer and retry classifier decide.
+
+use crate::aws::{testing, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF};
+
+const THROTTLED: &str = "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\">\
+    <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+    <RequestId>5d3c6a1e-0000-4000-8000-0123456789ab</RequestId></ErrorResponse>";
+
+/// The backoff before each retry stays within the standard mode's bounds: at most the
+/// initial backoff doubled per retry, capped at the maximum; and it waits at all.
+fn assert_backed_off(waits: &[Duration], retries: usize) {
+    assert_eq!(waits.len(), retries, "one wait before each retry: {waits:?}");
+    for (i, w) in waits.iter().enumerate() {
+        let cap = INITIAL_BACKOFF.saturating_mul(1u32 << i.min(16)).min(MAX_BACKOFF);
+        assert!(*w <= cap, "wait before retry {}: {w:?} > {cap:?}", i + 1);
+    }
+    assert!(waits.iter().any(|w| !w.is_zero()), "no backoff at all: {waits:?}");
+}
+
+#[tokio::test]
+async fn describe_stacks_throttled_for_a_while_is_retried_with_backoff_and_succeeds() {
+    testing::backoffs();
+    let throttled = 6;
+    let rule = mock!(Client::describe_stacks)
+        .sequence()
+        .http_status(400, Some(THROTTLED.to_string()))
+        .times(throttled)
+        .output(|| stack(StackStatus::CreateComplete))
+        .build();
+    let c = client(&[&rule]);
+    let live = describe(&c, "eks-cluster-frontend-stack").await.unwrap().expect("the stack, once AWS answered");
+    assert_eq!(live.status, Some(StackStatus::CreateComplete));
+    assert_eq!(rule.num_calls(), throttled + 1, "{throttled} throttled attempts, then the one that answered");
+    assert_backed_off(&testing::backoffs(), throttled);
+}
+
+#[tokio::test]
+async fn a_call_still_throttled_after_every_attempt_says_rerun_or_lower_concurrency() {
+    testing::backoffs();
+    let rule = mock!(Client::describe_stacks).sequence().http_status(400, Some(THROTTLED.to_string())).times(MAX_ATTEMPTS as usize).build();
+    let c = client(&[&rule]);
+    let err = check(&c, &spec()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled);
+    assert_eq!(rule.num_calls(), MAX_ATTEMPTS as usize, "every attempt was made");
+    assert_backed_off(&testing::backoffs(), MAX_ATTEMPTS as usize - 1);
+    assert_eq!(
+        err.chain(),
+        format!(
+            "account frontend (profile frontend): stack eks-cluster-frontend-stack: cannot read it: Throttling: Rate exceeded; throttled by AWS: still throttled after {MAX_ATTEMPTS} attempts with backoff; rerun the command (it continues where it stopped), or lower --concurrency so fewer steps call AWS at once"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_client_error_is_not_retried() {
+    testing::backoffs();
+    let rule = mock!(Client::describe_stacks).sequence().error(not_found).times(3).build();
+    let c = client(&[&rule]);
+    assert!(describe(&c, "eks-cluster-frontend-stack").await.unwrap().is_none());
+    assert_eq!(rule.num_calls(), 1, "ValidationError is an answer, not a reason to retry");
+    assert!(testing::backoffs().is_empty(), "no retry");
+}
+
+/// The deploy path with every call throttled a few times: the stack is created, each write is
+/// made (and counted) once, and meshctl's own polling never had to back off.
+#[tokio::test]
+async fn a_throttled_deployment_goes_through_and_each_write_counts_once() {
+    testing::backoffs();
+    let throttled = || mock!(Client::describe_stacks).sequence().http_status(400, Some(THROTTLED.to_string()));
+    let absent = throttled().times(2).error(not_found).build();
+    let create = mock!(Client::create_change_set)
+        .sequence()
+        .http_status(400, Some(THROTTLED.to_string()))
+        .times(3)
+        .output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build())
+        .build();
+    let computed = mock!(Client::describe_change_set)
+        .sequence()
+        .http_status(400, Some(THROTTLED.to_string()))
+        .output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build())
+        .build();
+    let exec = mock!(Client::execute_change_set)
+        .sequence()
+        .http_status(400, Some(THROTTLED.to_string()))
+        .times(2)
+        .output(|| ExecuteChangeSetOutput::builder().build())
+        .build();
+    let done = throttled().output(|| stack(StackStatus::CreateComplete)).build();
+    let ctx = testing::ctx(&[("frontend", RuleMode::Sequential, &[&absent, &create, &computed, &exec, &done])]);
+    let c = ctx.aws.cloudformation("frontend").await.unwrap();
+    assert!(deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap(), "created");
+    let attempts = [absent.num_calls(), create.num_calls(), computed.num_calls(), exec.num_calls(), done.num_calls()];
+    assert_eq!(attempts, [3, 4, 2, 3, 2], "DescribeStacks, CreateChangeSet, DescribeChangeSet, ExecuteChangeSet, DescribeStacks");
+    assert_eq!(ctx.aws.writes().calls(), ["CloudFormation:CreateChangeSet", "CloudFormation:ExecuteChangeSet"], "a retried write is one write");
+    let waits = testing::backoffs();
+    assert_eq!(waits.len(), 2 + 3 + 1 + 2 + 1, "one backoff per retry: {waits:?}");
+    assert!(waits.iter().all(|w| *w <= MAX_BACKOFF), "{waits:?}");
+}

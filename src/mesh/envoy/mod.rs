@@ -47,6 +47,10 @@ pub const BOOTSTRAP_DIR: &str = "/etc/envoy";
 pub const BOOTSTRAP_KEY: &str = "envoy.yaml";
 /// Pod annotation carrying the bootstrap's digest.
 pub const BOOTSTRAP_ANNOTATION: &str = "meshctl.io/envoy-bootstrap";
+/// The suffix of the public Service of a workload that also has callers (`<name>-public`).
+pub const PUBLIC_SUFFIX: &str = "-public";
+/// The longest `load_balancer_timeout_seconds`: a day.
+pub const MAX_LOAD_BALANCER_TIMEOUT: u64 = 86_400;
 /// Service annotations that make the in-tree AWS cloud provider create an internal NLB.
 pub const NLB_ANNOTATIONS: [(&str, &str); 2] =
     [("service.beta.kubernetes.io/aws-load-balancer-type", "nlb"), ("service.beta.kubernetes.io/aws-load-balancer-internal", "true")];
@@ -82,8 +86,16 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
             admin: raw.admin_port.unwrap_or(9901),
             health: raw.health_port.unwrap_or(15021),
         },
-        load_balancer_timeout: Duration::from_secs(raw.load_balancer_timeout_seconds.unwrap_or(600)),
+        load_balancer_timeout: Duration::from_secs(raw.load_balancer_timeout_seconds.unwrap_or(600).min(MAX_LOAD_BALANCER_TIMEOUT)),
     };
+    if let Some(t) = raw.load_balancer_timeout_seconds {
+        if !(1..=MAX_LOAD_BALANCER_TIMEOUT).contains(&t) {
+            return Err(ConfigError::new(
+                "mesh.envoy.load_balancer_timeout_seconds",
+                format!("{t} is not valid: 1 to {MAX_LOAD_BALANCER_TIMEOUT} seconds (default 600)"),
+            ));
+        }
+    }
     if !is_image_ref(&s.image) {
         return Err(ConfigError::new(
             "mesh.envoy.image",
@@ -99,8 +111,38 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
             return Err(ConfigError::new(*k, format!("{p} is also {other}: the sidecar's ports must differ")));
         }
     }
+    let socket_dir = std::path::Path::new(&config.spire.agent_socket).parent().map(|p| p.display().to_string()).unwrap_or_default();
+    if socket_dir == BOOTSTRAP_DIR {
+        return Err(ConfigError::new(
+            "spire.agent_socket",
+            format!("{:?} is in {BOOTSTRAP_DIR}, where the sidecar mounts its bootstrap: the agent socket's directory needs a path of its own (default /run/spire/sockets)", config.spire.agent_socket),
+        ));
+    }
     for (i, svc) in config.services.iter().enumerate() {
         let key = |k: &str| format!("services[{i}].{k}");
+        if svc.name == CONTAINER {
+            return Err(ConfigError::new(key("name"), format!("{CONTAINER:?} is the sidecar container's name in every meshed pod (the app container is named after its service): choose another name")));
+        }
+        if svc.load_balancer_port.is_some() && !config.callers_of(&svc.name).is_empty() {
+            // Callers reach it through its own Service; the public entry point is a second one.
+            let public = format!("{}{PUBLIC_SUFFIX}", svc.name);
+            if public.len() > 63 {
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!(
+                        "{:?} is too long for a service with callers and a load_balancer_port: its public Service is named <name>{PUBLIC_SUFFIX}, at most 63 characters, so the name has at most {}",
+                        svc.name,
+                        63 - PUBLIC_SUFFIX.len()
+                    ),
+                ));
+            }
+            if let Some(j) = config.services.iter().position(|o| o.name == public && o.account == svc.account) {
+                return Err(ConfigError::new(
+                    key("load_balancer_port"),
+                    format!("the public Service of {} is named {public}, which is services[{j}]'s Service in the same account: rename one of them", svc.name),
+                ));
+            }
+        }
         if let Some((k, _)) = sidecar.iter().find(|(_, p)| *p == svc.port) {
             return Err(ConfigError::new(
                 key("port"),
@@ -303,7 +345,7 @@ impl EnvoyMesh {
         if let Some(public) = w.public_port {
             let mut svc = base.clone();
             if !w.callers.is_empty() {
-                svc.metadata.name = Some(format!("{}-public", w.name));
+                svc.metadata.name = Some(format!("{}{PUBLIC_SUFFIX}", w.name));
             }
             let spec = svc.spec.get_or_insert_with(Default::default);
             spec.type_ = Some("LoadBalancer".into());

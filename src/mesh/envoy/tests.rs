@@ -153,3 +153,34 @@ fn workload_entries_select_the_rendered_pods() {
         }
     }
 }
+
+#[test]
+fn what_the_sidecar_adds_cannot_collide_with_the_configuration() {
+    let svc = |name: &str, account: &str, extra: &str| format!("[[services]]\nname = \"{name}\"\naccount = \"{account}\"\nimage = \"x/a:1\"\n{extra}");
+    // the app container is named after its service, beside the sidecar `envoy`
+    let e = load(&svc("envoy", "frontend", "port = 8000\n")).unwrap_err();
+    assert_eq!(e.key, "services[0].name");
+    assert!(e.message.contains("sidecar container"), "{e}");
+    // a service with callers and a public port gets a second Service, <name>-public
+    let long = "a".repeat(57);
+    let e = load(&format!("{}{}", svc(&long, "backend", "port = 8000\nload_balancer_port = 80\n"), svc("b", "frontend", &format!("backends = [\"{long}\"]\nport = 9000\n")))).unwrap_err();
+    assert_eq!(e.key, "services[0].name");
+    assert!(e.message.contains("at most 56"), "{e}");
+    let e = load(&format!(
+        "{}{}{}",
+        svc("api", "backend", "port = 8000\nload_balancer_port = 80\n"),
+        svc("api-public", "backend", "port = 8001\n"),
+        svc("b", "frontend", "backends = [\"api\"]\nport = 9000\n")
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "services[0].load_balancer_port");
+    assert!(e.message.contains("services[1]"), "{e}");
+    // the agent socket's directory beside the bootstrap's
+    let e = load("[spire]\nagent_socket = \"/etc/envoy/agent.sock\"\n").unwrap_err();
+    assert_eq!(e.key, "spire.agent_socket");
+    for t in ["0", "86401"] {
+        let e = load(&format!("[mesh.envoy]\nload_balancer_timeout_seconds = {t}\n")).unwrap_err();
+        assert_eq!(e.key, "mesh.envoy.load_balancer_timeout_seconds", "{e}");
+    }
+    assert_eq!(load("[mesh.envoy]\nload_balancer_timeout_seconds = 86400\n").unwrap().load_balancer_timeout, Duration::from_secs(86_400));
+}
