@@ -579,7 +579,7 @@ fn install_agent(s: &Scene, c: &Config, spoke: &Account) -> Installed {
     let chart = AGENT_CHART.materialize().unwrap();
     let helm = Helm::new(&s.tb.kubeconfig, &ctx).with_binary(s.tb.bin("helm"));
     let path = chart.path().join(AGENT_CHART.name);
-    s.rt.block_on(helm.upgrade_install(&c.spire.agent_release, &s.ns, &path.to_string_lossy(), None, None, &values, None))
+    s.rt.block_on(helm.upgrade_install(&c.spire.agent_release, &s.ns, &path.to_string_lossy(), None, None, &values, None, false))
         .unwrap_or_else(|e| panic!("helm install of the agent into {ctx}: {e}"));
     let daemonset = s.tb.kubectl_json(&ctx, &["-n", &s.ns, "get", "daemonset", AGENT_DAEMONSET]);
     let selector: Vec<String> = daemonset["spec"]["selector"]["matchLabels"].as_object().unwrap().iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
