@@ -542,7 +542,7 @@ async fn san_mismatch_fails_peers_then_handshakes_and_tls_failures() {
     let fe_tf = after.get("frontend", CheckId::TlsFailures).unwrap();
     assert!(fe_tf.observed.contains("ssl.connection_error"), "{text}");
     assert!(
-        tf.hint.as_deref().unwrap().contains("SAN matchers"),
+        tf.hint.as_deref().unwrap().contains("a caller presented a SPIFFE ID outside"),
         "{text}"
     );
     assert!(!after.passed());

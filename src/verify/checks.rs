@@ -568,6 +568,10 @@ pub struct Subject {
     pub name: String,
     /// `listener.<addr>.` / `cluster.<name>.`
     pub stat_prefix: String,
+    /// The workload at the other end (a backend's name), for an egress cluster.
+    pub peer: Option<String>,
+    /// The SPIFFE IDs the configuration lets this side accept from its peer.
+    pub accepts: Vec<String>,
 }
 
 /// The listeners (when the workload has allowed callers) and backend clusters to count on.
@@ -579,6 +583,8 @@ pub fn subjects(w: &Proxy, tls: &TlsConfig) -> Vec<Subject> {
                 side: TlsSide::Downstream,
                 name: l.name.clone(),
                 stat_prefix: l.stat_prefix.clone(),
+                peer: None,
+                accepts: w.allowed_callers.clone(),
             });
         }
     }
@@ -588,6 +594,8 @@ pub fn subjects(w: &Proxy, tls: &TlsConfig) -> Vec<Subject> {
                 side: TlsSide::Upstream,
                 name: c.name.clone(),
                 stat_prefix: c.stat_prefix.clone(),
+                peer: Some(b.name.clone()),
+                accepts: vec![b.spiffe_id.clone()],
             };
             if !out.contains(&s) {
                 out.push(s);
@@ -725,7 +733,7 @@ pub fn check_tls_failures(
     let mut status = CheckStatus::Pass;
     let mut bad = Vec::new();
     let mut hints: Vec<String> = Vec::new();
-    let mut causes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut causes: BTreeMap<&str, Vec<&Subject>> = BTreeMap::new();
     for s in subjects {
         for f in FAILURE_COUNTERS {
             let name = format!("{}{f}", s.stat_prefix);
@@ -742,10 +750,7 @@ pub fn check_tls_failures(
                 } else {
                     format!("{name}: {v}")
                 });
-                causes
-                    .entry(f)
-                    .or_default()
-                    .push(format!("{} {}", kind(s), s.name));
+                causes.entry(f).or_default().push(s);
             } else if v > 0 {
                 status = worst(status, CheckStatus::Warn);
                 bad.push(format!("{name}: {v} (unchanged)"));
@@ -757,13 +762,30 @@ pub fn check_tls_failures(
     } else {
         bad.join("; ")
     };
-    for (f, on) in &causes {
-        let on = on.join(", ");
+    for (f, subjects) in &causes {
+        if *f == "ssl.fail_verify_san" {
+            for s in subjects {
+                hints.push(match (&s.side, &s.peer) {
+                    (TlsSide::Upstream, Some(peer)) => format!(
+                        "{} {}: {peer} presented a SPIFFE ID other than {}: its sidecar holds another SVID \
+                         (see {peer}'s identity check) or its SPIRE entry names another ID",
+                        kind(s),
+                        s.name,
+                        s.accepts.join(", ")
+                    ),
+                    _ => format!(
+                        "{} {}: a caller presented a SPIFFE ID outside [{}]: a caller the configuration does not allow, \
+                         or a caller's sidecar holding another SVID (see the callers' identity checks)",
+                        kind(s),
+                        s.name,
+                        s.accepts.join(", ")
+                    ),
+                });
+            }
+            continue;
+        }
+        let on = subjects.iter().map(|s| format!("{} {}", kind(s), s.name)).collect::<Vec<_>>().join(", ");
         hints.push(match *f {
-            "ssl.fail_verify_san" => format!(
-                "{on}: the peer's certificate carries a SPIFFE ID that the SAN matchers do not accept \
-                 (compare the peer's SPIFFE ID with the SAN matchers; see the peers check)"
-            ),
             "ssl.fail_verify_error" => format!(
                 "{on}: the peer's certificate does not verify against the trust bundle \
                  (other trust domain or stale bundle; check `spire-server bundle show`)"

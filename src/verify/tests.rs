@@ -512,7 +512,8 @@ fn tls_failures_fail_when_non_zero_or_rising_and_warn_when_old() {
         "{}",
         r.observed
     );
-    assert!(r.hint.unwrap().contains("SAN matchers"));
+    let hint = r.hint.unwrap();
+    assert!(hint.contains("presented a SPIFFE ID") && hint.contains("spiffe://am-multi-account-mesh/"), "names what the side accepts: {hint}");
     let r = checks::check_tls_failures(&w, &subjects, &stats, Some(&stats), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Warn);
     let healthy = parse_stats(APP_STATS_TXT).unwrap();
