@@ -21,7 +21,7 @@ pub mod kubeconfig_file;
 pub mod template;
 pub mod wait;
 
-pub use apply::{is_ours, parse_manifests, to_dynamic, to_typed, typed, Target};
+pub use apply::{is_ours, mounted_config_maps, parse_manifests, to_dynamic, to_typed, typed, Target, RESTARTED_AT};
 
 use crate::error::{Error, ErrorKind};
 pub use crate::names::LABEL_MANAGED_BY as MANAGED_BY;

@@ -19,6 +19,20 @@ use serde::Serialize;
 use super::{KubeClient, KubeError, FIELD_MANAGER, MANAGED_BY};
 use crate::state::{diff_paths, Status};
 
+/// The pod-template annotation [`KubeClient::restart`] sets (kubectl's, so `kubectl rollout
+/// history` reads it as a restart).
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// The ConfigMaps a workload's pod template mounts as volumes.
+pub fn mounted_config_maps(obj: &DynamicObject) -> Vec<String> {
+    obj.data["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["configMap"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// A resolved object: what it is, where it is served, and whether it lives in a namespace.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -186,6 +200,17 @@ impl KubeClient {
     pub async fn apply(&self, t: &Target) -> Result<DynamicObject, KubeError> {
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         self.dyn_api(t).patch(t.name(), &pp, &Patch::Apply(Self::labelled(t))).await.map_err(|e| self.api_err("apply", t.describe(), e))
+    }
+
+    /// Restarts a workload's pods the way `kubectl rollout restart` does: a new pod-template
+    /// annotation, written by its own field manager so meshctl's applied fields stay as
+    /// rendered. For pods whose mounted ConfigMap meshctl repaired while their template did
+    /// not change (Envoy reads its bootstrap once, at start).
+    pub async fn restart(&self, t: &Target, at: &str) -> Result<(), KubeError> {
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}});
+        let pp = PatchParams { field_manager: Some(format!("{FIELD_MANAGER}-restart")), ..Default::default() };
+        self.dyn_api(t).patch(t.name(), &pp, &Patch::Merge(patch)).await.map_err(|e| self.api_err("restart", t.describe(), e))?;
+        Ok(())
     }
 
     /// Applies a typed object; returns it as stored.

@@ -339,13 +339,29 @@ impl Step for AppStep {
         if before.as_ref() != Some(&listed) {
             self.write_inventory(&kc, &listed, run).await?;
         }
+        let (mut repaired, mut unchanged) = (Vec::new(), Vec::new());
         for t in Self::resolve(&kc, plan.objects).await?.into_iter() {
             let t = t.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, format!("context {}: a mesh object's kind is not served (is the {} control plane installed?)", kc.context, self.session.mesh.name()))
                     .hint(format!("run `meshctl up --only mesh` for account {}", self.account))
             })?;
-            kc.apply(&t).await?;
+            let before = kc.get(&t).await?;
+            let after = kc.apply(&t).await?;
             run.progress(format!("applied {}", t.describe()));
+            if let Some(before) = before {
+                match t.ar.kind.as_str() {
+                    "ConfigMap" if before.metadata.resource_version != after.metadata.resource_version => repaired.push(t.name().to_string()),
+                    "Deployment" if before.metadata.generation == after.metadata.generation => unchanged.push(t),
+                    _ => {}
+                }
+            }
+        }
+        // A ConfigMap put back while its Deployment's template stayed the same: the running
+        // pods still read the old content (a sidecar's bootstrap is read once), so restart them.
+        let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        for d in unchanged.iter().filter(|d| crate::kube::mounted_config_maps(&d.obj).iter().any(|c| repaired.contains(c))) {
+            kc.restart(d, &at).await?;
+            run.progress(format!("restarted {}: a ConfigMap it mounts was repaired", d.describe()));
         }
         for d in &plan.deployments {
             run.progress(format!("waiting for Deployment {ns}/{d}"));
@@ -380,15 +396,18 @@ impl Step for AppStep {
         let inventory = self.live_inventory(&kc).await?;
         let lb_names: Vec<&str> = plan.load_balancers.iter().map(|(n, _)| n.as_str()).collect();
         let rendered: Vec<Target> = Self::resolve(&kc, plan.objects).await?.into_iter().flatten().collect();
-        let (rendered_lbs, mut rendered_rest): (Vec<Target>, Vec<Target>) = rendered.into_iter().partition(|t| t.ar.kind == "Service" && lb_names.contains(&t.name()));
-        rendered_rest.reverse();
+        let (rendered_lbs, rendered_rest): (Vec<Target>, Vec<Target>) = rendered.into_iter().partition(|t| t.ar.kind == "Service" && lb_names.contains(&t.name()));
         // What the inventory lists beyond the rendered objects (another provider's): its load
         // balancers go with the rendered ones, first; the rest after the rendered objects.
         let extra = inventory.as_ref().map(|i| i.stale(&wanted)).unwrap_or_default();
         let (extra_lbs, extra_rest) = Self::existing(&kc, self.ns(), &extra, run).await?;
         Self::delete_each(&kc, &rendered_lbs, "", run).await?;
         Self::delete_each(&kc, &extra_lbs, " (listed in the inventory)", run).await?;
-        Self::delete_each(&kc, &rendered_rest, "", run).await?;
+        // The workloads together (their pods' grace periods run at once), then the mesh objects
+        // beside them, while the provider's control plane still runs for their finalizers.
+        let (workloads, mesh): (Vec<Target>, Vec<Target>) = rendered_rest.into_iter().partition(|t| matches!(t.ar.kind.as_str(), "Deployment" | "Service"));
+        Self::delete_together(&kc, &workloads, "", run).await?;
+        Self::delete_together(&kc, &mesh, "", run).await?;
         Self::delete_together(&kc, &extra_rest, " (listed in the inventory)", run).await?;
         let mut inv = ConfigMap::default();
         inv.metadata.name = Some(INVENTORY.into());
