@@ -1,0 +1,292 @@
+//! The system test: README's "Try it on one machine" sequence, with the `meshctl` binary, on
+//! the test bed with real nodes — for the walkthrough's configuration and for three spokes:
+//!
+//! 1. `meshctl up` exits 0;
+//! 2. real requests through the stand-in apps (UI → appserver across accounts → db and redis;
+//!    for three spokes also report-worker → appserver from the third account) succeed;
+//! 3. `meshctl verify --traffic` exits 0 with every check passing;
+//! 4. a planted fault — the appserver's sidecar holding yelb-db's SVID — turns its identity
+//!    check and its callers' TLS checks ✖ with hints naming the SPIFFE IDs; `up` repairs it and
+//!    `verify` passes again;
+//! 5. `meshctl up` again makes no change (every step up to date; resourceVersions of the app
+//!    objects, the Helm releases and the stacks unchanged);
+//! 6. `meshctl down` exits 0 and nothing of ours is left in moto or in any cluster.
+//!
+//! Both runs use the same accounts and clusters, so they take turns.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{http_get, run_with_timeout, testbed, wait_for, Testbed};
+use serde_json::Value;
+
+/// One system run at a time: both use every account and cluster of the test bed.
+static BED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TD: &str = "am-multi-account-mesh";
+const NS: &str = "yelb";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the meshctl binary with `--output json` against `config`.
+fn meshctl(config: &Path, args: &[&str], timeout: Duration) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.arg("--config").arg(config).args(["--output", "json"]).args(args);
+    let t0 = Instant::now();
+    let out = run_with_timeout(&mut cmd, timeout);
+    eprintln!("meshctl {}: exit {:?} after {:.1}s", args.join(" "), out.status.code(), t0.elapsed().as_secs_f64());
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The summary line of an engine run.
+fn summary(out: &Output) -> Value {
+    json_lines(out).into_iter().rev().find_map(|v| v.get("summary").cloned()).unwrap_or_else(|| panic!("no summary line:\n{}", text(out)))
+}
+
+/// `meshctl <args>` must exit 0 with an ok summary.
+fn run_ok(config: &Path, args: &[&str]) -> Value {
+    let out = meshctl(config, args, Duration::from_secs(1800));
+    let s = summary(&out);
+    assert!(out.status.success() && s["ok"] == true, "meshctl {}: exit {:?}\n{}", args.join(" "), out.status.code(), text(&out));
+    s
+}
+
+/// The verify results (one per check) of a run.
+fn checks(out: &Output) -> Vec<Value> {
+    json_lines(out).into_iter().filter(|v| v.get("check").is_some()).collect()
+}
+
+fn not_passing(results: &[Value]) -> Vec<(String, String, String)> {
+    results
+        .iter()
+        .filter(|r| r["status"] != "pass")
+        .map(|r| (r["workload"].as_str().unwrap_or("").to_string(), r["check"].as_str().unwrap_or("").to_string(), r["status"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The address of a LoadBalancer Service (the test bed's stand-in assigns one from the
+/// cluster's VPC range; the host routes it to the node).
+fn lb_address(tb: &Testbed, ctx: &str, svc: &str) -> String {
+    let v = tb.kubectl_json(ctx, &["-n", NS, "get", "service", svc]);
+    let ing = &v["status"]["loadBalancer"]["ingress"][0];
+    ing["ip"].as_str().or(ing["hostname"].as_str()).unwrap_or_else(|| panic!("{ctx}: Service {svc} has no load balancer address: {v}")).to_string()
+}
+
+/// The pod IP of a workload (VPC addresses, routed from the host as from another VPC).
+fn pod_ip(tb: &Testbed, ctx: &str, app: &str) -> String {
+    let v = tb.kubectl_json(ctx, &["-n", NS, "get", "pods", "-l", &format!("app={app}"), "--field-selector=status.phase=Running"]);
+    v["items"][0]["status"]["podIP"].as_str().unwrap_or_else(|| panic!("{ctx}: no running {app} pod: {v}")).to_string()
+}
+
+/// `(url name, url)` of the requests that cross every hop of the configuration.
+fn entry_points(tb: &Testbed, three_spokes: bool) -> Vec<(String, String)> {
+    let mut out = vec![("yelb-ui".to_string(), format!("http://{}/api/getvotes", lb_address(tb, "frontend", "yelb-ui")))];
+    if three_spokes {
+        out.push(("report-worker".to_string(), format!("http://{}:8080/api/getvotes", pod_ip(tb, "analytics", "report-worker"))));
+    }
+    out
+}
+
+/// One GET from this machine; `(status, body)`.
+fn get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (hostport, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, port) = hostport.split_once(':').map(|(h, p)| (h, p.parse().unwrap())).unwrap_or((hostport, 80));
+    http_get_host(host, port, &path).unwrap_or((0, String::new()))
+}
+
+fn http_get_host(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    if host == "127.0.0.1" {
+        return http_get(port, path);
+    }
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&format!("{host}:{port}").parse().unwrap(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+fn verify(config: &Path, entries: &[(String, String)]) -> Output {
+    let mut args: Vec<String> = ["verify", "--traffic", "--requests", "3", "--timeout", "60s"].iter().map(|s| s.to_string()).collect();
+    for (name, url) in entries {
+        args.push("--traffic-url".into());
+        args.push(format!("{name}={url}"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    meshctl(config, &refs, Duration::from_secs(300))
+}
+
+/// resourceVersions of everything meshctl keeps in the clusters: the app namespace's objects,
+/// SPIRE's, and the Helm release records.
+fn resource_versions(tb: &Testbed, contexts: &[&str]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for ctx in contexts {
+        for ns in [NS, "spire"] {
+            let v = tb.kubectl_json(ctx, &["-n", ns, "get", "deployments,daemonsets,statefulsets,services,configmaps,secrets,serviceaccounts", "--ignore-not-found"]);
+            for item in v["items"].as_array().into_iter().flatten() {
+                let name = format!("{ctx}/{ns}/{}/{}", item["kind"].as_str().unwrap_or(""), item["metadata"]["name"].as_str().unwrap_or(""));
+                if name.ends_with("/kube-root-ca.crt") {
+                    continue;
+                }
+                out.insert(name, item["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `spire-server` CLI in the hub's server pod.
+fn spire_server(tb: &Testbed, args: &[&str]) -> String {
+    let mut all = vec!["-n", "spire", "exec", "spire-server-0", "-c", "spire-server", "--", "/opt/spire/bin/spire-server"];
+    all.extend_from_slice(args);
+    tb.kubectl("shared", &all)
+}
+
+/// Plants the fault: the appserver's sidecar asks SPIRE for yelb-db's identity, and an entry
+/// lets its pod have it. Returns the entry id, to remove it again.
+fn plant_wrong_svid(tb: &Testbed) -> String {
+    let entries: Value = serde_json::from_str(&spire_server(tb, &["entry", "show", "-spiffeID", &format!("spiffe://{TD}/yelbapp"), "-output", "json"])).unwrap();
+    let entry = &entries["entries"][0];
+    let parent = entry["parent_id"].clone();
+    let parent = format!("spiffe://{}{}", parent["trust_domain"].as_str().unwrap(), parent["path"].as_str().unwrap());
+    let mut args: Vec<String> = ["entry", "create", "-spiffeID", &format!("spiffe://{TD}/yelbdb"), "-parentID", &parent].iter().map(|s| s.to_string()).collect();
+    for sel in entry["selectors"].as_array().unwrap() {
+        args.push("-selector".into());
+        args.push(format!("{}:{}", sel["type"].as_str().unwrap(), sel["value"].as_str().unwrap()));
+    }
+    args.extend(["-output".into(), "json".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let created: Value = serde_json::from_str(&spire_server(tb, &refs)).unwrap();
+    let id = created["results"][0]["entry"]["id"].as_str().unwrap_or_else(|| panic!("entry create: {created}")).to_string();
+    let cm = tb.kubectl_json("backend", &["-n", NS, "get", "configmap", "yelb-appserver-envoy"]);
+    let bootstrap = cm["data"]["envoy.yaml"].as_str().unwrap();
+    // Only the sidecar's own certificate: the validation context stays the trust domain's.
+    let planted = bootstrap.replace(&format!("name: spiffe://{TD}/yelbapp"), &format!("name: spiffe://{TD}/yelbdb"));
+    assert_ne!(planted, bootstrap, "the bootstrap names its own SVID:\n{bootstrap}");
+    let patch = serde_json::json!({"data": {"envoy.yaml": planted}}).to_string();
+    tb.kubectl("backend", &["-n", NS, "patch", "configmap", "yelb-appserver-envoy", "--type=merge", "-p", &patch]);
+    tb.kubectl("backend", &["-n", NS, "rollout", "restart", "deployment/yelb-appserver"]);
+    tb.kubectl("backend", &["-n", NS, "rollout", "status", "deployment/yelb-appserver", "--timeout=300s"]);
+    id
+}
+
+
+/// Nothing of ours in the clusters: namespaces, Helm releases, cluster-scoped RBAC and the
+/// StorageClass, volumes.
+fn assert_clusters_empty(tb: &Testbed, contexts: &[&str]) {
+    for ctx in contexts {
+        for ns in [NS, "spire"] {
+            let out = tb.kubectl_output(ctx, &["get", "namespace", ns, "--ignore-not-found", "-o", "name"], None);
+            assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{ctx}: namespace {ns} left");
+        }
+        let managed = tb.kubectl_json(ctx, &["get", "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets", "-A", "-l", "app.kubernetes.io/managed-by"]);
+        let ours: Vec<String> = managed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| matches!(i["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("meshctl") | Some("Helm")))
+            .map(|i| format!("{} {}", i["kind"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap_or("")))
+            .collect();
+        assert!(ours.is_empty(), "{ctx}: objects of ours left: {ours:?}");
+        let pvs = tb.kubectl_json(ctx, &["get", "persistentvolumes"]);
+        assert!(pvs["items"].as_array().is_none_or(|a| a.is_empty()), "{ctx}: volumes left: {pvs}");
+    }
+}
+
+/// Starts from nothing, whatever an earlier run left: `down` with every spoke the test bed
+/// has (what a two-spoke configuration does not name, it cannot remove).
+fn clean_start() {
+    run_ok(&root().join("examples/testbed-three-spokes.toml"), &["--yes", "down"]);
+}
+
+async fn system(example: &str, three_spokes: bool) {
+    let _turn = BED.lock().await;
+    let tb = testbed();
+    tb.real_node_clusters();
+    let config = root().join("examples").join(example);
+    let contexts: Vec<&str> = if three_spokes { common::CLUSTERS.to_vec() } else { common::WALKTHROUGH.to_vec() };
+    clean_start();
+
+    // 1. up
+    let t0 = Instant::now();
+    let up = run_ok(&config, &["--yes", "up"]);
+    eprintln!("up: {:.0}s, {} steps", t0.elapsed().as_secs_f64(), up["done"].as_array().map_or(0, Vec::len));
+
+    // 2. real requests across every hop
+    let entries = entry_points(&tb, three_spokes);
+    for (name, url) in &entries {
+        let (code, body) = wait_for(&format!("{name}: {url}"), Duration::from_secs(120), Duration::from_secs(2), || Some(get(url)).filter(|(c, _)| *c == 200));
+        assert_eq!(code, 200);
+        assert!(body.contains("\"db\":\"VOTES") && body.contains("PONG"), "{name}: the appserver reached yelb-db and redis: {body}");
+    }
+
+    // 3. verify: every check passes after traffic
+    let out = verify(&config, &entries);
+    let results = checks(&out);
+    let workloads = if three_spokes { 5 } else { 4 };
+    assert!(out.status.success() && not_passing(&results).is_empty(), "verify: {:?}\n{}", not_passing(&results), text(&out));
+    assert_eq!(results.len(), workloads * 6, "six checks per workload:\n{}", text(&out));
+
+    // 4. the planted fault: the appserver presents yelb-db's identity
+    let planted = plant_wrong_svid(&tb);
+    let out = verify(&config, &entries);
+    let results = checks(&out);
+    assert_eq!(out.status.code(), Some(1), "verify fails on a wrong SVID:\n{}", text(&out));
+    let failed = not_passing(&results);
+    let get_check = |w: &str, c: &str| results.iter().find(|r| r["workload"] == w && r["check"] == c).cloned().unwrap_or_default();
+    let identity = get_check("yelb-appserver", "identity");
+    assert_eq!(identity["status"], "fail", "{failed:?}\n{}", text(&out));
+    assert!(identity["observed"].as_str().unwrap_or("").contains(&format!("spiffe://{TD}/yelbdb")), "observed names the SVID held: {identity}");
+    assert!(identity["hint"].as_str().is_some_and(|h| !h.is_empty()), "a hint: {identity}");
+    let caller = get_check("yelb-ui", "tls-failures");
+    assert_eq!(caller["status"], "fail", "the UI's egress refuses the appserver's certificate: {failed:?}\n{}", text(&out));
+    assert!(caller["observed"].as_str().unwrap_or("").contains("fail_verify_san"), "{caller}");
+    assert!(caller["hint"].as_str().is_some_and(|h| h.contains("yelbapp")), "the hint names the expected SPIFFE ID: {caller}");
+    // Repair: the entry goes, and `up` puts meshctl's bootstrap back.
+    spire_server(&tb, &["entry", "delete", "-entryID", &planted]);
+    let repair = run_ok(&config, &["--yes", "up"]);
+    let changed: Vec<&Value> = repair["done"].as_array().unwrap().iter().filter(|d| d["outcome"]["outcome"] != "up-to-date").collect();
+    assert!(changed.iter().any(|d| d["step"] == "yelb/backend"), "up repaired the drifted bootstrap: {changed:?}");
+    let out = verify(&config, &entries);
+    assert!(out.status.success(), "verify after the repair:\n{}", text(&out));
+
+    // 5. up again: nothing to do, nothing written
+    let before = resource_versions(&tb, &contexts);
+    let again = run_ok(&config, &["--yes", "up"]);
+    let changed: Vec<&Value> = again["done"].as_array().unwrap().iter().filter(|d| d["outcome"]["outcome"] != "up-to-date").collect();
+    assert!(changed.is_empty(), "a second up changed: {changed:#?}");
+    assert_eq!(resource_versions(&tb, &contexts), before, "a second up wrote nothing in the clusters");
+
+    // 6. down: nothing left
+    run_ok(&config, &["--yes", "down"]);
+    assert_clusters_empty(&tb, &contexts);
+    let left = common::aws_leftovers(&tb).await;
+    assert!(left.is_empty(), "left in moto after down: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_up_verify_rerun_down_on_real_nodes() {
+    system("testbed.toml", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_spokes_up_verify_rerun_down_on_real_nodes() {
+    system("testbed-three-spokes.toml", true).await;
+}
