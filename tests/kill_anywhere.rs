@@ -1204,10 +1204,12 @@ async fn helm_releases_left_pending_by_a_killed_helm_are_recovered() {
     tb.delete_namespace(ctx, &ns);
 }
 
-/// States a `down` leaves when killed between two writes of one step, with no event between
-/// them (the chain meets them only by chance): the spoke kubeconfig ConfigMaps deleted but not
+/// States a `down` leaves when killed between two writes of one step (the chain meets them
+/// only when the kill falls between the two): the spoke kubeconfig ConfigMaps deleted but not
 /// yet the hub's spire namespace; a spoke's aws-auth mapping removed but not yet the
-/// least-privilege ClusterRole and binding. The next `down` finishes both.
+/// least-privilege ClusterRole and binding; the app's objects and inventory deleted but not
+/// yet its namespace; a spoke's bundle copy deleted but not yet its spire namespace. The next
+/// `down` finishes each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downs_killed_between_two_writes_of_a_step_are_finished() {
     let _turn = BED.lock().await;
@@ -1224,6 +1226,13 @@ async fn downs_killed_between_two_writes_of_a_step_are_finished() {
     assert_eq!(kept.len() + 1, roles.len(), "meshctl mapped the access role: {roles:?}");
     let patch = json!({"data": {"mapRoles": serde_yaml_ng::to_string(&kept).unwrap()}}).to_string();
     tb.kubectl("frontend", &["-n", "kube-system", "patch", "configmap", "aws-auth", "--type=merge", "-p", &patch]);
+    for ctx in ["frontend", "backend"] {
+        for ns in NAMESPACES {
+            // as meshctl creates them (KubeClient::ensure_namespace), their objects gone
+            let manifest = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"app.kubernetes.io/managed-by": "meshctl"}}});
+            tb.apply(ctx, &manifest.to_string());
+        }
+    }
     meshctl_ok(&["down"], timeout);
     let left = leftovers(&tb).await;
     assert!(left.is_empty(), "left: {left:#?}");
