@@ -266,7 +266,9 @@ impl Helm {
         wait_timeout: Option<Duration>,
         adopt: bool,
     ) -> Result<(), HelmError> {
-        self.ensure_ours(release, ns, adopt, "upgrade").await?;
+        if let Some(info) = self.ensure_ours(release, ns, adopt, "upgrade").await? {
+            self.recover(release, ns, &info).await?;
+        }
         let dir = tempdir().map_err(|e| HelmError::Io(format!("cannot create a temporary directory: {e}")))?;
         let values_file = dir.path().join("values.json");
         // JSON is YAML: helm reads it as a values file.
@@ -296,6 +298,10 @@ impl Helm {
     /// is refused unless `adopt`.
     pub async fn uninstall(&self, release: &str, ns: &str, adopt: bool) -> Result<(), HelmError> {
         self.ensure_ours(release, ns, adopt, "uninstall").await?;
+        self.uninstall_unchecked(release, ns).await
+    }
+
+    async fn uninstall_unchecked(&self, release: &str, ns: &str) -> Result<(), HelmError> {
         let args = os(["uninstall", release, "--namespace", ns, "--wait"]);
         match self.run(args).await? {
             Ok(_) => Ok(()),
@@ -303,12 +309,30 @@ impl Helm {
             Err(e) => Err(self.failed("uninstall", release, ns, e)),
         }
     }
+
+    /// The newest revision of the release that was deployed (`deployed` or `superseded`).
+    async fn last_deployed_revision(&self, release: &str, ns: &str) -> Result<Option<u64>, HelmError> {
+        #[derive(Deserialize)]
+        struct Rev {
+            revision: u64,
+            #[serde(default)]
+            status: String,
+        }
+        let args = os(["history", release, "--namespace", ns, "--max", "256", "--output", "json"]);
+        let stdout = match self.run(args).await? {
+            Ok(s) => s,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.failed("history", release, ns, e)),
+        };
+        let revs: Vec<Rev> = serde_json::from_slice(&stdout).map_err(|e| self.output("history", release, ns, e.to_string()))?;
+        Ok(revs.into_iter().filter(|r| r.status == "deployed" || r.status == "superseded").map(|r| r.revision).max())
+    }
 }
 
 impl Helm {
     /// Refuses to `what` a release of this name that exists and is not meshctl's, unless
-    /// `adopt`.
-    async fn ensure_ours(&self, release: &str, ns: &str, adopt: bool, what: &str) -> Result<(), HelmError> {
+    /// `adopt`. Returns what `helm status` said.
+    async fn ensure_ours(&self, release: &str, ns: &str, adopt: bool, what: &str) -> Result<Option<ReleaseInfo>, HelmError> {
         match self.status(release, ns).await? {
             Some(info) if !adopt && !is_ours(&info) => Err(HelmError::Foreign {
                 release: release.into(),
@@ -316,6 +340,30 @@ impl Helm {
                 context: self.context.clone(),
                 action: what.into(),
             }),
+            info => Ok(info),
+        }
+    }
+
+    /// A helm killed in the middle of an operation leaves its release `pending-install`,
+    /// `pending-upgrade`, `pending-rollback` or `uninstalling`, and helm then refuses any other
+    /// operation on it ("another operation (install/upgrade/rollback) is in progress", "has no
+    /// deployed releases"). meshctl is what runs helm on its releases, so such a state is an
+    /// interrupted meshctl: an install or uninstall is finished as an uninstall, an upgrade or
+    /// rollback is rolled back to the newest revision that was deployed (uninstalled when there
+    /// is none). The caller's upgrade then starts from a settled release.
+    async fn recover(&self, release: &str, ns: &str, info: &ReleaseInfo) -> Result<(), HelmError> {
+        match info.status.as_str() {
+            "pending-install" | "uninstalling" => self.uninstall_unchecked(release, ns).await,
+            "pending-upgrade" | "pending-rollback" => match self.last_deployed_revision(release, ns).await? {
+                Some(rev) => {
+                    let args = os(["rollback", release, &rev.to_string(), "--namespace", ns]);
+                    match self.run(args).await? {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(self.failed(&format!("rollback (of the interrupted {}) to revision {rev}", info.status), release, ns, e)),
+                    }
+                }
+                None => self.uninstall_unchecked(release, ns).await,
+            },
             _ => Ok(()),
         }
     }

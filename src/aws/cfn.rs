@@ -228,7 +228,9 @@ pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, Error> {
     Ok(match live.phase() {
         StackPhase::Gone => Status::Missing,
         _ if !is_ours(&live) => Status::Drifted(foreign_reason()),
-        StackPhase::Review => Status::Missing,
+        // A change set of an interrupted run that was never executed: no resources, but the
+        // stack is there (`down` must delete it, `up` replaces it).
+        StackPhase::Review => Status::Drifted(review_reason()),
         StackPhase::RollbackComplete => Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into()),
         StackPhase::Failed | StackPhase::Unknown => Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default())),
         StackPhase::InProgress => Status::Drifted(format!("{}: an operation is running", live.status_str())),
@@ -237,6 +239,11 @@ pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, Error> {
             Some(why) => Status::Drifted(why),
         },
     })
+}
+
+/// The drift reason of a stack left in REVIEW_IN_PROGRESS.
+pub fn review_reason() -> String {
+    "REVIEW_IN_PROGRESS: a change set of an interrupted run was never executed; `meshctl up` deletes the empty stack and creates it again".into()
 }
 
 /// Failed events of the stack's latest operation, oldest first: `Logical (Type): reason`. When
@@ -388,7 +395,15 @@ pub async fn deploy(client: &Client, spec: &StackSpec, allowed: Allowed, cx: &dy
     let kind = match &live {
         None => ChangeSetType::Create,
         Some(l) => match l.phase() {
-            StackPhase::Gone | StackPhase::Review => ChangeSetType::Create,
+            StackPhase::Gone => ChangeSetType::Create,
+            StackPhase::Review => {
+                // An interrupted run created it with a CREATE change set and never executed it:
+                // it holds no resources. Deleting it (with its change sets) and starting over
+                // leaves one stack and one change set, whatever the earlier run had done.
+                cx.progress(format!("deleting {} (REVIEW_IN_PROGRESS: an earlier run's change set was never executed)", spec.name));
+                delete(client, spec, allowed.adopt, cx).await?;
+                ChangeSetType::Create
+            }
             StackPhase::Stable => ChangeSetType::Update,
             StackPhase::RollbackComplete => {
                 if !allowed.recreate_failed {

@@ -323,4 +323,12 @@ impl KubeClient {
         self.wait_deleted(t, &uid, timeout).await?;
         Ok(true)
     }
+
+    /// Whether namespace `name` exists and meshctl created it (labelled managed-by), also while
+    /// it is being deleted: a step whose objects are gone still owns it (a `down` interrupted
+    /// before deleting it).
+    pub async fn namespace_is_ours(&self, name: &str) -> Result<bool, KubeError> {
+        let t = namespace_target(name, &Default::default())?;
+        Ok(self.get(&t).await?.is_some_and(|live| is_ours(&live)))
+    }
 }

@@ -152,11 +152,20 @@ impl Step for AwsAuthStep {
                 access_entries::status(&eks, &self.spoke.cluster_name, &ours.rolearn, &self.grant()).await?
             }
         };
+        let (role, binding) = rbac();
+        let rbac = [crate::kube::typed(&role)?, crate::kube::typed(&binding)?];
+        if entry == Status::Missing {
+            // A `down` interrupted after removing the mapping leaves the ClusterRole and its
+            // binding: not missing yet, so the next `down` deletes them.
+            for t in &rbac {
+                if kc.get(t).await?.is_some() {
+                    return Ok(Status::Drifted(format!("{} is there without the role mapping", t.describe())));
+                }
+            }
+        }
         if entry != Status::UpToDate {
             return Ok(entry);
         }
-        let (role, binding) = rbac();
-        let rbac = [crate::kube::typed(&role)?, crate::kube::typed(&binding)?];
         if self.least() {
             return Ok(kc.check_all(&rbac).await?);
         }

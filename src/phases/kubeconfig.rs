@@ -182,12 +182,19 @@ impl Step for SpireConfigMaps {
     }
 
     async fn check(&self, _: &StepRun) -> Result<Status, Error> {
+        let ns = &self.session.config.spire.namespace;
         let kc = self.session.kube.cluster_client(&self.session.config.hub.name).await?;
         let mut targets = Vec::new();
         for cm in self.config_maps().await? {
             targets.push(crate::kube::typed(&cm)?);
         }
-        Ok(kc.check_all(&targets).await?)
+        let status = kc.check_all(&targets).await?;
+        // A `down` interrupted after deleting the ConfigMaps leaves the namespace this step
+        // created: not missing yet, so the next `down` removes it.
+        if status == Status::Missing && kc.namespace_is_ours(ns).await? {
+            return Ok(Status::Drifted(format!("namespace {ns} (meshctl's) is there without the spoke kubeconfig ConfigMaps")));
+        }
+        Ok(status)
     }
 
     async fn apply(&self, run: &StepRun) -> Result<(), Error> {

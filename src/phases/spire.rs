@@ -30,6 +30,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
 pub const BUNDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long `down` waits for the server's claim to go.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `down` waits for a spoke's spire namespace to go.
+const NAMESPACE_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     let c = &session.config;
@@ -261,7 +263,14 @@ impl Step for BundleStep {
     async fn check(&self, _: &StepRun) -> Result<Status, Error> {
         let kc = self.session.kube.cluster_client(&self.spoke.name).await?;
         let spoke: Option<ConfigMap> = kc.get_typed(self.ns(), BUNDLE_CONFIGMAP).await.context(format!("reading {}", self.spoke_what()))?;
-        let Some(spoke) = spoke else { return Ok(Status::Missing) };
+        let Some(spoke) = spoke else {
+            // The namespace this step created for the agent, left by a `down` interrupted after
+            // deleting the copy: not missing yet, so the next `down` removes it.
+            if kc.namespace_is_ours(self.ns()).await? {
+                return Ok(Status::Drifted(format!("namespace {} (meshctl's) is there without ConfigMap {BUNDLE_CONFIGMAP}", self.ns())));
+            }
+            return Ok(Status::Missing);
+        };
         let Some(hub) = self.hub_bundle().await? else {
             return Ok(Status::Drifted(format!(
                 "the SPIRE server has not published its bundle into ConfigMap {}/{BUNDLE_CONFIGMAP} of {} yet",
@@ -304,13 +313,19 @@ impl Step for BundleStep {
         Ok(())
     }
 
-    async fn destroy(&self, _: &StepRun) -> Result<(), Error> {
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let kc = self.session.kube.cluster_client(&self.spoke.name).await?;
         let t = typed(&self.copy(Data::new()))?;
-        let Some(cm) = kc.get(&t).await.context(format!("reading {}", self.spoke_what()))? else { return Ok(()) };
-        let ours = cm.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).is_some_and(|v| v == MANAGED_BY.1);
-        if ours {
-            kc.delete(&t).await.context(format!("deleting {}", self.spoke_what()))?;
+        if let Some(cm) = kc.get(&t).await.context(format!("reading {}", self.spoke_what()))? {
+            let ours = cm.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).is_some_and(|v| v == MANAGED_BY.1);
+            if ours {
+                kc.delete(&t).await.context(format!("deleting {}", self.spoke_what()))?;
+            }
+        }
+        // Last of meshctl's in the spoke's spire namespace on the way down (the agent release
+        // needs this step): remove the namespace when meshctl created it (apply did).
+        if kc.delete_namespace_if_ours(self.ns(), NAMESPACE_TIMEOUT).await.context(format!("deleting namespace {} in {}", self.ns(), place(&self.session, &self.spoke)))? {
+            run.progress(format!("namespace {} deleted", self.ns()));
         }
         Ok(())
     }

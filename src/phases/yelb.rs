@@ -273,7 +273,7 @@ impl Step for AppStep {
             let targets: Vec<Target> = targets.into_iter().flatten().collect();
             kc.check_all(&targets).await?
         };
-        if objects == Status::Missing && inventory.is_none() {
+        if objects == Status::Missing && inventory.is_none() && !kc.namespace_is_ours(self.ns()).await? {
             return Ok(Status::Missing);
         }
         let namespace = match kc.namespace_status(self.ns(), &self.namespace_labels()).await? {

@@ -170,6 +170,31 @@ async fn rollback_complete_is_deleted_and_recreated_with_yes() {
     assert_eq!(exec.num_calls(), 1);
 }
 
+/// An interrupted `up` (killed between CreateChangeSet and ExecuteChangeSet) leaves the stack
+/// in REVIEW_IN_PROGRESS: `check` calls it drift (so `down` deletes it), `deploy` deletes the
+/// empty stack with its change set and creates it again, so one stack and one change set remain.
+#[tokio::test]
+async fn a_stack_left_in_review_is_drift_and_is_deleted_and_created_again() {
+    let review = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
+    let c = client(&[&review]);
+    assert_eq!(check(&c, &spec()).await.unwrap(), Status::Drifted(review_reason()));
+
+    let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
+    let describe2 = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
+    let del = mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
+    let gone = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::DeleteComplete));
+    let create = mock!(Client::create_change_set)
+        .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Create))
+        .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
+    let cs = mock!(Client::describe_change_set)
+        .then_output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build());
+    let exec = mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
+    let c = client(&[&describe, &describe2, &del, &gone, &create, &cs, &exec, &done]);
+    assert!(deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap(), "no --yes needed: the stack holds nothing");
+    assert_eq!((del.num_calls(), create.num_calls(), exec.num_calls()), (1, 1, 1));
+}
+
 #[tokio::test]
 async fn check_compares_template_parameters_and_tags() {
     let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::CreateComplete));
