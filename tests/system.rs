@@ -74,7 +74,13 @@ fn not_passing(results: &[Value]) -> Vec<(String, String, String)> {
     results
         .iter()
         .filter(|r| r["status"] != "pass")
-        .map(|r| (r["workload"].as_str().unwrap_or("").to_string(), r["check"].as_str().unwrap_or("").to_string(), r["status"].as_str().unwrap_or("").to_string()))
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap_or("").to_string(),
+                r["check"].as_str().unwrap_or("").to_string(),
+                r["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -83,7 +89,11 @@ fn not_passing(results: &[Value]) -> Vec<(String, String, String)> {
 fn lb_address(tb: &Testbed, ctx: &str, svc: &str) -> String {
     let v = tb.kubectl_json(ctx, &["-n", NS, "get", "service", svc]);
     let ing = &v["status"]["loadBalancer"]["ingress"][0];
-    ing["ip"].as_str().or(ing["hostname"].as_str()).unwrap_or_else(|| panic!("{ctx}: Service {svc} has no load balancer address: {v}")).to_string()
+    ing["ip"]
+        .as_str()
+        .or(ing["hostname"].as_str())
+        .unwrap_or_else(|| panic!("{ctx}: Service {svc} has no load balancer address: {v}"))
+        .to_string()
 }
 
 /// The pod IP of a workload (VPC addresses, routed from the host as from another VPC).
@@ -139,9 +149,11 @@ fn resource_versions(tb: &Testbed, contexts: &[&str]) -> BTreeMap<String, String
     let mut out = BTreeMap::new();
     for ctx in contexts {
         for ns in [NS, "spire"] {
-            let v = tb.kubectl_json(ctx, &["-n", ns, "get", "deployments,daemonsets,statefulsets,services,configmaps,secrets,serviceaccounts", "--ignore-not-found"]);
+            let v =
+                tb.kubectl_json(ctx, &["-n", ns, "get", "deployments,daemonsets,statefulsets,services,configmaps,secrets,serviceaccounts"]);
             for item in v["items"].as_array().into_iter().flatten() {
-                let name = format!("{ctx}/{ns}/{}/{}", item["kind"].as_str().unwrap_or(""), item["metadata"]["name"].as_str().unwrap_or(""));
+                let name =
+                    format!("{ctx}/{ns}/{}/{}", item["kind"].as_str().unwrap_or(""), item["metadata"]["name"].as_str().unwrap_or(""));
                 if name.ends_with("/kube-root-ca.crt") {
                     continue;
                 }
@@ -162,11 +174,14 @@ fn spire_server(tb: &Testbed, args: &[&str]) -> String {
 /// Plants the fault: the appserver's sidecar asks SPIRE for yelb-db's identity, and an entry
 /// lets its pod have it. Returns the entry id, to remove it again.
 fn plant_wrong_svid(tb: &Testbed) -> String {
-    let entries: Value = serde_json::from_str(&spire_server(tb, &["entry", "show", "-spiffeID", &format!("spiffe://{TD}/yelbapp"), "-output", "json"])).unwrap();
+    let entries: Value =
+        serde_json::from_str(&spire_server(tb, &["entry", "show", "-spiffeID", &format!("spiffe://{TD}/yelbapp"), "-output", "json"]))
+            .unwrap();
     let entry = &entries["entries"][0];
     let parent = entry["parent_id"].clone();
     let parent = format!("spiffe://{}{}", parent["trust_domain"].as_str().unwrap(), parent["path"].as_str().unwrap());
-    let mut args: Vec<String> = ["entry", "create", "-spiffeID", &format!("spiffe://{TD}/yelbdb"), "-parentID", &parent].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> =
+        ["entry", "create", "-spiffeID", &format!("spiffe://{TD}/yelbdb"), "-parentID", &parent].iter().map(|s| s.to_string()).collect();
     for sel in entry["selectors"].as_array().unwrap() {
         args.push("-selector".into());
         args.push(format!("{}:{}", sel["type"].as_str().unwrap(), sel["value"].as_str().unwrap()));
@@ -187,7 +202,6 @@ fn plant_wrong_svid(tb: &Testbed) -> String {
     id
 }
 
-
 /// Nothing of ours in the clusters: namespaces, Helm releases, cluster-scoped RBAC and the
 /// StorageClass, volumes.
 fn assert_clusters_empty(tb: &Testbed, contexts: &[&str]) {
@@ -196,7 +210,16 @@ fn assert_clusters_empty(tb: &Testbed, contexts: &[&str]) {
             let out = tb.kubectl_output(ctx, &["get", "namespace", ns, "--ignore-not-found", "-o", "name"], None);
             assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{ctx}: namespace {ns} left");
         }
-        let managed = tb.kubectl_json(ctx, &["get", "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets", "-A", "-l", "app.kubernetes.io/managed-by"]);
+        let managed = tb.kubectl_json(
+            ctx,
+            &[
+                "get",
+                "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets",
+                "-A",
+                "-l",
+                "app.kubernetes.io/managed-by",
+            ],
+        );
         let ours: Vec<String> = managed["items"]
             .as_array()
             .into_iter()
@@ -232,7 +255,9 @@ async fn system(example: &str, three_spokes: bool) {
     // 2. real requests across every hop
     let entries = entry_points(&tb, three_spokes);
     for (name, url) in &entries {
-        let (code, body) = wait_for(&format!("{name}: {url}"), Duration::from_secs(120), Duration::from_secs(2), || Some(get(url)).filter(|(c, _)| *c == 200));
+        let (code, body) = wait_for(&format!("{name}: {url}"), Duration::from_secs(120), Duration::from_secs(2), || {
+            Some(get(url)).filter(|(c, _)| *c == 200)
+        });
         assert_eq!(code, 200);
         assert!(body.contains("\"db\":\"VOTES") && body.contains("PONG"), "{name}: the appserver reached yelb-db and redis: {body}");
     }
@@ -246,6 +271,13 @@ async fn system(example: &str, three_spokes: bool) {
 
     // 4. the planted fault: the appserver presents yelb-db's identity
     let planted = plant_wrong_svid(&tb);
+    // The fault is live once the UI's requests to the appserver fail in the TLS handshake:
+    // until kube-proxy (the load balancer's stand-in) follows the new pod, as an NLB takes a
+    // moment to register a target, they fail to connect instead and no handshake is counted.
+    let (ui, ui_url) = &entries[0];
+    wait_for(&format!("{ui} failing in TLS on the planted SVID"), Duration::from_secs(120), Duration::from_secs(2), || {
+        Some(get(ui_url)).filter(|(c, body)| *c != 200 && body.contains("TLS"))
+    });
     let out = verify(&config, &entries);
     let results = checks(&out);
     assert_eq!(out.status.code(), Some(1), "verify fails on a wrong SVID:\n{}", text(&out));
@@ -253,7 +285,10 @@ async fn system(example: &str, three_spokes: bool) {
     let get_check = |w: &str, c: &str| results.iter().find(|r| r["workload"] == w && r["check"] == c).cloned().unwrap_or_default();
     let identity = get_check("yelb-appserver", "identity");
     assert_eq!(identity["status"], "fail", "{failed:?}\n{}", text(&out));
-    assert!(identity["observed"].as_str().unwrap_or("").contains(&format!("spiffe://{TD}/yelbdb")), "observed names the SVID held: {identity}");
+    assert!(
+        identity["observed"].as_str().unwrap_or("").contains(&format!("spiffe://{TD}/yelbdb")),
+        "observed names the SVID held: {identity}"
+    );
     assert!(identity["hint"].as_str().is_some_and(|h| !h.is_empty()), "a hint: {identity}");
     let caller = get_check("yelb-ui", "tls-failures");
     assert_eq!(caller["status"], "fail", "the UI's egress refuses the appserver's certificate: {failed:?}\n{}", text(&out));
@@ -264,6 +299,11 @@ async fn system(example: &str, three_spokes: bool) {
     let repair = run_ok(&config, &["--yes", "up"]);
     let changed: Vec<&Value> = repair["done"].as_array().unwrap().iter().filter(|d| d["outcome"]["outcome"] != "up-to-date").collect();
     assert!(changed.iter().any(|d| d["step"] == "yelb/backend"), "up repaired the drifted bootstrap: {changed:?}");
+    for (name, url) in &entries {
+        wait_for(&format!("{name} after the repair: {url}"), Duration::from_secs(120), Duration::from_secs(2), || {
+            Some(get(url)).filter(|(c, _)| *c == 200)
+        });
+    }
     let out = verify(&config, &entries);
     assert!(out.status.success(), "verify after the repair:\n{}", text(&out));
 

@@ -18,7 +18,15 @@ use super::{KubeClient, KubeError};
 /// A workload object whose pods roll out: ready when the controller has seen its latest spec
 /// and every wanted pod is updated and ready (available, for a Deployment). `Err` says how far
 /// it is, for a timeout message and for a check's drift reason.
-pub trait Rollout: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static {
+pub trait Rollout:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + serde::de::DeserializeOwned
+    + 'static
+{
     fn rollout(&self) -> Result<(), String>;
     /// Its pod selector, to say why its pods are not ready.
     fn pod_selector(&self) -> Option<&LabelSelector>;
@@ -38,7 +46,11 @@ impl Rollout for Deployment {
         let st = self.status.clone().unwrap_or_default();
         let fresh = st.observed_generation.unwrap_or(0) >= self.metadata.generation.unwrap_or(0);
         let available = st.conditions.as_ref().is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"));
-        progress_text(fresh && available, st.available_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0), want, "replicas available and")
+        // As `kubectl rollout status`: no old replica left and every updated one available
+        // (availableReplicas alone counts the old pods still serving during a rollout).
+        let (updated, total, avail) = (st.updated_replicas.unwrap_or(0), st.replicas.unwrap_or(0), st.available_replicas.unwrap_or(0));
+        let done = fresh && available && total <= updated && avail >= updated;
+        progress_text(done, avail.min(updated), updated, want, "replicas available and")
     }
     fn pod_selector(&self) -> Option<&LabelSelector> {
         self.spec.as_ref().map(|s| &s.selector)
@@ -95,7 +107,9 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
         .and_then(|s| s.container_statuses.as_deref())
         .unwrap_or_default()
         .iter()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref().map(|w| format!("container {} {}", c.name, text(w.reason.as_ref(), w.message.as_ref()))))
+        .filter_map(|c| {
+            c.state.as_ref()?.waiting.as_ref().map(|w| format!("container {} {}", c.name, text(w.reason.as_ref(), w.message.as_ref())))
+        })
         .collect::<Vec<_>>();
     let why = unscheduled
         .or_else(|| (!waiting.is_empty()).then(|| waiting.join("; ")))
@@ -113,11 +127,7 @@ pub async fn pod_problems(client: kube::Client, ns: &str, selector: Option<&Labe
     let query = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let pods: Api<Pod> = Api::namespaced(client, ns);
     let Ok(list) = pods.list(&ListParams::default().labels(&query)).await else { return String::new() };
-    list.items
-        .iter()
-        .filter_map(|p| Some(format!("; pod {} is {}", p.metadata.name.as_deref()?, pod_problem(p)?)))
-        .take(3)
-        .collect()
+    list.items.iter().filter_map(|p| Some(format!("; pod {} is {}", p.metadata.name.as_deref()?, pod_problem(p)?))).take(3).collect()
 }
 
 impl KubeClient {
@@ -139,7 +149,11 @@ impl KubeClient {
         C: Condition<K>,
     {
         self.with_timeout(what, timeout, async {
-            await_condition(api, name, cond).await.map_err(|e| KubeError::Wait { context: self.context.clone(), what: what.to_string(), message: crate::error::chain(&e) })
+            await_condition(api, name, cond).await.map_err(|e| KubeError::Wait {
+                context: self.context.clone(),
+                what: what.to_string(),
+                message: crate::error::chain(&e),
+            })
         })
         .await
     }
@@ -147,7 +161,9 @@ impl KubeClient {
     /// Waits until the CRD `name` (`meshes.appmesh.k8s.aws`) is Established.
     pub async fn wait_crd_established(&self, name: &str, timeout: Duration) -> Result<(), KubeError> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        self.wait_for(api, name, &format!("CustomResourceDefinition {name} to be Established"), timeout, conditions::is_crd_established()).await.map(|_| ())
+        self.wait_for(api, name, &format!("CustomResourceDefinition {name} to be Established"), timeout, conditions::is_crd_established())
+            .await
+            .map(|_| ())
     }
 
     /// Waits until the workload `ns/name` (Deployment, StatefulSet, DaemonSet) has rolled out;
@@ -193,7 +209,11 @@ impl KubeClient {
         let what = format!("a load balancer address on Service {ns}/{name}");
         let cond = |s: Option<&Service>| s.and_then(load_balancer_address).is_some();
         let svc = self.wait_for(api, name, &what, timeout, cond).await?;
-        svc.as_ref().and_then(load_balancer_address).ok_or_else(|| KubeError::Wait { context: self.context.clone(), what, message: "the Service was deleted".into() })
+        svc.as_ref().and_then(load_balancer_address).ok_or_else(|| KubeError::Wait {
+            context: self.context.clone(),
+            what,
+            message: "the Service was deleted".into(),
+        })
     }
 
     /// Waits until the object with `uid` is gone; a timeout names the finalizers it is stuck on.
@@ -215,6 +235,36 @@ impl KubeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": "yelb-appserver", "generation": generation }, "spec": { "replicas": 1, "selector": {}, "template": {} }, "status": status })).unwrap()
+    }
+
+    #[test]
+    fn a_deployment_mid_rollout_is_not_rolled_out_while_an_old_pod_serves() {
+        let available = serde_json::json!([{ "type": "Available", "status": "True" }]);
+        // The new pod exists (updated 1) but is not ready; the old one still counts as available.
+        let mid = deployment(
+            3,
+            serde_json::json!({ "observedGeneration": 3, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1, "conditions": available }),
+        );
+        assert!(mid.rollout().is_err(), "an old replica is still there");
+        let old_gone_new_unready = deployment(
+            3,
+            serde_json::json!({ "observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0, "conditions": available }),
+        );
+        assert!(old_gone_new_unready.rollout().is_err());
+        let unobserved = deployment(
+            4,
+            serde_json::json!({ "observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1, "conditions": available }),
+        );
+        assert!(unobserved.rollout().unwrap_err().contains("not observed"));
+        let done = deployment(
+            3,
+            serde_json::json!({ "observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1, "conditions": available }),
+        );
+        assert_eq!(done.rollout(), Ok(()));
+    }
 
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({ "metadata": { "name": "spire-agent-x7k2p" }, "status": status })).unwrap()

@@ -27,14 +27,8 @@ pub enum CheckId {
 
 impl CheckId {
     /// All checks in report order.
-    pub const ALL: [CheckId; 6] = [
-        CheckId::Admin,
-        CheckId::Sds,
-        CheckId::Identity,
-        CheckId::Peers,
-        CheckId::Handshakes,
-        CheckId::TlsFailures,
-    ];
+    pub const ALL: [CheckId; 6] =
+        [CheckId::Admin, CheckId::Sds, CheckId::Identity, CheckId::Peers, CheckId::Handshakes, CheckId::TlsFailures];
 
     /// The id used in JSON and JUnit (`sds`, `tls-failures`, …).
     pub fn as_str(self) -> &'static str {
@@ -116,11 +110,7 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    pub(crate) fn new(
-        workload: &super::Proxy,
-        check: CheckId,
-        description: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn new(workload: &super::Proxy, check: CheckId, description: impl Into<String>) -> Self {
         CheckResult {
             workload: workload.name.clone(),
             cluster: workload.cluster.clone(),
@@ -180,18 +170,12 @@ impl Report {
 
     /// The result of one check of one workload.
     pub fn get(&self, workload: &str, check: CheckId) -> Option<&CheckResult> {
-        self.results
-            .iter()
-            .find(|r| r.workload == workload && r.check == check)
+        self.results.iter().find(|r| r.workload == workload && r.check == check)
     }
 
     /// (workload, check) of every failed check.
     pub fn failures(&self) -> Vec<(String, CheckId)> {
-        self.results
-            .iter()
-            .filter(|r| r.status == CheckStatus::Fail)
-            .map(|r| (r.workload.clone(), r.check))
-            .collect()
+        self.results.iter().filter(|r| r.status == CheckStatus::Fail).map(|r| (r.workload.clone(), r.check)).collect()
     }
 
     /// Clusters then workloads, in first-seen order.
@@ -220,11 +204,7 @@ impl Report {
 
     /// Human output, grouped per cluster and workload, in the spirit of `linkerd check`.
     pub fn render_text(&self, color: bool) -> String {
-        let (bold, reset) = if color {
-            ("\x1b[1m", "\x1b[0m")
-        } else {
-            ("", "")
-        };
+        let (bold, reset) = if color { ("\x1b[1m", "\x1b[0m") } else { ("", "") };
         let mut s = String::new();
         if !self.traffic.is_empty() {
             let _ = writeln!(s, "{bold}traffic{reset}");
@@ -246,11 +226,8 @@ impl Report {
                     }
                 }
                 for r in results {
-                    let sym = if color {
-                        format!("{}{}{reset}", r.status.color(), r.status.symbol())
-                    } else {
-                        r.status.symbol().to_string()
-                    };
+                    let sym =
+                        if color { format!("{}{}{reset}", r.status.color(), r.status.symbol()) } else { r.status.symbol().to_string() };
                     let _ = writeln!(s, "  {sym} {}", r.description);
                     match r.status {
                         CheckStatus::Pass => {}
@@ -274,11 +251,7 @@ impl Report {
             s.push('\n');
         }
         let sum = self.summary();
-        let verdict = if self.passed() {
-            "verify passed"
-        } else {
-            "verify FAILED"
-        };
+        let verdict = if self.passed() { "verify passed" } else { "verify FAILED" };
         let _ = writeln!(
             s,
             "{bold}{verdict}{reset}: {} passed, {} warnings, {} failed, {} skipped",
@@ -288,7 +261,8 @@ impl Report {
     }
 
     /// One JSON object per check `{workload, cluster, check, status, observed, expected, hint,
-    /// description, counters}`, then `{"summary": {passed, warned, failed, skipped}}`.
+    /// description, counters}`, then `{"summary": {passed, warned, failed, skipped}, "passed",
+    /// "traffic": [one line per request sent]}`.
     pub fn to_json_lines(&self) -> Vec<serde_json::Value> {
         let mut out: Vec<serde_json::Value> = self
             .results
@@ -308,7 +282,7 @@ impl Report {
             })
             .collect();
         let sum = self.summary();
-        out.push(serde_json::json!({ "summary": sum, "passed": self.passed() }));
+        out.push(serde_json::json!({ "summary": sum, "passed": self.passed(), "traffic": self.traffic }));
         out
     }
 
@@ -347,20 +321,13 @@ impl Report {
                     match r.status {
                         CheckStatus::Pass => s.push_str("/>\n"),
                         CheckStatus::Skip => {
-                            let _ = writeln!(
-                                s,
-                                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                                xml_escape(&r.observed)
-                            );
+                            let _ = writeln!(s, ">\n      <skipped message=\"{}\"/>\n    </testcase>", xml_escape(&r.observed));
                         }
                         CheckStatus::Warn => {
                             let _ = writeln!(
                                 s,
                                 ">\n      <system-out>{}</system-out>\n    </testcase>",
-                                xml_escape(&format!(
-                                    "warning: {detail}\nhint: {}",
-                                    r.hint.as_deref().unwrap_or("")
-                                ))
+                                xml_escape(&format!("warning: {detail}\nhint: {}", r.hint.as_deref().unwrap_or("")))
                             );
                         }
                         CheckStatus::Fail => {
@@ -369,10 +336,7 @@ impl Report {
                                 ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
                                 xml_escape(r.hint.as_deref().unwrap_or(&r.observed)),
                                 r.check,
-                                xml_escape(&format!(
-                                    "{detail}\nhint: {}",
-                                    r.hint.as_deref().unwrap_or("")
-                                ))
+                                xml_escape(&format!("{detail}\nhint: {}", r.hint.as_deref().unwrap_or("")))
                             );
                         }
                     }
