@@ -3,7 +3,7 @@
 
 Runs exactly like `moto_server -H 127.0.0.1 -p PORT` (moto.server.main), after registering
 the extensions below. It changes nothing in meshctl: it makes the emulator answer the calls
-meshctl makes the way AWS answers them. Every extension is listed in tests/README-moto.md and
+meshctl makes the way AWS answers them. Every extension is listed in tests/README.md ("Gaps closed") and
 proven with boto3 by scripts/testbed-moto-check.py.
 
   CloudFormation  AWS::EKS::Cluster, ::Nodegroup, ::Addon, ::AccessEntry,

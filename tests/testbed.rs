@@ -4,7 +4,7 @@
 //!
 //! The `real_*` tests cover the real nodes (kubelet + kube-proxy + containerd per cluster in
 //! its VPC range, CoreDNS, the local-path provisioner under the EBS CSI driver's name, the
-//! LoadBalancer stand-in and the locally built images); see tests/README-testbed-nodes.md.
+//! LoadBalancer stand-in and the locally built images); see tests/README.md, "The real nodes".
 
 mod common;
 
@@ -65,11 +65,7 @@ fn apiservers_version_and_token_review() {
         };
         let r = review(&token);
         assert_eq!(r["status"]["authenticated"], true, "{ctx}: {r}");
-        assert_eq!(
-            r["status"]["user"]["username"],
-            format!("system:serviceaccount:{ns}:spire-agent"),
-            "{ctx}: {r}"
-        );
+        assert_eq!(r["status"]["user"]["username"], format!("system:serviceaccount:{ns}:spire-agent"), "{ctx}: {r}");
         assert_eq!(r["status"]["audiences"][0], "spire-server", "{ctx}: {r}");
         // a token of another cluster (other signing key) must not authenticate here
         let other = if ctx == "shared" { "frontend" } else { "shared" };
@@ -226,10 +222,7 @@ plugins {{
             d = d.display()
         ),
     );
-    let _server = spawn_logged(
-        tb.command("spire-server").args(["run", "-config"]).arg(d.join("server.conf")),
-        &d.join("server.log"),
-    );
+    let _server = spawn_logged(tb.command("spire-server").args(["run", "-config"]).arg(d.join("server.conf")), &d.join("server.log"));
     let sock = server_sock.to_str().unwrap().to_string();
     let server = |args: &[&str]| -> std::process::Output {
         let mut c = tb.command("spire-server");
@@ -245,17 +238,10 @@ plugins {{
     let agent_id = format!("spiffe://{td}/agent/testbed");
     let out = server(&["token", "generate", "-spiffeID", &agent_id, "-ttl", "600"]);
     assert_success(&out, "spire-server token generate");
-    let token = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .last()
-        .expect("token")
-        .to_string();
+    let token = String::from_utf8_lossy(&out.stdout).split_whitespace().last().expect("token").to_string();
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     let workload_id = format!("spiffe://{td}/workload/testbed");
-    let out = server(&[
-        "entry", "create", "-parentID", &agent_id, "-spiffeID", &workload_id,
-        "-selector", &format!("unix:uid:{uid}"),
-    ]);
+    let out = server(&["entry", "create", "-parentID", &agent_id, "-spiffeID", &workload_id, "-selector", &format!("unix:uid:{uid}")]);
     assert_success(&out, "spire-server entry create");
     let out = server(&["entry", "show", "-spiffeID", &workload_id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("unix:uid:{uid}")), "{out:?}");
@@ -283,10 +269,7 @@ plugins {{
         ),
     );
     let _agent = spawn_logged(
-        tb.command("spire-agent")
-            .args(["run", "-config"])
-            .arg(d.join("agent.conf"))
-            .args(["-joinToken", &token]),
+        tb.command("spire-agent").args(["run", "-config"]).arg(d.join("agent.conf")).args(["-joinToken", &token]),
         &d.join("agent.log"),
     );
     let svid_dir = d.join("svid");
@@ -330,11 +313,9 @@ fn envoy_admin_ready() {
         tb.command("envoy").arg("-c").arg(&cfg).args(["--base-id", &base_id, "--log-level", "info"]),
         &dir.path().join("envoy.log"),
     );
-    let body = wait_for("envoy /ready", Duration::from_secs(60), Duration::from_millis(300), || {
-        match http_get(admin, "/ready") {
-            Ok((200, b)) => Some(b),
-            _ => None,
-        }
+    let body = wait_for("envoy /ready", Duration::from_secs(60), Duration::from_millis(300), || match http_get(admin, "/ready") {
+        Ok((200, b)) => Some(b),
+        _ => None,
     });
     assert!(body.contains("LIVE"), "/ready: {body:?}");
 }
@@ -493,10 +474,8 @@ fn real_nodes_ready_with_vpc_addresses() {
     for ctx in tb.real_node_clusters() {
         let name = tb.node_name(&ctx);
         let node = tb.kubectl_json(&ctx, &["get", "node", &name]);
-        let ready = node["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-            .map(|c| c["status"].clone());
+        let ready =
+            node["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].clone());
         assert_eq!(ready, Some("True".into()), "{ctx}: node {name} not Ready: {}", node["status"]);
         let addresses = node["status"]["addresses"].as_array().unwrap();
         assert!(
@@ -511,17 +490,12 @@ fn real_nodes_ready_with_vpc_addresses() {
 
         let kwok = tb.kubectl_json(&ctx, &["get", "node", &format!("{ctx}-node-0")]);
         let taints = kwok["spec"]["taints"].as_array().cloned().unwrap_or_default();
-        assert!(
-            taints.iter().any(|t| t["key"] == KWOK_TAINT.0 && t["effect"] == KWOK_TAINT.2),
-            "{ctx}: kwok node not tainted: {taints:?}"
-        );
+        assert!(taints.iter().any(|t| t["key"] == KWOK_TAINT.0 && t["effect"] == KWOK_TAINT.2), "{ctx}: kwok node not tainted: {taints:?}");
 
-        let slices = tb.kubectl_json(
-            &ctx,
-            &["-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"],
-        );
+        let slices = tb.kubectl_json(&ctx, &["-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"]);
         assert_eq!(
-            slices["items"][0]["endpoints"][0]["addresses"][0], tb.api_ip.as_str(),
+            slices["items"][0]["endpoints"][0]["addresses"][0],
+            tb.api_ip.as_str(),
             "{ctx}: the kubernetes Service's endpoint is not the API servers' address: {slices}"
         );
     }
@@ -536,7 +510,13 @@ fn real_node_pod_runs_with_exec_and_logs() {
         let ns = tb.create_namespace(&ctx, "tb-real");
         tb.apply(
             &ctx,
-            &pod_json(&ns, "bb", BUSYBOX, Some(&["sh", "-c", "echo started-$(hostname); exec sleep 3600"]), serde_json::json!({"app": "bb"})),
+            &pod_json(
+                &ns,
+                "bb",
+                BUSYBOX,
+                Some(&["sh", "-c", "echo started-$(hostname); exec sleep 3600"]),
+                serde_json::json!({"app": "bb"}),
+            ),
         );
         tb.wait_pod_ready(&ctx, &ns, "bb", POD_READY);
         let pod = tb.kubectl_json(&ctx, &["-n", &ns, "get", "pod", "bb"]);
@@ -620,10 +600,8 @@ fn real_cluster_dns_resolves_services() {
             let out = exec(&tb, &ctx, &ns, "client", &["nslookup", &name]);
             assert!(out.contains(&format!("Address: {}", node_ip(other))), "{ctx}: nslookup {name}:\n{out}");
         }
-        let version = exec(
-            &tb, &ctx, &ns, "client",
-            &["wget", "-q", "-O", "-", "--no-check-certificate", "https://kubernetes.default.svc/version"],
-        );
+        let version =
+            exec(&tb, &ctx, &ns, "client", &["wget", "-q", "-O", "-", "--no-check-certificate", "https://kubernetes.default.svc/version"]);
         assert!(version.contains("\"gitVersion\": \"v1.34."), "{ctx}: /version through the kubernetes Service: {version}");
         tb.delete_namespace(&ctx, &ns);
     }
@@ -801,9 +779,8 @@ fn real_yelb_standins_chain() {
         let port: u16 = line.split("127.0.0.1:").nth(1)?.split_whitespace().next()?.parse().ok()?;
         http_get(port, path).ok()
     };
-    let (code, body) = wait_for("port-forward to yelb-ui", Duration::from_secs(30), Duration::from_secs(1), || {
-        via_port_forward("/api/getstats")
-    });
+    let (code, body) =
+        wait_for("port-forward to yelb-ui", Duration::from_secs(30), Duration::from_secs(1), || via_port_forward("/api/getstats"));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"db\":\"STATS "), "{body}");
 
@@ -855,7 +832,8 @@ fn real_node_host_paths_are_per_node() {
         let files: Vec<&str> = ls.split_whitespace().collect();
         assert_eq!(files, vec![format!("{ctx}.txt")], "{ctx}: hostPath {dir} holds {files:?}: the nodes share it");
         let on_node = tb.dir.join("nodes").join(ctx).join("host/run/spire").join(&sub).join(format!("{ctx}.txt"));
-        let text = std::fs::read_to_string(&on_node).unwrap_or_else(|e| panic!("{ctx}: the node's {dir} is not {}: {e}", on_node.display()));
+        let text =
+            std::fs::read_to_string(&on_node).unwrap_or_else(|e| panic!("{ctx}: the node's {dir} is not {}: {e}", on_node.display()));
         assert_eq!(text.trim(), *ctx);
     }
     // the same node: a second pod mounting the same directory read-only sees the writer's file
@@ -865,10 +843,7 @@ fn real_node_host_paths_are_per_node() {
     assert_eq!(exec(&tb, ctx, ns, "reader", &["cat", "/shared/frontend.txt"]).trim(), "frontend");
     let denied = exec_output(&tb, ctx, ns, "reader", &["touch", "/shared/x"]);
     assert!(!denied.status.success(), "{ctx}: a read-only hostPath mount was writable");
-    assert!(
-        !std::path::Path::new(&dir).exists(),
-        "{dir} exists on the host: a node's hostPath leaked into the host's mount namespace"
-    );
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} exists on the host: a node's hostPath leaked into the host's mount namespace");
     for (ctx, ns) in &namespaces {
         tb.delete_namespace(ctx, ns);
     }
@@ -1011,8 +986,12 @@ fn eks_tokens_of_the_spire_refresher_authenticate_at_the_spoke() {
     write(&values_file, &values.to_string());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut helm = tb.command("helm");
-    helm.args(["template", "spire", root.join("charts/spire-server").to_str().unwrap(), "-n", &ns])
-        .args(["--show-only", "templates/statefulset.yaml", "-f", values_file.to_str().unwrap()]);
+    helm.args(["template", "spire", root.join("charts/spire-server").to_str().unwrap(), "-n", &ns]).args([
+        "--show-only",
+        "templates/statefulset.yaml",
+        "-f",
+        values_file.to_str().unwrap(),
+    ]);
     for (k, sub) in [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")] {
         helm.env(k, chart_dir.path().join(sub));
     }

@@ -70,7 +70,12 @@ pub fn listener_port(settings: &Settings, w: &Workload) -> u16 {
 /// The mesh objects of one spoke's workloads, in apply order (nodes, routers, services);
 /// `arns` maps a backend in another account to its VirtualService ARN (an absent one renders
 /// empty: enough to delete by name).
-pub fn mesh_objects(topo: &Topology, settings: &Settings, account: &str, arns: &BTreeMap<String, String>) -> Result<Vec<DynamicObject>, Error> {
+pub fn mesh_objects(
+    topo: &Topology,
+    settings: &Settings,
+    account: &str,
+    arns: &BTreeMap<String, String>,
+) -> Result<Vec<DynamicObject>, Error> {
     let ns = &topo.namespace;
     let bundle = topo.bundle_id();
     let (mut nodes, mut routers, mut services) = (Vec::new(), Vec::new(), Vec::new());
@@ -156,14 +161,25 @@ fn remote_backends<'a>(topo: &'a Topology, account: &'a str) -> Vec<&'a Peer> {
 /// The callee's VirtualService ARN from its status (written by its cluster's controller).
 async fn arn_from_status(session: &Session, callee: &Peer) -> Result<Option<String>, Error> {
     let kc = session.kube.cluster_client(&callee.account).await?;
-    let stub = vars([("name", callee.name.clone()), ("namespace", session.topology.namespace.clone()), ("router", "false".into()), ("direct", "true".into())]);
-    let Some(obj) = parse_manifests(&render(VIRTUAL_SERVICE.0, VIRTUAL_SERVICE.1, &stub)?, "virtual service")?.pop() else { return Ok(None) };
+    let stub = vars([
+        ("name", callee.name.clone()),
+        ("namespace", session.topology.namespace.clone()),
+        ("router", "false".into()),
+        ("direct", "true".into()),
+    ]);
+    let Some(obj) = parse_manifests(&render(VIRTUAL_SERVICE.0, VIRTUAL_SERVICE.1, &stub)?, "virtual service")?.pop() else {
+        return Ok(None);
+    };
     let t = match kc.resolve(obj).await {
         Ok(t) => t,
         Err(KubeError::Discovery { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    Ok(kc.get(&t).await?.and_then(|o| o.data.get("status").and_then(|s| s.get("virtualServiceARN")).and_then(|a| a.as_str()).map(str::to_string)).filter(|a| !a.is_empty()))
+    Ok(kc
+        .get(&t)
+        .await?
+        .and_then(|o| o.data.get("status").and_then(|s| s.get("virtualServiceARN")).and_then(|a| a.as_str()).map(str::to_string))
+        .filter(|a| !a.is_empty()))
 }
 
 /// The callee's ARN through the App Mesh API of the callee's account (the shared mesh).
@@ -171,7 +187,15 @@ async fn arn_from_api(session: &Session, callee: &Peer) -> Result<Option<String>
     let c = &session.config;
     let owner = session.aws.account_id(&c.hub.name).await?;
     let am = session.aws.appmesh(&callee.account).await?;
-    match am.describe_virtual_service().mesh_name(&c.mesh.name).mesh_owner(owner).virtual_service_name(&callee.name).send().await.map_err(Error::from) {
+    match am
+        .describe_virtual_service()
+        .mesh_name(&c.mesh.name)
+        .mesh_owner(owner)
+        .virtual_service_name(&callee.name)
+        .send()
+        .await
+        .map_err(Error::from)
+    {
         Ok(out) => Ok(out.virtual_service.and_then(|v| v.metadata).map(|m| m.arn)),
         Err(e) if e.is(ErrorKind::NotFound) => Ok(None),
         Err(e) => Err(e.context(format!("account {}: App Mesh DescribeVirtualService {}", callee.account, callee.name))),
@@ -180,7 +204,13 @@ async fn arn_from_api(session: &Session, callee: &Peer) -> Result<Option<String>
 
 /// Adds the spoke's mesh objects and the remote backends' name Services; returns the
 /// backends whose ARN is not known yet (with `Wait::Up`, waits for them and fails).
-pub async fn decorate(session: &Session, settings: &Settings, objects: &mut AppObjects, wait: Wait, progress: &dyn Progress) -> Result<Vec<String>, Error> {
+pub async fn decorate(
+    session: &Session,
+    settings: &Settings,
+    objects: &mut AppObjects,
+    wait: Wait,
+    progress: &dyn Progress,
+) -> Result<Vec<String>, Error> {
     let topo = &session.topology;
     let mut arns = BTreeMap::new();
     let mut pending = Vec::new();
@@ -232,7 +262,9 @@ mod tests {
     }
 
     fn find<'a>(objs: &'a [DynamicObject], kind: &str, name: &str) -> &'a DynamicObject {
-        objs.iter().find(|x| x.types.as_ref().unwrap().kind == kind && x.metadata.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("no {kind} {name}"))
+        objs.iter()
+            .find(|x| x.types.as_ref().unwrap().kind == kind && x.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
     }
 
     const ARN: &str = "arn:aws:appmesh:us-east-2:111111111111:mesh/am-multi-account-mesh/virtualService/yelb-appserver";
@@ -251,15 +283,24 @@ mod tests {
         assert_eq!(l["tls"]["mode"], "STRICT");
         assert_eq!(l["tls"]["certificate"]["sds"]["secretName"], "spiffe://am-multi-account-mesh/yelbapp");
         assert_eq!(l["tls"]["validation"]["trust"]["sds"]["secretName"], "spiffe://am-multi-account-mesh");
-        assert_eq!(l["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"], serde_json::json!(["spiffe://am-multi-account-mesh/frontend"]));
+        assert_eq!(
+            l["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"],
+            serde_json::json!(["spiffe://am-multi-account-mesh/frontend"])
+        );
         assert_eq!(spec["serviceDiscovery"]["awsCloudMap"]["namespaceName"], "am-multi-account.local");
         let tls = &spec["backendDefaults"]["clientPolicy"]["tls"];
         assert_eq!(tls["enforce"], true);
-        assert_eq!(tls["validation"]["subjectAlternativeNames"]["match"]["exact"], serde_json::json!(["spiffe://am-multi-account-mesh/yelbdb", "spiffe://am-multi-account-mesh/redis"]));
+        assert_eq!(
+            tls["validation"]["subjectAlternativeNames"]["match"]["exact"],
+            serde_json::json!(["spiffe://am-multi-account-mesh/yelbdb", "spiffe://am-multi-account-mesh/redis"])
+        );
         assert_eq!(spec["backends"][0]["virtualService"]["virtualServiceRef"]["name"], "yelb-db");
         let db = find(&o, "VirtualNode", "yelb-db");
         assert_eq!(db.data["spec"]["serviceDiscovery"]["dns"]["hostname"], "yelb-db.yelb.svc.cluster.local");
-        assert_eq!(db.data["spec"]["listeners"][0]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"], serde_json::json!(["spiffe://am-multi-account-mesh/yelbapp"]));
+        assert_eq!(
+            db.data["spec"]["listeners"][0]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"],
+            serde_json::json!(["spiffe://am-multi-account-mesh/yelbapp"])
+        );
         assert!(db.data["spec"].get("backends").is_none());
         let router = find(&o, "VirtualRouter", "yelb-appserver-router");
         assert_eq!(router.data["spec"]["routes"][0]["httpRoute"]["retryPolicy"]["maxRetries"], 2);
@@ -272,13 +313,18 @@ mod tests {
     #[test]
     fn the_ui_listens_without_tls_on_4567_and_calls_the_backend_by_arn() {
         let c = Config::default();
-        let o = mesh_objects(&Topology::new(&c), &Settings::default(), "frontend", &[("yelb-appserver".to_string(), ARN.to_string())].into()).unwrap();
+        let o =
+            mesh_objects(&Topology::new(&c), &Settings::default(), "frontend", &[("yelb-appserver".to_string(), ARN.to_string())].into())
+                .unwrap();
         let ui = find(&o, "VirtualNode", "yelb-ui");
         let l = &ui.data["spec"]["listeners"][0];
         assert_eq!(l["portMapping"], serde_json::json!({"port": 4567, "protocol": "http"}));
         assert!(l.get("tls").is_none(), "the load balancer speaks plain HTTP to the UI: nobody with an SVID calls it");
         assert_eq!(ui.data["spec"]["backends"][0]["virtualService"]["virtualServiceARN"], ARN);
-        assert_eq!(ui.data["spec"]["backendDefaults"]["clientPolicy"]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"], serde_json::json!(["spiffe://am-multi-account-mesh/yelbapp"]));
+        assert_eq!(
+            ui.data["spec"]["backendDefaults"]["clientPolicy"]["tls"]["validation"]["subjectAlternativeNames"]["match"]["exact"],
+            serde_json::json!(["spiffe://am-multi-account-mesh/yelbapp"])
+        );
         let t = Topology::new(&c);
         let svc = remote_name_service("yelb", t.workload("yelb-ui").unwrap().backends.first().unwrap());
         assert_eq!(svc.metadata.name.as_deref(), Some("yelb-appserver"));

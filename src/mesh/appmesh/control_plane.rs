@@ -33,20 +33,26 @@ pub fn steps(session: &Arc<Session>, settings: &Arc<Settings>) -> Vec<Arc<dyn St
             session: session.clone(),
         }),
         Arc::new(MeshShare {
-            meta: StepMeta::new(step_ids::share(), hub, format!("share mesh through RAM share {}", settings.mesh_share)).needs([step_ids::mesh()]),
+            meta: StepMeta::new(step_ids::share(), hub, format!("share mesh through RAM share {}", settings.mesh_share))
+                .needs([step_ids::mesh()]),
             session: session.clone(),
             settings: settings.clone(),
         }),
         Arc::new(CloudMap {
-            meta: StepMeta::new(step_ids::cloudmap(), &settings.cloudmap_account, format!("create Cloud Map namespace {}", settings.cloudmap_namespace))
-                .needs([ids::preflight()]),
+            meta: StepMeta::new(
+                step_ids::cloudmap(),
+                &settings.cloudmap_account,
+                format!("create Cloud Map namespace {}", settings.cloudmap_namespace),
+            )
+            .needs([ids::preflight()]),
             session: session.clone(),
             settings: settings.clone(),
         }),
     ];
     for s in &c.spokes {
         out.push(AcceptShare::step(
-            StepMeta::new(step_ids::accept(&s.name), &s.name, format!("accept RAM share {}", settings.mesh_share)).needs([step_ids::share()]),
+            StepMeta::new(step_ids::accept(&s.name), &s.name, format!("accept RAM share {}", settings.mesh_share))
+                .needs([step_ids::share()]),
             session,
             &s.name,
             &settings.mesh_share,
@@ -62,8 +68,9 @@ pub fn steps(session: &Arc<Session>, settings: &Arc<Settings>) -> Vec<Arc<dyn St
             policies: CONTROLLER_POLICIES.iter().map(|p| p.to_string()).collect(),
             purpose: "appmesh-controller".into(),
         };
-        let meta = StepMeta::new(step_ids::irsa(&a.name), &a.name, format!("create OIDC provider and IRSA role for {}", ctl.service_account))
-            .needs([ids::stack(&a.name)]);
+        let meta =
+            StepMeta::new(step_ids::irsa(&a.name), &a.name, format!("create OIDC provider and IRSA role for {}", ctl.service_account))
+                .needs([ids::stack(&a.name)]);
         out.push(IrsaStep::step(meta, session, role));
     }
     out
@@ -132,7 +139,12 @@ impl Step for MeshStep {
         let name = &self.session.config.mesh.name;
         let client = self.session.aws.appmesh(hub).await?;
         let spec = aws_sdk_appmesh::types::MeshSpec::builder()
-            .egress_filter(aws_sdk_appmesh::types::EgressFilter::builder().r#type(aws_sdk_appmesh::types::EgressFilterType::AllowAll).build().expect("type set"))
+            .egress_filter(
+                aws_sdk_appmesh::types::EgressFilter::builder()
+                    .r#type(aws_sdk_appmesh::types::EgressFilterType::AllowAll)
+                    .build()
+                    .expect("type set"),
+            )
             .build();
         let tag = aws_sdk_appmesh::types::TagRef::builder().key(TAG_MANAGED_BY).value(MANAGED_BY).build().expect("key and value set");
         match client.create_mesh().mesh_name(name).spec(spec).tags(tag).send().await.map_err(Error::from) {
@@ -179,25 +191,22 @@ struct ShareView {
 
 async fn own_share(client: &aws_sdk_ram::Client, name: &str) -> Result<ShareView, Error> {
     let out = client.get_resource_shares().resource_owner(ResourceOwner::SelfValue).name(name).send().await?;
-    let Some(share) = out
-        .resource_shares
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s.name.as_deref() == Some(name) && matches!(s.status, Some(ResourceShareStatus::Active) | Some(ResourceShareStatus::Pending)))
-    else {
+    let Some(share) = out.resource_shares.unwrap_or_default().into_iter().find(|s| {
+        s.name.as_deref() == Some(name) && matches!(s.status, Some(ResourceShareStatus::Active) | Some(ResourceShareStatus::Pending))
+    }) else {
         return Ok(ShareView::default());
     };
     let arn = share.resource_share_arn.unwrap_or_default();
     let mut view = ShareView { arn: Some(arn.clone()), ..Default::default() };
-    for (kind, list) in [(ResourceShareAssociationType::Resource, &mut view.resources), (ResourceShareAssociationType::Principal, &mut view.principals)] {
-        let out = client
-            .get_resource_share_associations()
-            .association_type(kind)
-            .resource_share_arns(&arn)
-            .send()
-            .await?;
+    for (kind, list) in
+        [(ResourceShareAssociationType::Resource, &mut view.resources), (ResourceShareAssociationType::Principal, &mut view.principals)]
+    {
+        let out = client.get_resource_share_associations().association_type(kind).resource_share_arns(&arn).send().await?;
         for a in out.resource_share_associations.unwrap_or_default() {
-            if matches!(a.status, Some(ResourceShareAssociationStatus::Associated) | Some(ResourceShareAssociationStatus::Associating) | None) {
+            if matches!(
+                a.status,
+                Some(ResourceShareAssociationStatus::Associated) | Some(ResourceShareAssociationStatus::Associating) | None
+            ) {
                 list.extend(a.associated_entity);
             }
         }
@@ -219,9 +228,9 @@ impl MeshShare {
     async fn wanted(&self, run: &StepRun) -> Result<(String, Vec<String>), Error> {
         let c = &self.session.config;
         let w = who(&self.session.aws, &c.hub.name);
-        let arn = live_mesh(&self.session, run)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{w}: mesh {} does not exist; run `meshctl up --only mesh`", c.mesh.name)))?;
+        let arn = live_mesh(&self.session, run).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{w}: mesh {} does not exist; run `meshctl up --only mesh`", c.mesh.name))
+        })?;
         Ok((arn, self.principals().await?))
     }
 }
@@ -235,7 +244,8 @@ impl Step for MeshShare {
         let c = &self.session.config;
         let share = &self.settings.mesh_share;
         let ram = self.session.aws.ram(&c.hub.name).await?;
-        let view = own_share(&ram, share).await.context(format!("{}: cannot read RAM share {share}", who(&self.session.aws, &c.hub.name)))?;
+        let view =
+            own_share(&ram, share).await.context(format!("{}: cannot read RAM share {share}", who(&self.session.aws, &c.hub.name)))?;
         if view.arn.is_none() {
             return Ok(Status::Missing);
         }
@@ -303,7 +313,9 @@ impl Step for MeshShare {
             .await
             .context(format!("{hub}: cannot read RAM share {name}"))?;
         for s in out.resource_shares.unwrap_or_default() {
-            if s.name.as_deref() != Some(name) || !matches!(s.status, Some(ResourceShareStatus::Active) | Some(ResourceShareStatus::Pending)) {
+            if s.name.as_deref() != Some(name)
+                || !matches!(s.status, Some(ResourceShareStatus::Active) | Some(ResourceShareStatus::Pending))
+            {
                 continue;
             }
             let arn = s.resource_share_arn.unwrap_or_default();
@@ -353,7 +365,11 @@ pub async fn wait_operation(client: &aws_sdk_servicediscovery::Client, id: &str,
         match op.status {
             Some(OperationStatus::Success) => return Ok(()),
             Some(OperationStatus::Fail) => {
-                return Err(Error::other(format!("operation {id} failed: {} {}", op.error_code.unwrap_or_default(), op.error_message.unwrap_or_default())))
+                return Err(Error::other(format!(
+                    "operation {id} failed: {} {}",
+                    op.error_code.unwrap_or_default(),
+                    op.error_message.unwrap_or_default()
+                )))
             }
             Some(OperationStatus::Pending) | Some(OperationStatus::Submitted) | None => {
                 cx.progress(format!("operation {id} {}", op.status.as_ref().map(|s| s.as_str()).unwrap_or("SUBMITTED")))
@@ -375,7 +391,8 @@ impl Step for CloudMap {
     async fn check(&self, _run: &StepRun) -> Result<Status, Error> {
         let (ns, account) = (&self.settings.cloudmap_namespace, &self.settings.cloudmap_account);
         let client = self.session.aws.servicediscovery(account).await?;
-        let found = namespace_id(&client, ns).await.context(format!("{}: cannot list Cloud Map namespaces", who(&self.session.aws, account)))?;
+        let found =
+            namespace_id(&client, ns).await.context(format!("{}: cannot list Cloud Map namespaces", who(&self.session.aws, account)))?;
         Ok(if found.is_some() { Status::UpToDate } else { Status::Missing })
     }
     async fn apply(&self, run: &StepRun) -> Result<(), Error> {
@@ -394,7 +411,10 @@ impl Step for CloudMap {
             .context(format!("{w}: CreateHttpNamespace {ns} failed"))?;
         if let Some(op) = out.operation_id {
             wait_operation(&client, &op, run).await.context(format!("{w}: creating Cloud Map namespace {ns}")).map_err(|e| {
-                e.hint(format!("see `aws servicediscovery get-operation --operation-id {op} --profile {}`", self.session.aws.profile(account).unwrap_or("?")))
+                e.hint(format!(
+                    "see `aws servicediscovery get-operation --operation-id {op} --profile {}`",
+                    self.session.aws.profile(account).unwrap_or("?")
+                ))
             })?;
         }
         Ok(())
@@ -424,5 +444,4 @@ impl Step for CloudMap {
 }
 
 #[cfg(test)]
-#[path = "control_plane_tests.rs"]
-mod mock_tests;
+mod tests;

@@ -30,7 +30,8 @@ pub const APPMESH_GROUP: &str = "appmesh.k8s.aws";
 /// The CRD the Mesh resource needs.
 pub const MESH_CRD: &str = "meshes.appmesh.k8s.aws";
 const MESH_TEMPLATE: (&str, &str) = ("manifests/appmesh/mesh.yaml", include_str!("../../../manifests/appmesh/mesh.yaml"));
-const VALUES_TEMPLATE: (&str, &str) = ("manifests/appmesh/controller-values.yaml", include_str!("../../../manifests/appmesh/controller-values.yaml"));
+const VALUES_TEMPLATE: (&str, &str) =
+    ("manifests/appmesh/controller-values.yaml", include_str!("../../../manifests/appmesh/controller-values.yaml"));
 
 const CRD_TIMEOUT: Duration = Duration::from_secs(120);
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -41,8 +42,12 @@ pub fn steps(session: &Arc<Session>, settings: &Arc<Settings>) -> Vec<Arc<dyn St
     let mut out: Vec<Arc<dyn Step>> = Vec::new();
     for a in c.accounts() {
         out.push(Arc::new(ControllerStep {
-            meta: StepMeta::new(step_ids::controller(&a.name), &a.name, format!("install {} in {}", settings.controller.release, a.cluster_name))
-                .needs([step_ids::irsa(&a.name), ids::kubeconfig(&a.name)]),
+            meta: StepMeta::new(
+                step_ids::controller(&a.name),
+                &a.name,
+                format!("install {} in {}", settings.controller.release, a.cluster_name),
+            )
+            .needs([step_ids::irsa(&a.name), ids::kubeconfig(&a.name)]),
             session: session.clone(),
             settings: settings.clone(),
             account: a.clone(),
@@ -132,7 +137,11 @@ impl Step for ControllerStep {
         run.progress(format!("helm uninstall {}", ctl.release));
         self.helm()?.uninstall(&ctl.release, &ctl.namespace, run.adopt).await?;
         let crds: Api<CustomResourceDefinition> = Api::all(kc.client.clone());
-        let list = crds.list(&Default::default()).await.map_err(crate::kube::api_error).context(format!("context {}: list CustomResourceDefinitions", kc.context))?;
+        let list = crds
+            .list(&Default::default())
+            .await
+            .map_err(crate::kube::api_error)
+            .context(format!("context {}: list CustomResourceDefinitions", kc.context))?;
         for crd in list.items.into_iter().filter(|d| d.spec.group == APPMESH_GROUP) {
             let name = crd.metadata.name.clone().unwrap_or_default();
             run.progress(format!("deleting CRD {name}"));
@@ -162,7 +171,12 @@ impl MeshResourceStep {
 
     async fn crd_present(kc: &KubeClient) -> Result<bool, Error> {
         let crds: Api<CustomResourceDefinition> = Api::all(kc.client.clone());
-        Ok(crds.get_opt(MESH_CRD).await.map_err(crate::kube::api_error).context(format!("context {}: get CRD {MESH_CRD}", kc.context))?.is_some())
+        Ok(crds
+            .get_opt(MESH_CRD)
+            .await
+            .map_err(crate::kube::api_error)
+            .context(format!("context {}: get CRD {MESH_CRD}", kc.context))?
+            .is_some())
     }
 }
 

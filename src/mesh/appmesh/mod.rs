@@ -167,11 +167,17 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
         }
     }
     if !is_dns_subdomain(&s.cloudmap_namespace) {
-        return Err(ConfigError::new("mesh.appmesh.cloudmap_namespace", format!("{:?} is not valid: a DNS name such as am-multi-account.local", s.cloudmap_namespace)));
+        return Err(ConfigError::new(
+            "mesh.appmesh.cloudmap_namespace",
+            format!("{:?} is not valid: a DNS name such as am-multi-account.local", s.cloudmap_namespace),
+        ));
     }
     let spokes: Vec<&str> = config.spokes.iter().map(|a| a.name.as_str()).collect();
     if !spokes.contains(&s.cloudmap_account.as_str()) {
-        return Err(ConfigError::new("mesh.appmesh.cloudmap_account", format!("{:?} is not a spoke; allowed: {}", s.cloudmap_account, spokes.join(", "))));
+        return Err(ConfigError::new(
+            "mesh.appmesh.cloudmap_account",
+            format!("{:?} is not a spoke; allowed: {}", s.cloudmap_account, spokes.join(", ")),
+        ));
     }
     if s.mesh_share.is_empty() {
         return Err(ConfigError::new("mesh.appmesh.mesh_share", "a RAM share name is needed"));
@@ -237,15 +243,26 @@ impl MeshProvider for AppMesh {
 
     fn namespace_labels(&self) -> BTreeMap<String, String> {
         // The Mesh resource selects the namespace; the controller's webhook injects Envoy.
-        BTreeMap::from([("mesh".to_string(), self.mesh_name.clone()), ("appmesh.k8s.aws/sidecarInjectorWebhook".to_string(), "enabled".to_string())])
+        BTreeMap::from([
+            ("mesh".to_string(), self.mesh_name.clone()),
+            ("appmesh.k8s.aws/sidecarInjectorWebhook".to_string(), "enabled".to_string()),
+        ])
     }
 
     fn workload_selectors(&self, w: &Workload, namespace: &str) -> Vec<String> {
         super::k8s_selectors(w, namespace, "envoy")
     }
 
-    async fn decorate(&self, session: &Session, objects: &mut AppObjects, wait: Wait, progress: &dyn Progress) -> Result<Vec<String>, Error> {
-        app::decorate(session, &self.settings, objects, wait, progress).await.context(format!("account {}: App Mesh objects", objects.account))
+    async fn decorate(
+        &self,
+        session: &Session,
+        objects: &mut AppObjects,
+        wait: Wait,
+        progress: &dyn Progress,
+    ) -> Result<Vec<String>, Error> {
+        app::decorate(session, &self.settings, objects, wait, progress)
+            .await
+            .context(format!("account {}: App Mesh objects", objects.account))
     }
 
     fn verify_profile(&self) -> VerifyProfile {
@@ -331,6 +348,9 @@ mod tests {
                 "appmesh.k8s.aws/v1beta2 VirtualService yelb-db",
             ]
         );
-        assert_eq!(lines(new.stale(&old)), ["v1 ConfigMap redis-server-envoy", "v1 ConfigMap yelb-appserver-envoy", "v1 ConfigMap yelb-db-envoy"]);
+        assert_eq!(
+            lines(new.stale(&old)),
+            ["v1 ConfigMap redis-server-envoy", "v1 ConfigMap yelb-appserver-envoy", "v1 ConfigMap yelb-db-envoy"]
+        );
     }
 }

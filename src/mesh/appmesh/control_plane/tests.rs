@@ -72,7 +72,11 @@ fn mesh_data(status: MeshStatusCode) -> MeshData {
                 .build()
                 .expect("all fields set"),
         )
-        .spec(MeshSpec::builder().egress_filter(EgressFilter::builder().r#type(EgressFilterType::AllowAll).build().expect("type set")).build())
+        .spec(
+            MeshSpec::builder()
+                .egress_filter(EgressFilter::builder().r#type(EgressFilterType::AllowAll).build().expect("type set"))
+                .build(),
+        )
         .status(MeshStatus::builder().status(status).build())
         .build()
         .expect("all fields set")
@@ -81,7 +85,8 @@ fn mesh_data(status: MeshStatusCode) -> MeshData {
 /// The ListMeshes of the hub: one page holding a same-named mesh shared by another account
 /// and an unrelated mesh of the hub, then (`found`) a page with the hub's mesh.
 fn list_rule(found: bool) -> Rule {
-    mock!(aws_sdk_appmesh::Client::list_meshes).sequence()
+    mock!(aws_sdk_appmesh::Client::list_meshes)
+        .sequence()
         .output(|| list(vec![mesh_ref(MESH, "444444444444"), mesh_ref("other-mesh", SHARED)], Some("page-2")))
         .output(move || list(if found { vec![mesh_ref(MESH, SHARED)] } else { vec![] }, None))
         .repeatedly()
@@ -115,7 +120,10 @@ async fn appmesh_check_up_to_date_and_mesh_arn_read_back() {
 
     let client = ctx.aws.appmesh("shared").await.unwrap();
     assert_eq!(mesh_arn(&client, MESH, SHARED).await.unwrap().as_deref(), Some(MESH_ARN));
-    assert_eq!(mesh_arn(&client, MESH, "444444444444").await.unwrap().as_deref(), Some("arn:aws:appmesh:us-east-2:444444444444:mesh/am-multi-account-mesh"));
+    assert_eq!(
+        mesh_arn(&client, MESH, "444444444444").await.unwrap().as_deref(),
+        Some("arn:aws:appmesh:us-east-2:444444444444:mesh/am-multi-account-mesh")
+    );
     assert_eq!(mesh_arn(&client, "absent", SHARED).await.unwrap(), None);
     assert_eq!((first.num_calls(), second.num_calls()), (4, 3), "the second page is only read when the first has no match");
     assert_eq!(ctx.aws.writes().count(), 0, "check only reads");
@@ -143,7 +151,10 @@ fn forbidden() -> Rule {
         ListMeshesError::ForbiddenException(
             aws_sdk_appmesh::types::error::ForbiddenException::builder()
                 .message("User: arn:aws:sts::111111111111:assumed-role/ci/x is not authorized to perform: appmesh:ListMeshes")
-                .meta(meta("ForbiddenException", "User: arn:aws:sts::111111111111:assumed-role/ci/x is not authorized to perform: appmesh:ListMeshes"))
+                .meta(meta(
+                    "ForbiddenException",
+                    "User: arn:aws:sts::111111111111:assumed-role/ci/x is not authorized to perform: appmesh:ListMeshes",
+                ))
                 .build(),
         )
     })
@@ -188,7 +199,13 @@ async fn appmesh_throttled_stays_an_error_naming_the_account_and_the_mesh() {
     let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&slow])]);
     let err = step(&ctx, "mesh/appmesh").check(&cx("mesh/appmesh")).await.unwrap_err();
     assert!(err.is(ErrorKind::Throttled));
-    assert!(err.chain().starts_with("account shared (profile shared): cannot read mesh am-multi-account-mesh: TooManyRequestsException: Rate exceeded"), "{}", err.chain());
+    assert!(
+        err.chain().starts_with(
+            "account shared (profile shared): cannot read mesh am-multi-account-mesh: TooManyRequestsException: Rate exceeded"
+        ),
+        "{}",
+        err.chain()
+    );
     let err = step(&ctx, "mesh/appmesh").destroy(&cx("mesh/appmesh")).await.unwrap_err();
     assert!(err.is(ErrorKind::Throttled), "{}", err.chain());
 }
@@ -206,7 +223,10 @@ async fn share_of_a_refused_mesh_is_left_over_and_deleted() {
         .then_output(|| DeleteResourceShareOutput::builder().return_value(true).build());
     let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&listed, &res, &princ, &refused, &delete])]);
     let (run, notes) = noted("mesh/share", crate::engine::Mode::Down);
-    assert_eq!(step(&ctx, "mesh/share").check(&run).await.unwrap(), Status::Drifted("mesh am-multi-account-mesh is gone but the share is left".into()));
+    assert_eq!(
+        step(&ctx, "mesh/share").check(&run).await.unwrap(),
+        Status::Drifted("mesh am-multi-account-mesh is gone but the share is left".into())
+    );
     assert_eq!(notes.0.lock().unwrap().len(), 1);
     step(&ctx, "mesh/share").destroy(&run).await.unwrap();
     assert_eq!(delete.num_calls(), 1);
@@ -230,7 +250,11 @@ async fn preflight_blocks_up_only() {
             text.starts_with("mesh.provider = \"appmesh\": AWS App Mesh reached end of support on 2026-09-30 and its API refused in account shared (profile shared): ForbiddenException"),
             "{mode:?}: {text}"
         );
-        assert!(text.contains("nothing was changed; use mesh.provider = \"envoy\"") && text.contains("`meshctl down` still tears everything down"), "{text}");
+        assert!(
+            text.contains("nothing was changed; use mesh.provider = \"envoy\"")
+                && text.contains("`meshctl down` still tears everything down"),
+            "{text}"
+        );
     }
     for mode in [Mode::Down, Mode::PlanDown, Mode::Status] {
         let refused = forbidden();
@@ -238,14 +262,21 @@ async fn preflight_blocks_up_only() {
         let (run, notes) = noted("preflight/accounts", mode);
         provider.preflight(&ctx, &run).await.unwrap_or_else(|e| panic!("{mode:?}: {}", e.chain()));
         let notes = notes.0.lock().unwrap().clone();
-        assert!(notes.len() == 1 && notes[0].contains("App Mesh refused ListMeshes") && notes[0].contains("its resources count as gone"), "{notes:?}");
+        assert!(
+            notes.len() == 1 && notes[0].contains("App Mesh refused ListMeshes") && notes[0].contains("its resources count as gone"),
+            "{notes:?}"
+        );
     }
     for mode in [Mode::Up, Mode::Down] {
         let slow = throttled();
         let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&slow])]);
         let err = provider.preflight(&ctx, &StepRun::detached("preflight/accounts").with_mode(mode)).await.unwrap_err();
         assert!(err.is(ErrorKind::Throttled), "{mode:?}");
-        assert!(err.chain().starts_with("account shared (profile shared): App Mesh ListMeshes: TooManyRequestsException"), "{}", err.chain());
+        assert!(
+            err.chain().starts_with("account shared (profile shared): App Mesh ListMeshes: TooManyRequestsException"),
+            "{}",
+            err.chain()
+        );
     }
 }
 
@@ -470,10 +501,16 @@ async fn share_apply_associates_only_the_missing_principal() {
     let res = resources(&[(MESH_ARN, Associated)]);
     let princ = principals(&[(FRONTEND, Associated)]);
     let associate = mock!(aws_sdk_ram::Client::associate_resource_share)
-        .match_requests(|r| r.resource_share_arn() == Some(SHARE_ARN) && r.principals() == [BACKEND.to_string()] && r.resource_arns().is_empty())
+        .match_requests(|r| {
+            r.resource_share_arn() == Some(SHARE_ARN) && r.principals() == [BACKEND.to_string()] && r.resource_arns().is_empty()
+        })
         .then_output(|| {
             AssociateResourceShareOutput::builder()
-                .resource_share_associations(association(ResourceShareAssociationType::Principal, BACKEND, ResourceShareAssociationStatus::Associating))
+                .resource_share_associations(association(
+                    ResourceShareAssociationType::Principal,
+                    BACKEND,
+                    ResourceShareAssociationStatus::Associating,
+                ))
                 .build()
         });
     let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&meshes, &listed, &res, &princ, &associate])]);
