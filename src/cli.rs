@@ -212,4 +212,3 @@ pub enum ConfigCommand {
     /// Print the effective configuration (defaults + file + environment + --set) as TOML
     Show,
 }
-

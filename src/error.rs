@@ -58,22 +58,53 @@ impl ErrorKind {
     pub fn from_aws_code(code: &str) -> ErrorKind {
         let c = code.trim_end_matches("Exception").trim_end_matches("Fault");
         match c {
-            "Throttling" | "TooManyRequests" | "RequestLimitExceeded" | "Throttled" | "SlowDown" | "RequestThrottled"
-            | "PriorRequestNotComplete" | "EC2Throttled" | "BandwidthLimitExceeded" => ErrorKind::Throttled,
-            "AccessDenied" | "UnauthorizedOperation" | "Unauthorized" | "AuthFailure" | "ExpiredToken" | "InvalidClientTokenId"
-            | "UnrecognizedClient" | "Forbidden" => ErrorKind::Denied,
-            "NoSuchEntity" | "ResourceNotFound" | "NotFound" | "UnknownResource" | "NamespaceNotFound" | "LoadBalancerNotFound"
-            | "AccessPointNotFound" | "InvalidGroup.NotFound" | "InvalidNetworkInterfaceID.NotFound" | "MeshNotFound" => {
-                ErrorKind::NotFound
-            }
-            "EntityAlreadyExists" | "AlreadyExists" | "ResourceInUse" | "Conflict" | "ConcurrentModification"
-            | "InvalidStateTransition" | "DependencyViolation" | "DeleteConflict" | "OperationInProgress" | "ResourceExists" => {
-                ErrorKind::Conflict
-            }
-            "ValidationError" | "Validation" | "InvalidParameter" | "InvalidParameterValue" | "InvalidParameterCombination"
-            | "MalformedPolicyDocument" | "InvalidRequest" | "InvalidInput" | "BadRequest" | "MissingParameter" => {
-                ErrorKind::InvalidInput
-            }
+            "Throttling"
+            | "TooManyRequests"
+            | "RequestLimitExceeded"
+            | "Throttled"
+            | "SlowDown"
+            | "RequestThrottled"
+            | "PriorRequestNotComplete"
+            | "EC2Throttled"
+            | "BandwidthLimitExceeded" => ErrorKind::Throttled,
+            "AccessDenied"
+            | "UnauthorizedOperation"
+            | "Unauthorized"
+            | "AuthFailure"
+            | "ExpiredToken"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClient"
+            | "Forbidden" => ErrorKind::Denied,
+            "NoSuchEntity"
+            | "ResourceNotFound"
+            | "NotFound"
+            | "UnknownResource"
+            | "NamespaceNotFound"
+            | "LoadBalancerNotFound"
+            | "AccessPointNotFound"
+            | "InvalidGroup.NotFound"
+            | "InvalidNetworkInterfaceID.NotFound"
+            | "MeshNotFound" => ErrorKind::NotFound,
+            "EntityAlreadyExists"
+            | "AlreadyExists"
+            | "ResourceInUse"
+            | "Conflict"
+            | "ConcurrentModification"
+            | "InvalidStateTransition"
+            | "DependencyViolation"
+            | "DeleteConflict"
+            | "OperationInProgress"
+            | "ResourceExists" => ErrorKind::Conflict,
+            "ValidationError"
+            | "Validation"
+            | "InvalidParameter"
+            | "InvalidParameterValue"
+            | "InvalidParameterCombination"
+            | "MalformedPolicyDocument"
+            | "InvalidRequest"
+            | "InvalidInput"
+            | "BadRequest"
+            | "MissingParameter" => ErrorKind::InvalidInput,
             _ if c.ends_with(".NotFound") || c.ends_with("NotFound") => ErrorKind::NotFound,
             _ if c.ends_with(".Duplicate") || c.ends_with("AlreadyExists") => ErrorKind::Conflict,
             _ => ErrorKind::Other,
@@ -242,7 +273,8 @@ mod tests {
 
     #[test]
     fn hints_come_after_the_causes() {
-        let e = Error::new(ErrorKind::Denied, "AccessDenied: no").context("account frontend: reading invitations").hint("try `aws ram ...`");
+        let e =
+            Error::new(ErrorKind::Denied, "AccessDenied: no").context("account frontend: reading invitations").hint("try `aws ram ...`");
         assert_eq!(e.chain(), "account frontend: reading invitations: AccessDenied: no; try `aws ram ...`");
         assert_eq!(e.kind(), ErrorKind::Denied);
     }
@@ -257,7 +289,14 @@ mod tests {
     #[test]
     fn aws_codes_and_http_statuses_classify() {
         assert_eq!(ErrorKind::from_aws_code("ThrottlingException"), ErrorKind::Throttled);
-        for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "ThrottledException", "EC2ThrottledException"] {
+        for code in [
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+            "ThrottledException",
+            "EC2ThrottledException",
+        ] {
             assert_eq!(ErrorKind::from_aws_code(code), ErrorKind::Throttled, "{code}");
         }
         assert_eq!(ErrorKind::from_aws_code("NoSuchEntity"), ErrorKind::NotFound);

@@ -48,7 +48,9 @@ impl From<HelmError> for crate::error::Error {
         let kind = match &e {
             HelmError::Spawn { .. } | HelmError::Foreign { .. } => ErrorKind::InvalidInput,
             HelmError::Failed { stderr, .. } if stderr.contains("forbidden") || stderr.contains("Unauthorized") => ErrorKind::Denied,
-            HelmError::Failed { stderr, .. } if stderr.contains("another operation") || stderr.contains("in progress") => ErrorKind::Conflict,
+            HelmError::Failed { stderr, .. } if stderr.contains("another operation") || stderr.contains("in progress") => {
+                ErrorKind::Conflict
+            }
             _ => ErrorKind::Other,
         };
         crate::error::Error::new(kind, e.to_string())
@@ -179,10 +181,11 @@ impl Helm {
 
     /// Runs helm; `Ok(Err(stderr))` when it ran and exited non-zero.
     async fn run(&self, args: Vec<OsString>) -> Result<Result<Vec<u8>, String>, HelmError> {
-        let out = self.command(&args).output().await.map_err(|e| HelmError::Spawn {
-            binary: PathBuf::from(&self.binary).display().to_string(),
-            message: e.to_string(),
-        })?;
+        let out = self
+            .command(&args)
+            .output()
+            .await
+            .map_err(|e| HelmError::Spawn { binary: PathBuf::from(&self.binary).display().to_string(), message: e.to_string() })?;
         if out.status.success() {
             Ok(Ok(out.stdout))
         } else {
@@ -195,23 +198,11 @@ impl Helm {
     }
 
     fn failed(&self, action: &str, release: &str, ns: &str, stderr: String) -> HelmError {
-        HelmError::Failed {
-            action: action.into(),
-            release: release.into(),
-            namespace: ns.into(),
-            context: self.context.clone(),
-            stderr,
-        }
+        HelmError::Failed { action: action.into(), release: release.into(), namespace: ns.into(), context: self.context.clone(), stderr }
     }
 
     fn output(&self, action: &str, release: &str, ns: &str, message: String) -> HelmError {
-        HelmError::Output {
-            action: action.into(),
-            release: release.into(),
-            namespace: ns.into(),
-            context: self.context.clone(),
-            message,
-        }
+        HelmError::Output { action: action.into(), release: release.into(), namespace: ns.into(), context: self.context.clone(), message }
     }
 
     /// The release's status, chart, revision and user values; `None` when not installed.
@@ -222,8 +213,7 @@ impl Helm {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.failed("status", release, ns, e)),
         };
-        let st: StatusJson =
-            serde_json::from_slice(&stdout).map_err(|e| self.output("status", release, ns, e.to_string()))?;
+        let st: StatusJson = serde_json::from_slice(&stdout).map_err(|e| self.output("status", release, ns, e.to_string()))?;
         let chart = st.chart.map(|c| format!("{}-{}", c.metadata.name, c.metadata.version)).unwrap_or_default();
         let args = os(["get", "values", release, "--namespace", ns, "--output", "json"]);
         let values = match self.run(args).await? {
@@ -359,7 +349,9 @@ impl Helm {
                     let args = os(["rollback", release, &rev.to_string(), "--namespace", ns]);
                     match self.run(args).await? {
                         Ok(_) => Ok(()),
-                        Err(e) => Err(self.failed(&format!("rollback (of the interrupted {}) to revision {rev}", info.status), release, ns, e)),
+                        Err(e) => {
+                            Err(self.failed(&format!("rollback (of the interrupted {}) to revision {rev}", info.status), release, ns, e))
+                        }
                     }
                 }
                 None => self.uninstall_unchecked(release, ns).await,
@@ -463,7 +455,12 @@ mod tests {
 
     #[test]
     fn a_foreign_release_is_refused_with_the_way_out() {
-        let e = HelmError::Foreign { release: "spire-server".into(), namespace: "spire".into(), context: "shared".into(), action: "upgrade".into() };
+        let e = HelmError::Foreign {
+            release: "spire-server".into(),
+            namespace: "spire".into(),
+            context: "shared".into(),
+            action: "upgrade".into(),
+        };
         let text = e.to_string();
         assert!(text.contains("spire-server") && text.contains("shared") && text.contains("--adopt"), "{text}");
         assert_eq!(crate::error::Error::from(e).kind(), crate::error::ErrorKind::InvalidInput);

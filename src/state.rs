@@ -96,7 +96,13 @@ mod tests {
     #[test]
     fn json_differences_are_named_by_path() {
         let mut out = Vec::new();
-        diff_paths("", &serde_json::json!({"a": {"b": 1, "c": 2}, "d": 1}), &serde_json::json!({"a": {"b": 1, "c": 3}, "e": 1}), &mut out, 5);
+        diff_paths(
+            "",
+            &serde_json::json!({"a": {"b": 1, "c": 2}, "d": 1}),
+            &serde_json::json!({"a": {"b": 1, "c": 3}, "e": 1}),
+            &mut out,
+            5,
+        );
         assert_eq!(out, ["a.c", "d", "e"]);
     }
 

@@ -89,11 +89,7 @@ fn assert_ok(what: &str, s: &RunSummary) {
 }
 
 async fn sdk(profile: &str, region: &str) -> aws_config::SdkConfig {
-    meshctl::aws::sdk_loader()
-        .profile_name(profile)
-        .region(aws_config::Region::new(region.to_string()))
-        .load()
-        .await
+    meshctl::aws::sdk_loader().profile_name(profile).region(aws_config::Region::new(region.to_string())).load().await
 }
 
 fn pairs<'a>(it: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>) -> BTreeMap<String, String> {
@@ -156,7 +152,10 @@ async fn assert_routes(ec2: &aws_sdk_ec2::Client, tables: &str, cidr: &str, tgw:
 async fn assert_ingress(ec2: &aws_sdk_ec2::Client, group: &str, cidr: &str, what: &str) {
     let g = ec2.describe_security_groups().group_ids(group).send().await.unwrap();
     let perms = g.security_groups()[0].ip_permissions();
-    assert!(perms.iter().any(|p| p.ip_ranges().iter().any(|r| r.cidr_ip() == Some(cidr))), "{what}: no ingress from {cidr} in {group}: {perms:?}");
+    assert!(
+        perms.iter().any(|p| p.ip_ranges().iter().any(|r| r.cidr_ip() == Some(cidr))),
+        "{what}: no ingress from {cidr} in {group}: {perms:?}"
+    );
 }
 
 /// `updated`: the stacks an `up` updated after creating them.
@@ -177,21 +176,39 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
         let ec2 = aws_sdk_ec2::Client::new(&conf);
         let vpc = &live.resources["Vpc"];
         assert_eq!(ec2.describe_vpcs().vpc_ids(vpc).send().await.unwrap().vpcs()[0].cidr_block(), Some(a.vpc_cidr.as_str()));
-        let subnets = ec2.describe_subnets().filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(vpc).build()).send().await.unwrap();
+        let subnets =
+            ec2.describe_subnets().filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(vpc).build()).send().await.unwrap();
         assert_eq!(subnets.subnets().len(), 6, "{}: subnets", a.stack_name);
 
         let eks = aws_sdk_eks::Client::new(&conf);
         let cluster = eks.describe_cluster().name(&a.cluster_name).send().await.unwrap().cluster.unwrap();
         assert_eq!(cluster.version(), Some(a.kubernetes_version.as_str()), "{}", a.cluster_name);
-        let ng = eks.describe_nodegroup().cluster_name(&a.cluster_name).nodegroup_name(format!("{}-nodes", a.cluster_name)).send().await.unwrap().nodegroup.unwrap();
+        let ng = eks
+            .describe_nodegroup()
+            .cluster_name(&a.cluster_name)
+            .nodegroup_name(format!("{}-nodes", a.cluster_name))
+            .send()
+            .await
+            .unwrap()
+            .nodegroup
+            .unwrap();
         let scaling = ng.scaling_config().unwrap();
-        assert_eq!((scaling.desired_size(), scaling.max_size()), (Some(a.node_count as i32), Some(stacks::node_max_size(a) as i32)), "{}", a.cluster_name);
+        assert_eq!(
+            (scaling.desired_size(), scaling.max_size()),
+            (Some(a.node_count as i32), Some(stacks::node_max_size(a) as i32)),
+            "{}",
+            a.cluster_name
+        );
         assert_eq!(ng.instance_types(), std::slice::from_ref(&a.instance_type), "{}", a.cluster_name);
 
         let iam = aws_sdk_iam::Client::new(&conf);
         let node_role = format!("{}-node-role", a.cluster_name);
         let inline = iam.list_role_policies().role_name(&node_role).send().await.unwrap();
-        assert!(inline.policy_names().is_empty(), "{node_role} has inline policies (it must not assume the spoke roles): {:?}", inline.policy_names());
+        assert!(
+            inline.policy_names().is_empty(),
+            "{node_role} has inline policies (it must not assume the spoke roles): {:?}",
+            inline.policy_names()
+        );
         if a.name != hub.name {
             // the spoke's access role trusts exactly the hub's SPIRE server role
             let doc = trust(&iam, a.access_role_name()).await;
@@ -208,14 +225,25 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
     let tgw = hub_live.outputs.get("TransitGatewayId").expect("hub output TransitGatewayId").clone();
     let ec2 = aws_sdk_ec2::Client::new(&hub_conf);
     let tgws = ec2.describe_transit_gateways().transit_gateway_ids(&tgw).send().await.unwrap();
-    assert!(tgws.transit_gateways()[0].tags().iter().any(|t| t.key() == Some("Name") && t.value() == Some(c.network.tgw_name.as_str())), "TGW {tgw} named {}", c.network.tgw_name);
+    assert!(
+        tgws.transit_gateways()[0].tags().iter().any(|t| t.key() == Some("Name") && t.value() == Some(c.network.tgw_name.as_str())),
+        "TGW {tgw} named {}",
+        c.network.tgw_name
+    );
     let eks = aws_sdk_eks::Client::new(&hub_conf);
-    let addons: BTreeSet<String> = eks.list_addons().cluster_name(&hub.cluster_name).send().await.unwrap().addons().iter().cloned().collect();
+    let addons: BTreeSet<String> =
+        eks.list_addons().cluster_name(&hub.cluster_name).send().await.unwrap().addons().iter().cloned().collect();
     assert_eq!(addons, BTreeSet::from(["aws-ebs-csi-driver".to_string(), "eks-pod-identity-agent".to_string()]));
     let assocs = eks.list_pod_identity_associations().cluster_name(&hub.cluster_name).send().await.unwrap();
     let mut found = BTreeMap::new();
     for s in assocs.associations() {
-        let d = eks.describe_pod_identity_association().cluster_name(&hub.cluster_name).association_id(s.association_id().unwrap()).send().await.unwrap();
+        let d = eks
+            .describe_pod_identity_association()
+            .cluster_name(&hub.cluster_name)
+            .association_id(s.association_id().unwrap())
+            .send()
+            .await
+            .unwrap();
         let d = d.association.unwrap();
         found.insert(format!("{}/{}", d.namespace().unwrap(), d.service_account().unwrap()), d.role_arn().unwrap().to_string());
     }
@@ -223,7 +251,10 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
     assert_eq!(
         found,
         BTreeMap::from([
-            (format!("{}/{}", c.spire.namespace, meshctl::spire::charts::SERVER_SERVICE_ACCOUNT), format!("arn:aws:iam::{hub_id}:role/{spire_role}")),
+            (
+                format!("{}/{}", c.spire.namespace, meshctl::spire::charts::SERVER_SERVICE_ACCOUNT),
+                format!("arn:aws:iam::{hub_id}:role/{spire_role}")
+            ),
             ("kube-system/ebs-csi-controller-sa".to_string(), format!("arn:aws:iam::{hub_id}:role/{ebs_role}")),
         ])
     );
@@ -244,7 +275,13 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
     // ---- per spoke: the hub's stack for it, the share, the spoke's TGW stack
     let hub_ec2 = aws_sdk_ec2::Client::new(&hub_conf);
     let ram = aws_sdk_ram::Client::new(&hub_conf);
-    let shares = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).name(&c.network.tgw_share).send().await.unwrap();
+    let shares = ram
+        .get_resource_shares()
+        .resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue)
+        .name(&c.network.tgw_share)
+        .send()
+        .await
+        .unwrap();
     let active = shares.resource_shares().iter().filter(|s| s.status().map(|s| s.as_str()) == Some("ACTIVE")).count();
     assert_eq!(active, c.spokes.len(), "one share {} per spoke: {:?}", c.network.tgw_share, shares.resource_shares());
     for s in &c.spokes {
@@ -254,27 +291,48 @@ async fn assert_live_state(tb: &Testbed, c: &Config, updated: &[&str]) {
         assert_stack(&live, &name, &hub.name, &stacks::hub_peer_spec(c, s, &spoke_id, &hub_live.outputs).unwrap().params, updated);
         assert_routes(&hub_ec2, &hub_live.outputs["PrivateRouteTableIds"], &s.vpc_cidr, &tgw, &name).await;
         assert_ingress(&hub_ec2, &hub_live.outputs["ClusterSecurityGroupId"], &s.vpc_cidr, &name).await;
-        let policy = iam.get_role_policy().role_name(&spire_role).policy_name(format!("assume-{}-access-role", s.name)).send().await.unwrap();
+        let policy =
+            iam.get_role_policy().role_name(&spire_role).policy_name(format!("assume-{}-access-role", s.name)).send().await.unwrap();
         let doc = decode_policy(policy.policy_document()).unwrap();
         assert_eq!(doc["Statement"][0]["Resource"], access_role_arn(c, s, &spoke_id), "{doc}");
 
         let conf = sdk(&s.profile, &tb.region).await;
         // the spoke sees one share of that name from the hub, with the hub's TGW in it
         let sram = aws_sdk_ram::Client::new(&conf);
-        let got = sram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::OtherAccounts).name(&c.network.tgw_share).send().await.unwrap();
-        let got: Vec<(Option<&str>, Option<&str>)> = got.resource_shares().iter().map(|r| (r.owning_account_id(), r.status().map(|s| s.as_str()))).collect();
+        let got = sram
+            .get_resource_shares()
+            .resource_owner(aws_sdk_ram::types::ResourceOwner::OtherAccounts)
+            .name(&c.network.tgw_share)
+            .send()
+            .await
+            .unwrap();
+        let got: Vec<(Option<&str>, Option<&str>)> =
+            got.resource_shares().iter().map(|r| (r.owning_account_id(), r.status().map(|s| s.as_str()))).collect();
         assert_eq!(got, [(Some(hub_id.as_str()), Some("ACTIVE"))], "{}: shares received", s.name);
         let res = sram.list_resources().resource_owner(aws_sdk_ram::types::ResourceOwner::OtherAccounts).send().await.unwrap();
-        assert!(res.resources().iter().any(|r| r.arn().is_some_and(|a| a.ends_with(&format!("transit-gateway/{tgw}")))), "{}: {:?}", s.name, res.resources());
+        assert!(
+            res.resources().iter().any(|r| r.arn().is_some_and(|a| a.ends_with(&format!("transit-gateway/{tgw}")))),
+            "{}: {:?}",
+            s.name,
+            res.resources()
+        );
 
         let own = stack(&conf, &s.stack_name).await;
         let name = tgw_stack_name(s);
         let live = stack(&conf, &name).await;
         assert_stack(&live, &name, &s.name, &stacks::tgw_spec(c, s, &hub_live.outputs, &own.outputs).unwrap().params, updated);
         let ec2 = aws_sdk_ec2::Client::new(&conf);
-        let att = ec2.describe_transit_gateway_attachments().transit_gateway_attachment_ids(&live.resources["TransitGatewayAttachment"]).send().await.unwrap();
+        let att = ec2
+            .describe_transit_gateway_attachments()
+            .transit_gateway_attachment_ids(&live.resources["TransitGatewayAttachment"])
+            .send()
+            .await
+            .unwrap();
         let att = &att.transit_gateway_attachments()[0];
-        assert_eq!((att.transit_gateway_id(), att.resource_id(), att.state().map(|s| s.as_str())), (Some(tgw.as_str()), Some(own.outputs["VpcId"].as_str()), Some("available")));
+        assert_eq!(
+            (att.transit_gateway_id(), att.resource_id(), att.state().map(|s| s.as_str())),
+            (Some(tgw.as_str()), Some(own.outputs["VpcId"].as_str()), Some("available"))
+        );
         for peer in c.accounts().filter(|p| p.name != s.name) {
             assert_routes(&ec2, &own.outputs["PrivateRouteTableIds"], &peer.vpc_cidr, &tgw, &name).await;
             assert_ingress(&ec2, &own.outputs["ClusterSecurityGroupId"], &peer.vpc_cidr, &name).await;
@@ -415,7 +473,13 @@ async fn a_foreign_stack_is_refused_and_adopted_on_moto() {
     let conf = sdk(&front.profile, &tb.region).await;
     let cfn = aws_sdk_cloudformation::Client::new(&conf);
     let theirs = r#"{"Resources": {"TheirVpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.91.0.0/16"}}}}"#;
-    cfn.create_stack().stack_name(&front.stack_name).template_body(theirs).tags(aws_sdk_cloudformation::types::Tag::builder().key("team").value("networking").build()).send().await.unwrap();
+    cfn.create_stack()
+        .stack_name(&front.stack_name)
+        .template_body(theirs)
+        .tags(aws_sdk_cloudformation::types::Tag::builder().key("team").value("networking").build())
+        .send()
+        .await
+        .unwrap();
     let only = BTreeSet::from([ids::preflight(), ids::stack(&front.name)]);
     let id = ids::stack(&front.name).to_string();
 
@@ -425,12 +489,22 @@ async fn a_foreign_stack_is_refused_and_adopted_on_moto() {
         let (session, refused) = run_only(&c, mode, only.clone(), false).await;
         let f = refused.failure(&id).unwrap_or_else(|| panic!("{mode:?} must refuse {id}: {refused:?}"));
         assert_eq!(f.kind, engine::ErrorKind::InvalidInput, "{mode:?}: {f:?}");
-        assert!(f.message.starts_with("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"), "{}", f.message);
+        assert!(
+            f.message.starts_with(
+                "account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"
+            ),
+            "{}",
+            f.message
+        );
         assert!(f.message.contains("--adopt"), "{}", f.message);
         assert_eq!(session.aws.writes().calls(), Vec::<String>::new(), "{mode:?} changed something");
     }
     let live = stack(&conf, &front.stack_name).await;
-    assert_eq!((live.status.as_str(), live.resources.keys().map(String::as_str).collect::<Vec<_>>()), ("CREATE_COMPLETE", vec!["TheirVpc"]), "untouched");
+    assert_eq!(
+        (live.status.as_str(), live.resources.keys().map(String::as_str).collect::<Vec<_>>()),
+        ("CREATE_COMPLETE", vec!["TheirVpc"]),
+        "untouched"
+    );
 
     let (_, adopted) = run_only(&c, Mode::Up, only.clone(), true).await;
     assert_ok("up --adopt", &adopted);
@@ -472,7 +546,10 @@ fn base_stacks_are_independent_and_only_per_spoke_stacks_need_the_hub() {
     for s in &c.spokes {
         let tgw = ids::tgw_stack(&s.name);
         let anc = g.ancestors(tgw.as_str());
-        assert!(anc.contains(&ids::ram(&s.name)) && anc.contains(&ids::stack(&s.name)) && anc.contains(&ids::hub_peer_stack(&s.name)), "{tgw}: {anc:?}");
+        assert!(
+            anc.contains(&ids::ram(&s.name)) && anc.contains(&ids::stack(&s.name)) && anc.contains(&ids::hub_peer_stack(&s.name)),
+            "{tgw}: {anc:?}"
+        );
     }
 }
 

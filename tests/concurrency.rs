@@ -99,26 +99,45 @@ async fn account_state(conf: &aws_config::SdkConfig) -> Value {
         if s.stack_status().map(|s| s.as_str()) == Some("DELETE_COMPLETE") {
             continue;
         }
-        let params: BTreeMap<&str, &str> = s.parameters().iter().map(|p| (p.parameter_key().unwrap_or_default(), p.parameter_value().unwrap_or_default())).collect();
+        let params: BTreeMap<&str, &str> =
+            s.parameters().iter().map(|p| (p.parameter_key().unwrap_or_default(), p.parameter_value().unwrap_or_default())).collect();
         let tags: BTreeMap<&str, &str> = s.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
         let outputs: BTreeSet<&str> = s.outputs().iter().filter_map(|o| o.output_key()).collect();
-        stacks.insert(s.stack_name().unwrap_or_default().to_string(), json!({"status": text(s.stack_status().map(|x| x.as_str())), "parameters": params, "tags": tags, "outputs": outputs}));
+        stacks.insert(
+            s.stack_name().unwrap_or_default().to_string(),
+            json!({"status": text(s.stack_status().map(|x| x.as_str())), "parameters": params, "tags": tags, "outputs": outputs}),
+        );
     }
 
     // RAM: the shares this account owns (with principals and resources), the ones it receives
     let ram = aws_sdk_ram::Client::new(conf);
     let mut owned = Vec::new();
-    for s in ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.unwrap().resource_shares() {
+    for s in ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.unwrap().resource_shares()
+    {
         if s.status().map(|s| s.as_str()) != Some("ACTIVE") {
             continue;
         }
         let arn = s.resource_share_arn().unwrap_or_default();
         // filtered by share here as well: the test bed's RAM answers every share's principals
         // and resources whatever resourceShareArns asks for
-        let principals = ram.list_principals().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).resource_share_arns(arn).send().await.unwrap();
-        let principals: BTreeSet<&str> = principals.principals().iter().filter(|p| p.resource_share_arn() == Some(arn)).filter_map(|p| p.id()).collect();
-        let resources = ram.list_resources().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).resource_share_arns(arn).send().await.unwrap();
-        let resources: BTreeSet<&str> = resources.resources().iter().filter(|r| r.resource_share_arn() == Some(arn)).filter_map(|r| r.arn()).collect();
+        let principals = ram
+            .list_principals()
+            .resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue)
+            .resource_share_arns(arn)
+            .send()
+            .await
+            .unwrap();
+        let principals: BTreeSet<&str> =
+            principals.principals().iter().filter(|p| p.resource_share_arn() == Some(arn)).filter_map(|p| p.id()).collect();
+        let resources = ram
+            .list_resources()
+            .resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue)
+            .resource_share_arns(arn)
+            .send()
+            .await
+            .unwrap();
+        let resources: BTreeSet<&str> =
+            resources.resources().iter().filter(|r| r.resource_share_arn() == Some(arn)).filter_map(|r| r.arn()).collect();
         let tags: BTreeMap<&str, &str> = s.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
         owned.push(json!({
             "name": text(s.name()),
@@ -187,12 +206,21 @@ async fn account_state(conf: &aws_config::SdkConfig) -> Value {
         .iter()
         .filter(|t| live(t.state().map(|s| s.as_str())))
         .map(|t| {
-            let tags: BTreeMap<&str, &str> = t.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+            let tags: BTreeMap<&str, &str> =
+                t.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
             json!({"id": text(t.transit_gateway_id()), "state": text(t.state().map(|s| s.as_str())), "tags": tags})
         })
         .collect();
-    let mut vpcs: Vec<Value> =
-        ec2.describe_vpcs().send().await.unwrap().vpcs().iter().filter(|v| v.is_default() != Some(true)).map(|v| json!({"id": text(v.vpc_id()), "cidr": text(v.cidr_block())})).collect();
+    let mut vpcs: Vec<Value> = ec2
+        .describe_vpcs()
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .iter()
+        .filter(|v| v.is_default() != Some(true))
+        .map(|v| json!({"id": text(v.vpc_id()), "cidr": text(v.cidr_block())}))
+        .collect();
     for list in [&mut owned, &mut received, &mut attachments, &mut tgws, &mut vpcs] {
         list.sort_by_key(|v| generic(&v.to_string()));
     }
@@ -253,7 +281,13 @@ fn rename_ids(v: &Value, seen: &mut BTreeMap<String, String>, counts: &mut BTree
         Value::Array(a) => Value::Array(a.iter().map(|x| rename_ids(x, seen, counts)).collect()),
         Value::Object(o) => {
             // keys may hold ids too (rare); values in key order
-            Value::Object(o.iter().map(|(k, x)| (rename_ids(&Value::String(k.clone()), seen, counts).as_str().unwrap().to_string(), rename_ids(x, seen, counts))).collect())
+            Value::Object(
+                o.iter()
+                    .map(|(k, x)| {
+                        (rename_ids(&Value::String(k.clone()), seen, counts).as_str().unwrap().to_string(), rename_ids(x, seen, counts))
+                    })
+                    .collect(),
+            )
         }
         other => other.clone(),
     }
@@ -316,13 +350,33 @@ async fn the_aws_phases_leave_the_same_state_one_step_at_a_time_and_32_at_a_time
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["tags"]["aws:cloudformation:stack-name"].as_str().unwrap_or_default(), s["principals"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect()))
+        .map(|s| {
+            (
+                s["tags"]["aws:cloudformation:stack-name"].as_str().unwrap_or_default(),
+                s["principals"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect(),
+            )
+        })
         .collect();
-    let want: BTreeMap<String, Vec<&str>> = c.spokes.iter().map(|s| (meshctl::names::hub_peer_stack_name(&c.hub, s), vec![tb.account(&s.profile)])).collect();
-    assert_eq!(shares.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(), want, "one share per spoke, shared with that spoke's account");
+    let want: BTreeMap<String, Vec<&str>> =
+        c.spokes.iter().map(|s| (meshctl::names::hub_peer_stack_name(&c.hub, s), vec![tb.account(&s.profile)])).collect();
+    assert_eq!(
+        shares.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+        want,
+        "one share per spoke, shared with that spoke's account"
+    );
     for s in &c.spokes {
-        assert_eq!(serial[s.profile.as_str()]["transit_gateway_attachments"].as_array().map(Vec::len), Some(1), "{}: its attachment", s.name);
-        assert_eq!(serial[s.profile.as_str()]["ram_shares_received"].as_array().map(Vec::len), Some(1), "{}: the share it receives", s.name);
+        assert_eq!(
+            serial[s.profile.as_str()]["transit_gateway_attachments"].as_array().map(Vec::len),
+            Some(1),
+            "{}: its attachment",
+            s.name
+        );
+        assert_eq!(
+            serial[s.profile.as_str()]["ram_shares_received"].as_array().map(Vec::len),
+            Some(1),
+            "{}: the share it receives",
+            s.name
+        );
     }
     down(&tb, &c, 8).await;
 

@@ -41,7 +41,10 @@ use meshctl::spire::{charts, entries};
 // ------------------------------------------------------------------------ generators
 
 /// Mostly a valid choice, sometimes an odd one.
-fn mostly<T: std::fmt::Debug + Clone + 'static>(good: impl Strategy<Value = T> + 'static, odd: impl Strategy<Value = T> + 'static) -> BoxedStrategy<T> {
+fn mostly<T: std::fmt::Debug + Clone + 'static>(
+    good: impl Strategy<Value = T> + 'static,
+    odd: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<T> {
     prop_oneof![100 => good, 1 => odd].boxed()
 }
 
@@ -108,21 +111,41 @@ fn port() -> BoxedStrategy<i64> {
 }
 
 fn ttl(good: &[&'static str]) -> BoxedStrategy<String> {
-    mostly(s(good), s(&["0h", "30s", "", "1d", "1.5h", "99999999999999999h", "2562048h", "1000000h", "18446744073709551615s", "h", "24h", "1h"]))
+    mostly(
+        s(good),
+        s(&["0h", "30s", "", "1d", "1.5h", "99999999999999999h", "2562048h", "1000000h", "18446744073709551615s", "h", "24h", "1h"]),
+    )
 }
 
 fn socket() -> BoxedStrategy<String> {
     mostly(
         s(&["/run/spire/sockets/agent.sock", "/run/spire/agent-sockets/api.sock", "/tmp/spire-server/private/api.sock"]),
         prop_oneof![
-            s(&["", "agent.sock", "/agent.sock", "/etc/envoy/agent.sock", "/run/spire/config/agent.sock", "/run/spire/data/api.sock", "/etc/agent.sock", "/run/spire/sockets/", "/run/spire/so ckets/agent.sock"]),
+            s(&[
+                "",
+                "agent.sock",
+                "/agent.sock",
+                "/etc/envoy/agent.sock",
+                "/run/spire/config/agent.sock",
+                "/run/spire/data/api.sock",
+                "/etc/agent.sock",
+                "/run/spire/sockets/",
+                "/run/spire/so ckets/agent.sock"
+            ]),
             "/[a-z]{100,120}/agent\\.sock".boxed(),
         ],
     )
 }
 
 fn image() -> BoxedStrategy<String> {
-    mostly(s(&["docker.io/x/app:1.0", "registry.example.com:5000/team/app:2", "ghcr.io/o/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]), s(&["nope", "", "x/y:", "a b:1"]))
+    mostly(
+        s(&[
+            "docker.io/x/app:1.0",
+            "registry.example.com:5000/team/app:2",
+            "ghcr.io/o/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ]),
+        s(&["nope", "", "x/y:", "a b:1"]),
+    )
 }
 
 fn namespace(good: &[&'static str]) -> BoxedStrategy<String> {
@@ -172,23 +195,29 @@ fn account(hub: bool) -> impl Strategy<Value = GenAccount> {
             spoke_only(mostly(prop_oneof!["[A-Za-z][A-Za-z0-9+=,.@_-]{0,20}", "[a-z]{60,64}"], s(&["", "a b", "a/b"]))),
         ),
     )
-        .prop_map(|((name, profile, cluster_name, stack_name, vpc_cidr), (kubernetes_version, instance_type, node_count, disk_size, kube_context), (psat_cluster, agent_service_account, kubeconfig_configmap, kubeconfig_key, access_role_name))| GenAccount {
-            name,
-            profile,
-            cluster_name,
-            stack_name,
-            vpc_cidr,
-            kubernetes_version,
-            instance_type,
-            node_count,
-            disk_size,
-            kube_context,
-            psat_cluster,
-            agent_service_account,
-            kubeconfig_configmap,
-            kubeconfig_key,
-            access_role_name,
-        })
+        .prop_map(
+            |(
+                (name, profile, cluster_name, stack_name, vpc_cidr),
+                (kubernetes_version, instance_type, node_count, disk_size, kube_context),
+                (psat_cluster, agent_service_account, kubeconfig_configmap, kubeconfig_key, access_role_name),
+            )| GenAccount {
+                name,
+                profile,
+                cluster_name,
+                stack_name,
+                vpc_cidr,
+                kubernetes_version,
+                instance_type,
+                node_count,
+                disk_size,
+                kube_context,
+                psat_cluster,
+                agent_service_account,
+                kubeconfig_configmap,
+                kubeconfig_key,
+                access_role_name,
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -272,17 +301,39 @@ fn config() -> impl Strategy<Value = Gen> {
             opt(mostly(s(&["example.org", "am-multi-account-mesh", "td_1.x"]), s(&["Bad", "spiffe://x", ""]))),
             opt(namespace(&["yelb", "apps", "mesh"])),
         ),
-        (opt(port()), opt(port()), opt(port()), opt(mostly(s(&["docker.io/envoyproxy/envoy:v1.40.0"]), s(&["docker.io/envoyproxy/envoy"]))), opt(mostly(1i64..=3600, select(vec![0i64, i64::MAX, -1])))),
         (
-            opt(mostly(prop_oneof![s(&["tgw-shared", "my tgw"]), "[a-z]{250,256}".boxed()], prop_oneof![s(&[""]), "[a-z]{257,300}".boxed()])),
-            opt(mostly(prop_oneof![s(&["multi-account-tgw-share", "share"]), "[a-z]{250,255}".boxed()], prop_oneof![s(&[""]), "[a-z]{256,300}".boxed()])),
+            opt(port()),
+            opt(port()),
+            opt(port()),
+            opt(mostly(s(&["docker.io/envoyproxy/envoy:v1.40.0"]), s(&["docker.io/envoyproxy/envoy"]))),
+            opt(mostly(1i64..=3600, select(vec![0i64, i64::MAX, -1]))),
         ),
-        (opt(ttl(&["1h", "30m", "90m", "2h", "45m", "1h30m"])), opt(ttl(&["24h", "168h", "8760h", "12h"])), opt(port()), opt(port()), opt(release()), opt(release())),
+        (
+            opt(mostly(
+                prop_oneof![s(&["tgw-shared", "my tgw"]), "[a-z]{250,256}".boxed()],
+                prop_oneof![s(&[""]), "[a-z]{257,300}".boxed()],
+            )),
+            opt(mostly(
+                prop_oneof![s(&["multi-account-tgw-share", "share"]), "[a-z]{250,255}".boxed()],
+                prop_oneof![s(&[""]), "[a-z]{256,300}".boxed()],
+            )),
+        ),
+        (
+            opt(ttl(&["1h", "30m", "90m", "2h", "45m", "1h30m"])),
+            opt(ttl(&["24h", "168h", "8760h", "12h"])),
+            opt(port()),
+            opt(port()),
+            opt(release()),
+            opt(release()),
+        ),
         (
             opt(socket()),
             opt(socket()),
             opt(namespace(&["spire", "spire-system", "identity"])),
-            opt(mostly(s(&["ghcr.io/spiffe/spire-server:1.13.3", "ghcr.io/spiffe/spire-agent:1.13.3"]), s(&["ghcr.io/spiffe/spire-server", ""]))),
+            opt(mostly(
+                s(&["ghcr.io/spiffe/spire-server:1.13.3", "ghcr.io/spiffe/spire-agent:1.13.3"]),
+                s(&["ghcr.io/spiffe/spire-server", ""]),
+            )),
             opt(mostly(s(&["10.0.1.5", "spire.example.com", "spire-server.spire.svc"]), s(&["", "http://x:8081", "a b", "x:8081"]))),
             opt(mostly(s(&["/opt/spire/bin/spire-server"]), s(&["spire-server", ""]))),
         ),
@@ -430,7 +481,9 @@ fn re(pattern: &str) -> regex::Regex {
     thread_local! {
         static CACHE: std::cell::RefCell<BTreeMap<String, regex::Regex>> = const { std::cell::RefCell::new(BTreeMap::new()) };
     }
-    CACHE.with(|c| c.borrow_mut().entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).expect("pattern compiles")).clone())
+    CACHE.with(|c| {
+        c.borrow_mut().entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).expect("pattern compiles")).clone()
+    })
 }
 
 /// RFC 1123 label (most Kubernetes names, volume and container names).
@@ -507,7 +560,8 @@ fn stack_name_ok(s: &str) -> bool {
 /// (AllowedPattern, MinValue, MaxValue, Number type, every parameter given).
 fn check_stack(spec: &meshctl::aws::cfn::StackSpec) -> Check {
     ensure(stack_name_ok(&spec.name), || format!("stack name {:?} is not one CloudFormation accepts", spec.name))?;
-    let tpl: serde_yaml_ng::Value = serde_yaml_ng::from_str(&spec.body).map_err(|e| format!("{}: template does not parse: {e}", spec.name))?;
+    let tpl: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&spec.body).map_err(|e| format!("{}: template does not parse: {e}", spec.name))?;
     let params = tpl["Parameters"].as_mapping().ok_or_else(|| format!("{}: no Parameters", spec.name))?;
     for (k, decl) in params {
         let k = k.as_str().unwrap_or_default();
@@ -537,7 +591,9 @@ fn check_stack(spec: &meshctl::aws::cfn::StackSpec) -> Check {
 }
 
 fn iam_role(name: &str) -> Check {
-    ensure(!name.is_empty() && name.len() <= 64 && re("^[\\w+=,.@-]+$").is_match(name), || format!("IAM role name {name:?} (at most 64 of letters, digits, +=,.@_-)"))
+    ensure(!name.is_empty() && name.len() <= 64 && re("^[\\w+=,.@-]+$").is_match(name), || {
+        format!("IAM role name {name:?} (at most 64 of letters, digits, +=,.@_-)")
+    })
 }
 
 /// The base stack's subnets: six, inside the VPC, not overlapping, /28 or larger.
@@ -581,7 +637,8 @@ fn eks_service_range(vpc: (u32, u32)) -> (u32, u32) {
 }
 
 fn aws_side(c: &Config) -> Check {
-    let ids: BTreeMap<&str, String> = c.accounts().enumerate().map(|(i, a)| (a.name.as_str(), format!("{}", 100_000_000_000u64 + i as u64))).collect();
+    let ids: BTreeMap<&str, String> =
+        c.accounts().enumerate().map(|(i, a)| (a.name.as_str(), format!("{}", 100_000_000_000u64 + i as u64))).collect();
     let hub_id = &ids[c.hub.name.as_str()];
     let mut vpcs = Vec::new();
     let mut contexts = BTreeMap::new();
@@ -596,7 +653,9 @@ fn aws_side(c: &Config) -> Check {
         vpcs.push((a.name.clone(), vpc));
         iam_role(&format!("{}-node-role", a.cluster_name))?;
         ensure(format!("{}-nodes", a.cluster_name).len() <= 63, || format!("node group name {}-nodes is longer than 63", a.cluster_name))?;
-        ensure(a.cluster_name.len() <= 100 && re("^[0-9A-Za-z][A-Za-z0-9\\-_]*$").is_match(&a.cluster_name), || format!("EKS cluster name {:?}", a.cluster_name))?;
+        ensure(a.cluster_name.len() <= 100 && re("^[0-9A-Za-z][A-Za-z0-9\\-_]*$").is_match(&a.cluster_name), || {
+            format!("EKS cluster name {:?}", a.cluster_name)
+        })?;
         let ctx = a.kube_context.clone().unwrap_or_else(|| a.cluster_name.clone());
         if let Some(other) = contexts.insert(ctx.clone(), a.name.clone()) {
             return Err(format!("accounts {other} and {} both reach their cluster through kubeconfig context {ctx:?}", a.name));
@@ -607,17 +666,22 @@ fn aws_side(c: &Config) -> Check {
             ensure(!overlap(*a, *b), || format!("VPCs of {na} and {nb} overlap"))?;
         }
         for (nb, b) in &vpcs {
-            ensure(na == nb || !overlap(eks_service_range(*a), *b), || format!("the Kubernetes service range of {na}'s cluster overlaps {nb}'s VPC: its pods could not reach it"))?;
+            ensure(na == nb || !overlap(eks_service_range(*a), *b), || {
+                format!("the Kubernetes service range of {na}'s cluster overlaps {nb}'s VPC: its pods could not reach it")
+            })?;
         }
     }
     iam_role(&spire_server_role_name(&c.hub))?;
     iam_role(&format!("{}-ebs-csi-driver", c.hub.cluster_name))?;
-    ensure(!c.network.tgw_name.is_empty() && c.network.tgw_name.len() <= 256, || format!("TGW Name tag {:?} (a tag value has 1-256 characters here)", c.network.tgw_name))?;
+    ensure(!c.network.tgw_name.is_empty() && c.network.tgw_name.len() <= 256, || {
+        format!("TGW Name tag {:?} (a tag value has 1-256 characters here)", c.network.tgw_name)
+    })?;
     ensure(!c.network.tgw_share.is_empty(), || format!("RAM share name {:?}", c.network.tgw_share))?;
     let hub_out = hub_outputs();
     for s in &c.spokes {
         iam_role(s.access_role_name())?;
-        let peer = stacks::hub_peer_spec(c, s, &ids[s.name.as_str()], &hub_out).map_err(|e| format!("hub_peer_spec {}: {}", s.name, e.chain()))?;
+        let peer =
+            stacks::hub_peer_spec(c, s, &ids[s.name.as_str()], &hub_out).map_err(|e| format!("hub_peer_spec {}: {}", s.name, e.chain()))?;
         check_stack(&peer)?;
         let own = hub_outputs();
         let tgw = stacks::tgw_spec(c, s, &hub_out, &own).map_err(|e| format!("tgw_spec {}: {}", s.name, e.chain()))?;
@@ -653,8 +717,14 @@ fn spire_side(c: &Config) -> Check {
     ensure(v["bindPort"].as_u64() != Some(8080), || "the SPIRE server's bind port is its health port (8080)".into())?;
     ensure(socket_path_ok(&c.spire.server_socket), || format!("server socket {:?}", c.spire.server_socket))?;
     ensure(c.spire.server_binary.starts_with('/'), || format!("server binary {:?}", c.spire.server_binary))?;
-    let mut server_mounts = vec!["/run/spire/config".to_string(), "/run/spire/data".to_string(), dir_of(&c.spire.server_socket), charts::TOKEN_DIR.to_string()];
-    let mut volumes = BTreeSet::from(["spire-config".to_string(), "spire-data".to_string(), "spire-server-socket".to_string(), "spoke-tokens".to_string()]);
+    let mut server_mounts =
+        vec!["/run/spire/config".to_string(), "/run/spire/data".to_string(), dir_of(&c.spire.server_socket), charts::TOKEN_DIR.to_string()];
+    let mut volumes = BTreeSet::from([
+        "spire-config".to_string(),
+        "spire-data".to_string(),
+        "spire-server-socket".to_string(),
+        "spoke-tokens".to_string(),
+    ]);
     for cl in v["clusters"].as_array().unwrap() {
         let role = cl["role"].as_str().unwrap();
         let vol = format!("kubeconfig-{role}");
@@ -671,20 +741,32 @@ fn spire_side(c: &Config) -> Check {
         ensure(cms.insert(s.kubeconfig_configmap()), || format!("two spokes write ConfigMap {} in the hub", s.kubeconfig_configmap()))?;
         ensure(k8s_subdomain(s.kubeconfig_configmap()), || "kubeconfig ConfigMap".into())?;
         let key = s.kubeconfig_key();
-        ensure(key.len() <= 253 && re("^[-._a-zA-Z0-9]+$").is_match(key) && key != "." && key != ".." && !key.starts_with(".."), || format!("ConfigMap key {key:?}"))?;
+        ensure(key.len() <= 253 && re("^[-._a-zA-Z0-9]+$").is_match(key) && key != "." && key != ".." && !key.starts_with(".."), || {
+            format!("ConfigMap key {key:?}")
+        })?;
         ensure(k8s_subdomain(s.agent_service_account()), || "agent service account".into())?;
     }
     let svid = go_duration(&c.spire.svid_ttl).ok_or_else(|| format!("svid_ttl {:?} is not a duration SPIRE reads", c.spire.svid_ttl))?;
     let ca = go_duration(&c.spire.ca_ttl).ok_or_else(|| format!("ca_ttl {:?} is not a duration SPIRE reads", c.spire.ca_ttl))?;
     ensure(svid >= 60 && ca >= 2 * svid, || "TTLs".into())?;
     // the agent: host network, so its health port must be free on the node
-    ensure(!NODE_PORTS.contains(&c.spire.agent_health_port) && c.spire.agent_health_port != 0, || format!("agent health port {} is taken on every EKS node", c.spire.agent_health_port))?;
+    ensure(!NODE_PORTS.contains(&c.spire.agent_health_port) && c.spire.agent_health_port != 0, || {
+        format!("agent health port {} is taken on every EKS node", c.spire.agent_health_port)
+    })?;
     ensure(socket_path_ok(&c.spire.agent_socket), || format!("agent socket {:?}", c.spire.agent_socket))?;
     let sock_dir = dir_of(&c.spire.agent_socket);
     let agent_mounts = ["/run/spire/config", "/run/spire/bundle", "/run/spire/data", "/var/run/secrets/tokens", sock_dir.as_str()];
     let unique: BTreeSet<&&str> = agent_mounts.iter().collect();
     ensure(unique.len() == agent_mounts.len(), || format!("two mounts at one path in the SPIRE agent: {agent_mounts:?}"))?;
-    ensure(sock_dir.len() > 1 && !["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/sys", "/dev", "/boot", "/var", "/run", "/root", "/home", "/tmp"].contains(&sock_dir.as_str()), || format!("agent socket directory {sock_dir} is a system directory of the node"))?;
+    ensure(
+        sock_dir.len() > 1
+            && ![
+                "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/sys", "/dev", "/boot", "/var", "/run", "/root", "/home",
+                "/tmp",
+            ]
+            .contains(&sock_dir.as_str()),
+        || format!("agent socket directory {sock_dir} is a system directory of the node"),
+    )?;
     for s in &c.spokes {
         serde_yaml_ng::to_string(&charts::agent_values(c, s, "10.0.0.9")).map_err(|e| format!("agent values: {e}"))?;
     }
@@ -692,7 +774,9 @@ fn spire_side(c: &Config) -> Check {
         ensure(meshctl::config::is_image_ref(img), || format!("image {img:?} has no tag"))?;
     }
     if let Some(a) = &c.spire.server_address {
-        ensure(a.parse::<std::net::IpAddr>().is_ok() || k8s_subdomain(a), || format!("server address {a:?} is neither an IP address nor a DNS name"))?;
+        ensure(a.parse::<std::net::IpAddr>().is_ok() || k8s_subdomain(a), || {
+            format!("server address {a:?} is neither an IP address nor a DNS name")
+        })?;
     }
     // registration entries: one SPIFFE ID each
     let mut ids = BTreeSet::from([entries::server_id(c)]);
@@ -718,7 +802,9 @@ fn check_bootstrap(b: &Value, app_port: u16) -> Check {
     for (i, (ha, pa)) in bound.iter().enumerate() {
         ensure((1..=65535).contains(pa), || format!("port {pa}"))?;
         for (hb, pb) in &bound[i + 1..] {
-            ensure(!(pa == pb && (ha == hb || ha == "0.0.0.0" || hb == "0.0.0.0")), || format!("{ha}:{pa} and {hb}:{pb} cannot both be bound in one pod: {bound:?}"))?;
+            ensure(!(pa == pb && (ha == hb || ha == "0.0.0.0" || hb == "0.0.0.0")), || {
+                format!("{ha}:{pa} and {hb}:{pb} cannot both be bound in one pod: {bound:?}")
+            })?;
         }
     }
     let clusters: BTreeSet<String> = sr["clusters"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
@@ -781,10 +867,13 @@ fn app_side(session: &Session) -> Check {
     ids.extend(c.spokes.iter().map(|s| entries::node_entry(c, s).spiffe_id));
     let mut selectors: BTreeMap<(String, BTreeSet<String>), String> = BTreeMap::new();
     for w in &topo.workloads {
-        let e = entries::workload_entry(c, w, session.mesh.workload_selectors(w, &topo.namespace)).ok_or_else(|| format!("no entry for {}", w.name))?;
+        let e = entries::workload_entry(c, w, session.mesh.workload_selectors(w, &topo.namespace))
+            .ok_or_else(|| format!("no entry for {}", w.name))?;
         ensure(ids.insert(e.spiffe_id.clone()), || format!("workload {} has SPIFFE ID {}, which another entry has", w.name, e.spiffe_id))?;
         let path = e.spiffe_id.strip_prefix(&topo.bundle_id()).unwrap_or_default();
-        ensure(path != "/spire" && !path.starts_with("/spire/"), || format!("workload {}: {} is in SPIRE's own /spire namespace (its server and agents)", w.name, e.spiffe_id))?;
+        ensure(path != "/spire" && !path.starts_with("/spire/"), || {
+            format!("workload {}: {} is in SPIRE's own /spire namespace (its server and agents)", w.name, e.spiffe_id)
+        })?;
         if let Some(other) = selectors.insert((e.parent_id.clone(), e.selectors.clone()), w.name.clone()) {
             return Err(format!("workloads {other} and {} have the same entry selectors: one pod would get both identities", w.name));
         }
@@ -800,7 +889,8 @@ fn app_side(session: &Session) -> Check {
         let mut config_maps = BTreeSet::new();
         for wo in objs.workloads.iter_mut() {
             let w = wo.workload.clone();
-            let ups: Vec<bootstrap::Upstream> = w.backends.iter().filter_map(|b| envoy::upstream(b, &w.account, &topo.namespace, Some("10.9.9.9".into()))).collect();
+            let ups: Vec<bootstrap::Upstream> =
+                w.backends.iter().filter_map(|b| envoy::upstream(b, &w.account, &topo.namespace, Some("10.9.9.9".into()))).collect();
             let b = bootstrap::bootstrap(&w, &topo.bundle_id(), &topo.agent_socket, settings.ports, &ups);
             check_bootstrap(&b, w.port).map_err(|e| format!("bootstrap of {}: {e}", w.name))?;
             let text = serde_yaml_ng::to_string(&b).map_err(|e| e.to_string())?;
@@ -838,7 +928,9 @@ fn app_side(session: &Session) -> Check {
                         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(t)) => {
                             ensure(pod_ports.contains_key(t), || format!("Service {n}: target port {t} is no port of the pod"))?
                         }
-                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(t)) => ensure((1..=65535).contains(t), || format!("Service {n}: target port {t}"))?,
+                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(t)) => {
+                            ensure((1..=65535).contains(t), || format!("Service {n}: target port {t}"))?
+                        }
                         None => {}
                     }
                 }

@@ -71,7 +71,12 @@ fn bootstraps_pass_envoy_validate() {
             let f = dir.path().join(format!("{label}-{name}.yaml"));
             std::fs::write(&f, &text).unwrap();
             let out = run_with_timeout(Command::new(bin("envoy")).args(["--mode", "validate", "-c"]).arg(&f), Duration::from_secs(60));
-            assert!(out.status.success(), "{label}/{name}: envoy --mode validate:\n{}{}\n{text}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{label}/{name}: envoy --mode validate:\n{}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             n += 1;
         }
     }
@@ -337,9 +342,18 @@ impl Spire {
             data = dir.join("server-data").display()
         );
         std::fs::write(dir.join("server.conf"), server_conf).unwrap();
-        let server = Proc::spawn("spire-server", Command::new(bin("spire-server")).arg("run").arg("-config").arg(dir.join("server.conf")), dir.join("server.log"));
+        let server = Proc::spawn(
+            "spire-server",
+            Command::new(bin("spire-server")).arg("run").arg("-config").arg(dir.join("server.conf")),
+            dir.join("server.log"),
+        );
         wait_for("spire-server healthy", Duration::from_secs(60), Duration::from_millis(300), || {
-            Command::new(bin("spire-server")).args(["healthcheck", "-socketPath"]).arg(dir.join("server.sock")).output().ok().filter(|o| o.status.success())
+            Command::new(bin("spire-server"))
+                .args(["healthcheck", "-socketPath"])
+                .arg(dir.join("server.sock"))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
         });
         let cli = |args: &[&str]| {
             let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -360,9 +374,18 @@ impl Spire {
             bundle = dir.join("bundle.pem").display()
         );
         std::fs::write(dir.join("agent.conf"), agent_conf).unwrap();
-        let agent = Proc::spawn("spire-agent", Command::new(bin("spire-agent")).arg("run").arg("-config").arg(dir.join("agent.conf")), dir.join("agent.log"));
+        let agent = Proc::spawn(
+            "spire-agent",
+            Command::new(bin("spire-agent")).arg("run").arg("-config").arg(dir.join("agent.conf")),
+            dir.join("agent.log"),
+        );
         wait_for("spire-agent healthy", Duration::from_secs(60), Duration::from_millis(300), || {
-            Command::new(bin("spire-agent")).args(["healthcheck", "-socketPath"]).arg(dir.join("sockets/agent.sock")).output().ok().filter(|o| o.status.success())
+            Command::new(bin("spire-agent"))
+                .args(["healthcheck", "-socketPath"])
+                .arg(dir.join("sockets/agent.sock"))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
         });
         Spire { _server: server, _agent: agent, dir: dir.to_path_buf(), agent_id: format!("spiffe://{TD}/spire/agent/join_token/{token}") }
     }
@@ -412,12 +435,20 @@ fn start_envoy(pod: &Pod, name: &str, bootstrap_text: &str, spire: &Spire, dir: 
         conf = conf.display(),
         base = 100 + pod.ip.rsplit('.').next().unwrap().parse::<u32>().unwrap(),
     );
-    let p = Proc::spawn(&format!("envoy {name}"), Command::new("ip").args(["netns", "exec", &pod.ns, "sh", "-c", &script]), dir.join(format!("{name}-envoy.log")));
+    let p = Proc::spawn(
+        &format!("envoy {name}"),
+        Command::new("ip").args(["netns", "exec", &pod.ns, "sh", "-c", &script]),
+        dir.join(format!("{name}-envoy.log")),
+    );
     (p, binary)
 }
 
 fn start_app(pod: &Pod, name: &str, dir: &Path) -> Proc {
-    Proc::spawn(name, Command::new("ip").args(["netns", "exec", &pod.ns]).arg(bin("yelb-standin")).arg(name), dir.join(format!("{name}-app.log")))
+    Proc::spawn(
+        name,
+        Command::new("ip").args(["netns", "exec", &pod.ns]).arg(bin("yelb-standin")).arg(name),
+        dir.join(format!("{name}-app.log")),
+    )
 }
 
 fn logs(pods: &BTreeMap<String, RunningPod>) -> String {
@@ -471,7 +502,17 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
                     let ip = "10.251.0.7".to_string();
                     tb.kubectl(
                         "backend",
-                        &["-n", &app_ns, "patch", "service", svc_name, "--subresource=status", "--type=merge", "-p", &format!("{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"ip\":\"{ip}\"}}]}}}}}}")],
+                        &[
+                            "-n",
+                            &app_ns,
+                            "patch",
+                            "service",
+                            svc_name,
+                            "--subresource=status",
+                            "--type=merge",
+                            "-p",
+                            &format!("{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{{\"ip\":\"{ip}\"}}]}}}}}}"),
+                        ],
                     );
                     ip
                 }
@@ -504,7 +545,8 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
         ips.insert(w.name.clone(), pod.ip.clone());
         pod_of.insert(w.name.clone(), pod);
     }
-    let fqdns: Vec<(String, String)> = topo.workloads.iter().map(|w| (format!("{}.{app_ns}.svc.cluster.local", w.name), ips[&w.name].clone())).collect();
+    let fqdns: Vec<(String, String)> =
+        topo.workloads.iter().map(|w| (format!("{}.{app_ns}.svc.cluster.local", w.name), ips[&w.name].clone())).collect();
     for w in &topo.workloads {
         let pod = pod_of.remove(&w.name).unwrap();
         let objs = &rendered[&w.account];
@@ -522,7 +564,24 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
         if !w.callers.is_empty() {
             // kube-proxy: the Service port goes to the sidecar's inbound port; the NLB: its
             // address leads here too.
-            in_ns(&pod.ns, &["iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", &w.port.to_string(), "-j", "REDIRECT", "--to-ports", &settings.ports.inbound.to_string()]);
+            in_ns(
+                &pod.ns,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    &w.port.to_string(),
+                    "-j",
+                    "REDIRECT",
+                    "--to-ports",
+                    &settings.ports.inbound.to_string(),
+                ],
+            );
         }
         if w.name == "yelb-appserver" {
             in_ns(&pod.ns, &["ip", "addr", "add", &format!("{lb_ip}/32"), "dev", "eth0"]);
@@ -570,14 +629,24 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
     // 7. `meshctl verify` on these Envoys: every check passes after traffic through the UI.
     let verify = || -> (bool, Vec<serde_json::Value>, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
-        cmd.arg("--config").arg(dir.path().join("meshctl.toml")).args(["--output", "json", "verify", "--traffic", "--requests", "3", "--timeout", "30s"]);
+        cmd.arg("--config").arg(dir.path().join("meshctl.toml")).args([
+            "--output",
+            "json",
+            "verify",
+            "--traffic",
+            "--requests",
+            "3",
+            "--timeout",
+            "30s",
+        ]);
         for (name, p) in &pods {
             cmd.arg("--admin").arg(format!("{name}={}", p.admin.url()));
         }
         cmd.arg("--traffic-url").arg(format!("yelb-ui={}/api/getvotes", ui.url()));
         let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let results = text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|r: &serde_json::Value| r.get("check").is_some()).collect();
+        let results =
+            text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|r: &serde_json::Value| r.get("check").is_some()).collect();
         (out.status.success(), results, format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
     };
     let (ok, results, text) = verify();
@@ -600,7 +669,12 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
         })
         .collect();
     took.sort();
-    println!("bench verify median {:.1} ms   p95 {:.1} ms   ({} runs)", took[4].as_secs_f64() * 1e3, took[9].as_secs_f64() * 1e3, took.len());
+    println!(
+        "bench verify median {:.1} ms   p95 {:.1} ms   ({} runs)",
+        took[4].as_secs_f64() * 1e3,
+        took[9].as_secs_f64() * 1e3,
+        took.len()
+    );
 
     // 8. Refused: a caller whose SVID the appserver does not allow (yelb-db's identity), and a
     //    caller presenting no certificate.
@@ -647,14 +721,23 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
     let serial = |w: &str| -> String {
         let (_, b) = get(pods[w].admin.port, "/certs").unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
-        v["certificates"].as_array().into_iter().flatten().flat_map(|c| c["cert_chain"].as_array().into_iter().flatten()).filter_map(|c| c["serial_number"].as_str()).collect::<Vec<_>>().join(",")
+        v["certificates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
+            .filter_map(|c| c["serial_number"].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let before: BTreeMap<&str, String> = ["yelb-ui", "yelb-appserver"].into_iter().map(|w| (w, serial(w))).collect();
     for (w, s) in &before {
         assert!(!s.is_empty(), "{w}: /certs names its certificate's serial");
     }
     for w in ["yelb-ui", "yelb-appserver"] {
-        wait_for(&format!("{w}'s SVID rotated"), Duration::from_secs(90), Duration::from_secs(2), || (serial(w) != before[w]).then_some(()));
+        wait_for(&format!("{w}'s SVID rotated"), Duration::from_secs(90), Duration::from_secs(2), || {
+            (serial(w) != before[w]).then_some(())
+        });
     }
     let handshakes_before = hs("yelb-appserver", &inbound("yelb-appserver"));
     let (code, body) = get(ui.port, "/api/getvotes").unwrap();

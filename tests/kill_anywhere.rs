@@ -301,7 +301,10 @@ fn plan_points(events: &[Value], max: usize) -> Vec<Point> {
 enum Fate {
     Untried,
     /// Killed there in run `run`; `rerun` is what the next run made of it.
-    Killed { run: usize, rerun: Option<Result<(), String>> },
+    Killed {
+        run: usize,
+        rerun: Option<Result<(), String>>,
+    },
     /// Not met again before a run got to its end.
     NoLongerOccurs,
 }
@@ -324,7 +327,8 @@ impl Chain {
         self.fates.iter().filter(|f| matches!(f, Fate::Killed { rerun: Some(Ok(())), .. })).count()
     }
     fn report(&self) -> String {
-        let mut t = format!("{}: {} points planned, {} runs, {:.1}s\n", self.what, self.points.len(), self.runs, self.elapsed.as_secs_f64());
+        let mut t =
+            format!("{}: {} points planned, {} runs, {:.1}s\n", self.what, self.points.len(), self.runs, self.elapsed.as_secs_f64());
         for (p, f) in self.points.iter().zip(&self.fates) {
             let fate = match f {
                 Fate::Untried => "not tried".to_string(),
@@ -345,7 +349,8 @@ impl Chain {
 fn chain(what: &str, args: &[&str], points: Vec<Point>, timeout: Duration) -> Chain {
     eprintln!("== {what}: {} kill points", points.len());
     let t0 = Instant::now();
-    let mut c = Chain { what: what.to_string(), fates: vec![Fate::Untried; points.len()], points, runs: 0, elapsed: Duration::ZERO, last: None };
+    let mut c =
+        Chain { what: what.to_string(), fates: vec![Fate::Untried; points.len()], points, runs: 0, elapsed: Duration::ZERO, last: None };
     let mut previous: Option<usize> = None;
     loop {
         c.runs += 1;
@@ -439,7 +444,9 @@ fn generated(id: &str) -> bool {
         run.len() >= 8 && run.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     });
     hex_after_dash
-        || id.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| run.len() >= 8 && run.chars().any(|c| c.is_ascii_digit()) && run.chars().any(|c| c.is_ascii_alphabetic()))
+        || id
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|run| run.len() >= 8 && run.chars().any(|c| c.is_ascii_digit()) && run.chars().any(|c| c.is_ascii_alphabetic()))
 }
 
 async fn sdk(profile: &str, region: &str) -> aws_config::SdkConfig {
@@ -479,19 +486,31 @@ async fn aws_state(tb: &Testbed, state: &mut State, symbols: &mut Symbols) {
                 .summaries()
                 .iter()
                 .filter(|c| c.stack_id() == Some(id))
-                .map(|c| format!("{} {}", c.status().map(|s| s.as_str()).unwrap_or("?"), c.execution_status().map(|s| s.as_str()).unwrap_or("?")))
+                .map(|c| {
+                    format!("{} {}", c.status().map(|s| s.as_str()).unwrap_or("?"), c.execution_status().map(|s| s.as_str()).unwrap_or("?"))
+                })
                 .collect();
             change_sets.sort();
-            let params: Map<String, Value> = s.parameters().iter().map(|x| (x.parameter_key().unwrap_or_default().to_string(), json!(x.parameter_value().unwrap_or_default()))).collect();
-            let tags: Map<String, Value> = s.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), json!(t.value().unwrap_or_default()))).collect();
+            let params: Map<String, Value> = s
+                .parameters()
+                .iter()
+                .map(|x| (x.parameter_key().unwrap_or_default().to_string(), json!(x.parameter_value().unwrap_or_default())))
+                .collect();
+            let tags: Map<String, Value> =
+                s.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), json!(t.value().unwrap_or_default()))).collect();
             let mut outputs: Vec<&str> = s.outputs().iter().filter_map(|o| o.output_key()).collect();
             outputs.sort();
-            put(state, format!("aws/{p}/stack/{name}"), json!({"status": status, "parameters": params, "outputs": outputs, "tags": tags, "change_sets": change_sets}));
+            put(
+                state,
+                format!("aws/{p}/stack/{name}"),
+                json!({"status": status, "parameters": params, "outputs": outputs, "tags": tags, "change_sets": change_sets}),
+            );
         }
 
         // ---- RAM: shares owned (not DELETED) with principals and resources, shares received, invitations
         let ram = aws_sdk_ram::Client::new(&conf);
-        let owned = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.expect("GetResourceShares");
+        let owned =
+            ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.expect("GetResourceShares");
         for sh in owned.resource_shares() {
             let status = sh.status().map(|s| s.as_str()).unwrap_or("");
             if status == "DELETED" {
@@ -500,24 +519,46 @@ async fn aws_state(tb: &Testbed, state: &mut State, symbols: &mut Symbols) {
             let arn = sh.resource_share_arn().unwrap_or_default();
             let name = sh.name().unwrap_or_default();
             // (GetResourceShareAssociations: the test bed's ListPrincipals ignores the share filter)
-            let assoc = |t: aws_sdk_ram::types::ResourceShareAssociationType| ram.get_resource_share_associations().association_type(t).resource_share_arns(arn).send();
-            let pr = assoc(aws_sdk_ram::types::ResourceShareAssociationType::Principal).await.expect("GetResourceShareAssociations PRINCIPAL");
-            let mut principals: Vec<String> = pr.resource_share_associations().iter().filter_map(|a| a.associated_entity().map(String::from)).collect();
+            let assoc = |t: aws_sdk_ram::types::ResourceShareAssociationType| {
+                ram.get_resource_share_associations().association_type(t).resource_share_arns(arn).send()
+            };
+            let pr =
+                assoc(aws_sdk_ram::types::ResourceShareAssociationType::Principal).await.expect("GetResourceShareAssociations PRINCIPAL");
+            let mut principals: Vec<String> =
+                pr.resource_share_associations().iter().filter_map(|a| a.associated_entity().map(String::from)).collect();
             principals.sort();
-            let rs = assoc(aws_sdk_ram::types::ResourceShareAssociationType::Resource).await.expect("GetResourceShareAssociations RESOURCE");
-            let mut resources: Vec<String> =
-                rs.resource_share_associations().iter().map(|a| format!("{} {}", a.associated_entity().unwrap_or_default(), a.status().map(|s| s.as_str()).unwrap_or("?"))).collect();
+            let rs =
+                assoc(aws_sdk_ram::types::ResourceShareAssociationType::Resource).await.expect("GetResourceShareAssociations RESOURCE");
+            let mut resources: Vec<String> = rs
+                .resource_share_associations()
+                .iter()
+                .map(|a| format!("{} {}", a.associated_entity().unwrap_or_default(), a.status().map(|s| s.as_str()).unwrap_or("?")))
+                .collect();
             resources.sort();
-            let mut statuses: Vec<String> = pr.resource_share_associations().iter().map(|a| a.status().map(|s| s.as_str()).unwrap_or("?").to_string()).collect();
+            let mut statuses: Vec<String> =
+                pr.resource_share_associations().iter().map(|a| a.status().map(|s| s.as_str()).unwrap_or("?").to_string()).collect();
             statuses.sort();
             symbols.add(arn, format!("<ram-share {p}/{name}/{}>", principals.join(",")));
-            put(state, format!("aws/{p}/ram-share/{name}/{}", principals.join(",")), json!({"status": status, "principals": principals, "principal_associations": statuses, "resources": resources}));
+            put(
+                state,
+                format!("aws/{p}/ram-share/{name}/{}", principals.join(",")),
+                json!({"status": status, "principals": principals, "principal_associations": statuses, "resources": resources}),
+            );
         }
-        let received = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::OtherAccounts).send().await.expect("GetResourceShares");
+        let received = ram
+            .get_resource_shares()
+            .resource_owner(aws_sdk_ram::types::ResourceOwner::OtherAccounts)
+            .send()
+            .await
+            .expect("GetResourceShares");
         for sh in received.resource_shares() {
             let status = sh.status().map(|s| s.as_str()).unwrap_or("");
             if status != "DELETED" {
-                put(state, format!("aws/{p}/ram-received/{}/{}", sh.name().unwrap_or_default(), sh.owning_account_id().unwrap_or_default()), json!({"status": status}));
+                put(
+                    state,
+                    format!("aws/{p}/ram-received/{}/{}", sh.name().unwrap_or_default(), sh.owning_account_id().unwrap_or_default()),
+                    json!({"status": status}),
+                );
             }
         }
         let invitations = ram.get_resource_share_invitations().send().await.expect("GetResourceShareInvitations");
@@ -525,7 +566,11 @@ async fn aws_state(tb: &Testbed, state: &mut State, symbols: &mut Symbols) {
             let status = inv.status().map(|s| s.as_str()).unwrap_or("");
             put(
                 state,
-                format!("aws/{p}/ram-invitation/{}/{}", inv.resource_share_name().unwrap_or_default(), inv.sender_account_id().unwrap_or_default()),
+                format!(
+                    "aws/{p}/ram-invitation/{}/{}",
+                    inv.resource_share_name().unwrap_or_default(),
+                    inv.sender_account_id().unwrap_or_default()
+                ),
                 json!({"status": status}),
             );
         }
@@ -547,14 +592,22 @@ async fn aws_state(tb: &Testbed, state: &mut State, symbols: &mut Symbols) {
                 let doc = iam.get_role_policy().role_name(name).policy_name(pol).send().await.expect("GetRolePolicy");
                 inline.insert(pol.clone(), policy(Some(doc.policy_document())));
             }
-            put(state, format!("aws/{p}/role/{name}"), json!({"trust": policy(r.assume_role_policy_document()), "attached": attached, "inline": inline}));
+            put(
+                state,
+                format!("aws/{p}/role/{name}"),
+                json!({"trust": policy(r.assume_role_policy_document()), "attached": attached, "inline": inline}),
+            );
         }
 
         // ---- what costs money, to count: VPCs, Transit Gateways and their attachments, EKS clusters
         let ec2 = aws_sdk_ec2::Client::new(&conf);
         let vpcs = ec2.describe_vpcs().send().await.expect("DescribeVpcs");
         for v in vpcs.vpcs().iter().filter(|v| v.is_default() != Some(true)) {
-            put(state, format!("aws/{p}/vpc/{}", v.cidr_block().unwrap_or_default()), json!({"id": v.vpc_id(), "state": v.state().map(|s| s.as_str())}));
+            put(
+                state,
+                format!("aws/{p}/vpc/{}", v.cidr_block().unwrap_or_default()),
+                json!({"id": v.vpc_id(), "state": v.state().map(|s| s.as_str())}),
+            );
         }
         let tgws = ec2.describe_transit_gateways().send().await.expect("DescribeTransitGateways");
         for t in tgws.transit_gateways().iter().filter(|t| t.state().map(|s| s.as_str()) != Some("deleted")) {
@@ -562,7 +615,11 @@ async fn aws_state(tb: &Testbed, state: &mut State, symbols: &mut Symbols) {
             put(state, format!("aws/{p}/tgw/{name}"), json!({"id": t.transit_gateway_id(), "state": t.state().map(|s| s.as_str())}));
         }
         let atts = ec2.describe_transit_gateway_attachments().send().await.expect("DescribeTransitGatewayAttachments");
-        for a in atts.transit_gateway_attachments().iter().filter(|a| !matches!(a.state().map(|s| s.as_str()), Some("deleted") | Some("deleting"))) {
+        for a in atts
+            .transit_gateway_attachments()
+            .iter()
+            .filter(|a| !matches!(a.state().map(|s| s.as_str()), Some("deleted") | Some("deleting")))
+        {
             put(
                 state,
                 format!("aws/{p}/tgw-attachment/{}", a.resource_id().unwrap_or_default()),
@@ -578,14 +635,29 @@ async fn aws_state(tb: &Testbed, state: &mut State, symbols: &mut Symbols) {
             let assocs = eks.list_pod_identity_associations().cluster_name(name).send().await.expect("ListPodIdentityAssociations");
             let mut pod_identity: Vec<String> = Vec::new();
             for a in assocs.associations() {
-                let d = eks.describe_pod_identity_association().cluster_name(name).association_id(a.association_id().unwrap_or_default()).send().await.expect("DescribePodIdentityAssociation");
+                let d = eks
+                    .describe_pod_identity_association()
+                    .cluster_name(name)
+                    .association_id(a.association_id().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("DescribePodIdentityAssociation");
                 let d = d.association.unwrap();
-                pod_identity.push(format!("{}/{} -> {}", d.namespace().unwrap_or_default(), d.service_account().unwrap_or_default(), d.role_arn().unwrap_or_default()));
+                pod_identity.push(format!(
+                    "{}/{} -> {}",
+                    d.namespace().unwrap_or_default(),
+                    d.service_account().unwrap_or_default(),
+                    d.role_arn().unwrap_or_default()
+                ));
             }
             pod_identity.sort();
             let mut addons: Vec<String> = addons.addons().to_vec();
             addons.sort();
-            put(state, format!("aws/{p}/eks/{name}"), json!({"version": c.version(), "nodegroups": ngs.nodegroups(), "addons": addons, "pod_identity": pod_identity}));
+            put(
+                state,
+                format!("aws/{p}/eks/{name}"),
+                json!({"version": c.version(), "nodegroups": ngs.nodegroups(), "addons": addons, "pod_identity": pod_identity}),
+            );
         }
     }
 }
@@ -596,7 +668,12 @@ fn meta(item: &Value) -> Value {
     let m = &item["metadata"];
     let mut annotations = m["annotations"].as_object().cloned().unwrap_or_default();
     annotations.remove("deployment.kubernetes.io/revision");
-    let owners: Vec<String> = m["ownerReferences"].as_array().into_iter().flatten().map(|o| format!("{} {}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or(""))).collect();
+    let owners: Vec<String> = m["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| format!("{} {}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
+        .collect();
     json!({"labels": m["labels"], "annotations": annotations, "owners": owners})
 }
 
@@ -636,7 +713,14 @@ fn kube_object(kind: &str, item: &Value) -> Value {
 }
 
 /// The Kubernetes side, every cluster of the configuration.
-fn kube_state(tb: &Testbed, contexts: &[&str], hub: &str, state: &mut State, versions: &mut BTreeMap<String, String>, symbols: &mut Symbols) {
+fn kube_state(
+    tb: &Testbed,
+    contexts: &[&str],
+    hub: &str,
+    state: &mut State,
+    versions: &mut BTreeMap<String, String>,
+    symbols: &mut Symbols,
+) {
     for ctx in contexts {
         let namespaces = tb.kubectl_json(ctx, &["get", "namespaces"]);
         for ns in namespaces["items"].as_array().into_iter().flatten() {
@@ -662,7 +746,8 @@ fn kube_state(tb: &Testbed, contexts: &[&str], hub: &str, state: &mut State, ver
                     symbols.add(ip, format!("<pod-ip {ctx}/{ns}/{base}>"));
                 }
             }
-            let items = tb.kubectl_json(ctx, &["-n", ns, "get", "deployments,daemonsets,statefulsets,services,configmaps,secrets,serviceaccounts"]);
+            let items =
+                tb.kubectl_json(ctx, &["-n", ns, "get", "deployments,daemonsets,statefulsets,services,configmaps,secrets,serviceaccounts"]);
             for item in items["items"].as_array().into_iter().flatten() {
                 let kind = item["kind"].as_str().unwrap_or("");
                 let name = item["metadata"]["name"].as_str().unwrap_or("");
@@ -704,7 +789,8 @@ fn kube_state(tb: &Testbed, contexts: &[&str], hub: &str, state: &mut State, ver
             versions.insert(key.clone(), cm["metadata"]["resourceVersion"].as_str().unwrap_or("").into());
             put(state, key, json!({"data": cm["data"]}));
         }
-        let cluster = tb.kubectl_json(ctx, &["get", "clusterroles,clusterrolebindings,storageclasses", "-l", "app.kubernetes.io/managed-by"]);
+        let cluster =
+            tb.kubectl_json(ctx, &["get", "clusterroles,clusterrolebindings,storageclasses", "-l", "app.kubernetes.io/managed-by"]);
         for item in cluster["items"].as_array().into_iter().flatten() {
             if !matches!(item["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("meshctl") | Some("Helm")) {
                 continue;
@@ -737,7 +823,11 @@ fn helm_state(tb: &Testbed, contexts: &[&str], state: &mut State) {
             c.args(["get", "values", name, "--namespace", ns, "--output", "json", "--kube-context", ctx]);
             let out = common::run_with_timeout(&mut c, common::CMD_TIMEOUT);
             let values: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            put(state, format!("helm/{ctx}/{ns}/{name}"), json!({"status": r["status"], "chart": r["chart"], "app_version": r["app_version"], "values": values}));
+            put(
+                state,
+                format!("helm/{ctx}/{ns}/{name}"),
+                json!({"status": r["status"], "chart": r["chart"], "app_version": r["app_version"], "values": values}),
+            );
         }
     }
 }
@@ -748,11 +838,32 @@ fn spire_state(tb: &Testbed, hub: &str, state: &mut State) -> bool {
     if pod["items"].as_array().is_none_or(|a| a.is_empty()) {
         return false;
     }
-    let out = tb.kubectl(hub, &["-n", "spire", "exec", "spire-server-0", "-c", "spire-server", "--", "/opt/spire/bin/spire-server", "entry", "show", "-output", "json"]);
+    let out = tb.kubectl(
+        hub,
+        &[
+            "-n",
+            "spire",
+            "exec",
+            "spire-server-0",
+            "-c",
+            "spire-server",
+            "--",
+            "/opt/spire/bin/spire-server",
+            "entry",
+            "show",
+            "-output",
+            "json",
+        ],
+    );
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("entry show: {e}: {out}"));
     let id = |x: &Value| format!("spiffe://{}{}", x["trust_domain"].as_str().unwrap_or(""), x["path"].as_str().unwrap_or(""));
     for e in v["entries"].as_array().into_iter().flatten() {
-        let mut selectors: Vec<String> = e["selectors"].as_array().into_iter().flatten().map(|s| format!("{}:{}", s["type"].as_str().unwrap_or(""), s["value"].as_str().unwrap_or(""))).collect();
+        let mut selectors: Vec<String> = e["selectors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{}:{}", s["type"].as_str().unwrap_or(""), s["value"].as_str().unwrap_or("")))
+            .collect();
         selectors.sort();
         put(state, format!("spire/entry/{}", id(&e["spiffe_id"])), json!({"parent": id(&e["parent_id"]), "selectors": selectors}));
     }
@@ -779,7 +890,9 @@ fn replace_symbols(s: &str, symbols: &[(String, String)]) -> String {
             let (a1, a2) = (ahead.next(), ahead.next());
             // inside a longer id, name or address: a letter or digit beside it, or a dot
             // continuing a dotted number
-            let stuck = |c: Option<char>, d: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || (c == '.' && d.is_some_and(|d| d.is_ascii_digit())));
+            let stuck = |c: Option<char>, d: Option<char>| {
+                c.is_some_and(|c| c.is_ascii_alphanumeric() || (c == '.' && d.is_some_and(|d| d.is_ascii_digit())))
+            };
             result.push_str(&out[last..i]);
             result.push_str(if stuck(b1, b2) || stuck(a1, a2) { raw } else { sym });
             last = i + raw.len();
@@ -910,7 +1023,16 @@ async fn leftovers(tb: &Testbed) -> Vec<String> {
                 left.push(format!("{ctx}: namespace {name} ({})", n["status"]["phase"].as_str().unwrap_or("")));
             }
         }
-        let managed = tb.kubectl_json(ctx, &["get", "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets", "-A", "-l", "app.kubernetes.io/managed-by"]);
+        let managed = tb.kubectl_json(
+            ctx,
+            &[
+                "get",
+                "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets",
+                "-A",
+                "-l",
+                "app.kubernetes.io/managed-by",
+            ],
+        );
         for i in managed["items"].as_array().into_iter().flatten() {
             if matches!(i["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("meshctl") | Some("Helm")) {
                 left.push(format!("{ctx}: {} {}", i["kind"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap_or("")));
@@ -1086,15 +1208,17 @@ fn symbols_replace_whole_ids_and_addresses_only() {
     assert_eq!(replace_symbols("10.0.1.50 and 110.0.1.5", &symbols), "10.0.1.50 and 110.0.1.5");
     assert_eq!(replace_symbols("vpc-0a1b2c3d4e,vpc-0a1b2c3d4ef", &symbols), "<s.Vpc>,vpc-0a1b2c3d4ef");
     assert!(generated("subnet-88318318805621058") && generated("eks-cluster-backend-stack-ClusterRole-259MU6MRVNVS"));
-    assert!(generated("vpc-0a1b2c3d4e5f60718") && generated("arn:aws:ram:us-east-2:111111111111:resource-share/6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"));
+    assert!(
+        generated("vpc-0a1b2c3d4e5f60718")
+            && generated("arn:aws:ram:us-east-2:111111111111:resource-share/6f1c2d3e-aaaa-bbbb-cccc-0123456789ab")
+    );
     assert!(!generated("eks-cluster-frontend-node-role") && !generated("arn:aws:iam::111111111111:role/eks-cluster-frontend-access-role"));
 }
 
 #[test]
 fn points_keep_the_first_of_every_phase_and_spread_the_rest() {
-    let events: Vec<Value> = (0..50)
-        .map(|i| json!({"step": if i < 45 { format!("stacks/s{i}") } else { format!("ram/r{i}") }, "state": "started"}))
-        .collect();
+    let events: Vec<Value> =
+        (0..50).map(|i| json!({"step": if i < 45 { format!("stacks/s{i}") } else { format!("ram/r{i}") }, "state": "started"})).collect();
     let p = plan_points(&events, 10);
     assert!(p.len() >= 10 && p.len() <= 12, "{p:?}");
     assert!(p.iter().any(|p| p.phase == "ram"), "{p:?}");
@@ -1140,12 +1264,18 @@ async fn helm_releases_left_pending_by_a_killed_helm_are_recovered() {
     let killed_in = |args: Vec<&'static str>, pending: &'static str| {
         let (helm, ns, chart, hang) = (helm.clone(), ns.clone(), chart.clone(), hang.clone());
         let mut c = tb.command("helm");
-        let args: Vec<String> = args.into_iter().map(|a| match a {
-            "CHART" => chart.clone(),
-            "HANG" => hang.clone(),
-            a => a.to_string(),
-        }).collect();
-        c.args(&args).args(["--kube-context", ctx, "--namespace", &ns, "--wait", "--timeout", "600s"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| match a {
+                "CHART" => chart.clone(),
+                "HANG" => hang.clone(),
+                a => a.to_string(),
+            })
+            .collect();
+        c.args(&args)
+            .args(["--kube-context", ctx, "--namespace", &ns, "--wait", "--timeout", "600s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let mut child = c.spawn().unwrap();
         async move {
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -1183,7 +1313,11 @@ async fn helm_releases_left_pending_by_a_killed_helm_are_recovered() {
     c.args(["history", rel, "--kube-context", ctx, "--namespace", &ns, "--output", "json"]);
     let history: Value = serde_json::from_slice(&common::run_with_timeout(&mut c, common::CMD_TIMEOUT).stdout).unwrap();
     let descriptions: Vec<&str> = history.as_array().unwrap().iter().filter_map(|r| r["description"].as_str()).collect();
-    assert!(descriptions.iter().any(|d| d.starts_with("Rollback to")), "rolled back before the upgrade: {descriptions:?} (revision {})", info.revision);
+    assert!(
+        descriptions.iter().any(|d| d.starts_with("Rollback to")),
+        "rolled back before the upgrade: {descriptions:?} (revision {})",
+        info.revision
+    );
 
     // 3. an uninstall killed (a finalizer holds the ConfigMap): uninstalling → meshctl's
     //    uninstall finishes it; and over another one, an upgrade installs afresh
@@ -1222,7 +1356,8 @@ async fn downs_killed_between_two_writes_of_a_step_are_finished() {
     }
     let auth = tb.kubectl_json("frontend", &["-n", "kube-system", "get", "configmap", "aws-auth"]);
     let roles: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(auth["data"]["mapRoles"].as_str().unwrap()).unwrap();
-    let kept: Vec<&serde_yaml_ng::Value> = roles.iter().filter(|r| !r["rolearn"].as_str().unwrap_or("").ends_with("-access-role")).collect();
+    let kept: Vec<&serde_yaml_ng::Value> =
+        roles.iter().filter(|r| !r["rolearn"].as_str().unwrap_or("").ends_with("-access-role")).collect();
     assert_eq!(kept.len() + 1, roles.len(), "meshctl mapped the access role: {roles:?}");
     let patch = json!({"data": {"mapRoles": serde_yaml_ng::to_string(&kept).unwrap()}}).to_string();
     tb.kubectl("frontend", &["-n", "kube-system", "patch", "configmap", "aws-auth", "--type=merge", "-p", &patch]);

@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::*;
 use meshctl::config::Config;
 use meshctl::engine::{self, Event, EventKind, EventSink, Mode, Outcome, RunOptions, RunSummary, Status, StepId};
-use meshctl::session::Session;
 use meshctl::phases;
+use meshctl::session::Session;
 
 #[derive(Default)]
 struct Sink {
@@ -144,7 +144,9 @@ fn absent(tb: &Testbed, ctx: &str, args: &[&str]) -> bool {
 async fn token_presigned_url_answers_get_caller_identity() {
     let tb = testbed();
     for (profile, account) in &tb.accounts {
-        let t = meshctl::aws::token::token("eks-cluster-test", None, Some(profile), &tb.region).await.unwrap_or_else(|e| panic!("{profile}: {e}"));
+        let t = meshctl::aws::token::token("eks-cluster-test", None, Some(profile), &tb.region)
+            .await
+            .unwrap_or_else(|e| panic!("{profile}: {e}"));
         let url = meshctl::aws::token::url_from_token(&t.token).expect("a k8s-aws-v1 token");
         assert!(url.starts_with(&tb.moto_url), "the profile's endpoint_url is used: {url}");
         assert!(url.contains("X-Amz-Expires=60") && url.contains("x-k8s-aws-id"), "{url}");
@@ -155,8 +157,19 @@ async fn token_presigned_url_answers_get_caller_identity() {
         // moto routes a request by the credential scope of its Authorization header and
         // ignores query-string signatures (it sends such a GET to S3): restate the URL's own
         // X-Amz-Credential / SignedHeaders / Signature as that header, nothing else changes.
-        let q = |k: &str| url.split(['?', '&']).find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("{k} in {url}")).replace("%2F", "/").replace("%3B", ";");
-        let auth = format!("AWS4-HMAC-SHA256 Credential={}, SignedHeaders={}, Signature={}", q("X-Amz-Credential"), q("X-Amz-SignedHeaders"), q("X-Amz-Signature"));
+        let q = |k: &str| {
+            url.split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} in {url}"))
+                .replace("%2F", "/")
+                .replace("%3B", ";")
+        };
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={}, SignedHeaders={}, Signature={}",
+            q("X-Amz-Credential"),
+            q("X-Amz-SignedHeaders"),
+            q("X-Amz-Signature")
+        );
         write!(s, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nx-k8s-aws-id: eks-cluster-test\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
@@ -164,7 +177,11 @@ async fn token_presigned_url_answers_get_caller_identity() {
         assert!(body.contains("GetCallerIdentityResponse") && body.contains(&format!("<Account>{account}</Account>")), "{profile}: {body}");
         let exec = meshctl::aws::token::exec_credential(&t);
         assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1beta1");
-        let exp = time::OffsetDateTime::parse(exec["status"]["expirationTimestamp"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let exp = time::OffsetDateTime::parse(
+            exec["status"]["expirationTimestamp"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
         let ahead = exp - time::OffsetDateTime::now_utc();
         assert!(ahead > time::Duration::minutes(13) && ahead <= time::Duration::minutes(14), "{ahead}");
     }
@@ -220,18 +237,33 @@ async fn kubeconfig_spire_configmaps(spokes: Spokes) {
     let rvs: Vec<String> = c.spokes.iter().map(|s| rv(&tb, "shared", &["-n", &ns, "get", "configmap", s.kubeconfig_configmap()])).collect();
     assert_planned_up_to_date(&c, &ids).await;
     assert_rerun_noop(&c, &ids).await;
-    let after: Vec<String> = c.spokes.iter().map(|s| rv(&tb, "shared", &["-n", &ns, "get", "configmap", s.kubeconfig_configmap()])).collect();
+    let after: Vec<String> =
+        c.spokes.iter().map(|s| rv(&tb, "shared", &["-n", &ns, "get", "configmap", s.kubeconfig_configmap()])).collect();
     assert_eq!(rvs, after, "a second run changes nothing");
 
     // Drift: an edited ConfigMap is reported and repaired.
-    tb.kubectl("shared", &["-n", &ns, "patch", "configmap", c.spokes[0].kubeconfig_configmap(), "--type=merge", "-p", &format!("{{\"data\":{{\"{}\":\"x\"}}}}", c.spokes[0].kubeconfig_key())]);
+    tb.kubectl(
+        "shared",
+        &[
+            "-n",
+            &ns,
+            "patch",
+            "configmap",
+            c.spokes[0].kubeconfig_configmap(),
+            "--type=merge",
+            "-p",
+            &format!("{{\"data\":{{\"{}\":\"x\"}}}}", c.spokes[0].kubeconfig_key()),
+        ],
+    );
     let s = run(&c, Mode::Plan, &ids).await;
     assert!(matches!(s.outcome(phases::ids::spire_configmaps().as_str()), Some(Outcome::Checked(Status::Drifted(_)))), "{:?}", s.done);
     assert_ok("repair", &run(&c, Mode::Up, &ids).await);
     assert_planned_up_to_date(&c, &ids).await;
 
     assert_ok("down", &run(&c, Mode::Down, &ids).await);
-    wait_for("namespace deleted", Duration::from_secs(60), Duration::from_millis(500), || absent(&tb, "shared", &["namespace", &ns]).then_some(()));
+    wait_for("namespace deleted", Duration::from_secs(60), Duration::from_millis(500), || {
+        absent(&tb, "shared", &["namespace", &ns]).then_some(())
+    });
     assert_eq!(std::fs::read(&tb.kubeconfig).unwrap(), before);
     assert_ok("down again", &run(&c, Mode::Down, &ids).await);
 }
@@ -246,7 +278,12 @@ async fn kubeconfig_context_merged_from_eks() {
     let foreign = "apiVersion: v1\nkind: Config\ncurrent-context: other\nclusters:\n- name: other\n  cluster:\n    server: https://example.invalid\ncontexts:\n- name: other\n  context: {cluster: other, user: other}\nusers:\n- name: other\n  user:\n    token: secret\n";
     std::fs::write(&file, foreign).unwrap();
     let cluster = unique_name("kp-eks");
-    let c = Config::load(None, &[], &[format!("kubeconfig={}", file.display()), format!("hub.cluster_name={cluster}"), format!("region={}", tb.region)]).unwrap();
+    let c = Config::load(
+        None,
+        &[],
+        &[format!("kubeconfig={}", file.display()), format!("hub.cluster_name={cluster}"), format!("region={}", tb.region)],
+    )
+    .unwrap();
     let conf = meshctl::aws::sdk_loader().profile_name("shared").region(aws_config::Region::new(tb.region.clone())).load().await;
     let eks = aws_sdk_eks::Client::new(&conf);
     eks.create_cluster()
@@ -260,7 +297,15 @@ async fn kubeconfig_context_merged_from_eks() {
     let ids = vec![phases::ids::kubeconfig("shared")];
     assert_ok("up", &run(&c, Mode::Up, &ids).await);
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let entry = |list: &str| doc[list].as_sequence().unwrap().iter().find(|x| x["name"].as_str() == Some(&cluster)).cloned().unwrap_or_else(|| panic!("{list}: {doc:?}"));
+    let entry = |list: &str| {
+        doc[list]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"].as_str() == Some(&cluster))
+            .cloned()
+            .unwrap_or_else(|| panic!("{list}: {doc:?}"))
+    };
     assert_eq!(entry("clusters")["cluster"]["server"].as_str(), described.endpoint.as_deref());
     let exec = entry("users")["user"]["exec"].clone();
     assert_eq!(exec["command"].as_str(), Some("meshctl"));
@@ -368,7 +413,11 @@ async fn aws_auth_least_privilege(tb: &Testbed, spokes: Spokes) {
         let cr = tb.kubectl_json(&s.name, &["get", "clusterrole", "meshctl:spire-server"]);
         assert_eq!(cr["rules"].as_array().unwrap().len(), 2, "{cr}");
         // The mapped group can do what the SPIRE server needs, and no more.
-        let can = |verb: &str, res: &str| tb.kubectl_output(&s.name, &["auth", "can-i", verb, res, "--as", "x", "--as-group", "meshctl:spire-server"], None).status.success();
+        let can = |verb: &str, res: &str| {
+            tb.kubectl_output(&s.name, &["auth", "can-i", verb, res, "--as", "x", "--as-group", "meshctl:spire-server"], None)
+                .status
+                .success()
+        };
         assert!(can("create", "tokenreviews.authentication.k8s.io") && can("list", "pods") && can("get", "nodes"));
         assert!(!can("create", "pods") && !can("get", "secrets") && !can("delete", "nodes"));
     }
@@ -385,7 +434,6 @@ async fn aws_auth_least_privilege(tb: &Testbed, spokes: Spokes) {
     }
 }
 
-
 /// A release of the name meshctl wants that someone else installed: meshctl's helm wrapper
 /// neither upgrades nor uninstalls it (nothing changes: same revision, same values) unless
 /// adopting it; adopted, it carries meshctl's mark and is meshctl's to remove.
@@ -396,10 +444,25 @@ async fn a_foreign_helm_release_is_refused_then_adopted() {
     let chart = dir.path().join("chart");
     std::fs::create_dir_all(chart.join("templates")).unwrap();
     std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: foreign\nversion: 0.1.0\n").unwrap();
-    std::fs::write(chart.join("templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  who: {{ .Values.who | quote }}\n").unwrap();
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  who: {{ .Values.who | quote }}\n",
+    )
+    .unwrap();
     let ns = unique_name("kp-helm");
     let mut c = tb.command("helm");
-    c.args(["install", "spire-server", chart.to_str().unwrap(), "--kube-context", "frontend", "-n", &ns, "--create-namespace", "--set", "who=someone-else"]);
+    c.args([
+        "install",
+        "spire-server",
+        chart.to_str().unwrap(),
+        "--kube-context",
+        "frontend",
+        "-n",
+        &ns,
+        "--create-namespace",
+        "--set",
+        "who=someone-else",
+    ]);
     assert_success(&run_with_timeout(&mut c, Duration::from_secs(120)), "helm install of the foreign release");
 
     let helm = meshctl::helm::Helm::new(&tb.kubeconfig, "frontend").with_binary(tb.bin("helm"));
@@ -448,7 +511,11 @@ fn up_from_kubeconfig_takes_earlier_phases_as_in_place() {
     };
     let only = meshctl(&["up", "--only", "kubeconfig"]);
     assert_eq!(only.status.code(), Some(2), "{}", String::from_utf8_lossy(&only.stderr));
-    assert!(String::from_utf8_lossy(&only.stderr).contains("stacks/shared"), "names the missing stack: {}", String::from_utf8_lossy(&only.stderr));
+    assert!(
+        String::from_utf8_lossy(&only.stderr).contains("stacks/shared"),
+        "names the missing stack: {}",
+        String::from_utf8_lossy(&only.stderr)
+    );
 
     let from = meshctl(&["up", "--from", "kubeconfig"]);
     let stdout = String::from_utf8_lossy(&from.stdout);

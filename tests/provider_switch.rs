@@ -218,7 +218,12 @@ fn resource_versions(bed: &Bed) -> BTreeMap<String, String> {
         }
         lists.push(vec!["get", "crd"]);
         if !app_mesh_crds(&bed.tb, &ctx).is_empty() {
-            lists.push(vec!["-n", bed.app_ns.as_str(), "get", "virtualnodes.appmesh.k8s.aws,virtualservices.appmesh.k8s.aws,virtualrouters.appmesh.k8s.aws"]);
+            lists.push(vec![
+                "-n",
+                bed.app_ns.as_str(),
+                "get",
+                "virtualnodes.appmesh.k8s.aws,virtualservices.appmesh.k8s.aws,virtualrouters.appmesh.k8s.aws",
+            ]);
             lists.push(vec!["get", "meshes.appmesh.k8s.aws"]);
         }
         for mut args in lists {
@@ -230,7 +235,8 @@ fn resource_versions(bed: &Bed) -> BTreeMap<String, String> {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
             let items = if v["kind"] == "List" { v["items"].as_array().cloned().unwrap_or_default() } else { vec![v] };
             for o in items {
-                let key = format!("{ctx}/{}/{}", o["kind"].as_str().unwrap_or_default(), o["metadata"]["name"].as_str().unwrap_or_default());
+                let key =
+                    format!("{ctx}/{}/{}", o["kind"].as_str().unwrap_or_default(), o["metadata"]["name"].as_str().unwrap_or_default());
                 out.insert(key, o["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string());
             }
         }
@@ -295,7 +301,8 @@ async fn aws_state(bed: &Bed) -> String {
             out.push(format!("share {} {:?} {:?}", s.name().unwrap_or_default(), s.status(), s.last_updated_time()));
         }
     }
-    let cloudmap = aws_sdk_servicediscovery::Client::new(&bed.sdk("backend").await).list_namespaces().send().await.expect("Cloud Map ListNamespaces");
+    let cloudmap =
+        aws_sdk_servicediscovery::Client::new(&bed.sdk("backend").await).list_namespaces().send().await.expect("Cloud Map ListNamespaces");
     for n in cloudmap.namespaces() {
         if n.name() == Some(bed.cloudmap.as_str()) {
             out.push(format!("cloudmap namespace {} {}", n.name().unwrap_or_default(), n.id().unwrap_or_default()));
@@ -307,7 +314,11 @@ async fn aws_state(bed: &Bed) -> String {
         if let Ok(r) = iam.get_role().role_name(&role).send().await {
             let attached = iam.list_attached_role_policies().role_name(&role).send().await.unwrap();
             let policies: Vec<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_arn()).collect();
-            out.push(format!("role {} {} {policies:?}", role, r.role().map(|r| r.assume_role_policy_document().unwrap_or_default()).unwrap_or_default()));
+            out.push(format!(
+                "role {} {} {policies:?}",
+                role,
+                r.role().map(|r| r.assume_role_policy_document().unwrap_or_default()).unwrap_or_default()
+            ));
         }
         let issuer = aws_sdk_eks::Client::new(&bed.sdk(&a.profile).await)
             .describe_cluster()
@@ -384,7 +395,8 @@ async fn assert_appmesh(bed: &Bed) {
     assert_eq!(app["spec"]["listeners"][0]["tls"]["mode"], "STRICT", "{app}");
     assert!(absent(tb, "backend", &["-n", &bed.app_ns, "configmap", "yelb-appserver-envoy"]));
     let d = tb.kubectl_json("backend", &["-n", &bed.app_ns, "get", "deployment", "yelb-appserver"]);
-    let containers: Vec<&str> = d["spec"]["template"]["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let containers: Vec<&str> =
+        d["spec"]["template"]["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(containers, ["yelb-appserver"], "App Mesh's webhook injects the sidecar, meshctl does not");
     let aws = aws_state(bed).await;
     assert!(aws.contains(&format!("mesh {} owner {hub_id}", bed.mesh)), "{aws}");
@@ -401,7 +413,10 @@ async fn assert_appmesh(bed: &Bed) {
 async fn assert_no_appmesh(bed: &Bed) {
     for ctx in bed.contexts() {
         assert_eq!(app_mesh_crds(&bed.tb, &ctx), Vec::<String>::new(), "{ctx}: App Mesh CRDs left");
-        assert!(bed.tb.kubectl(&ctx, &["api-resources", "--api-group", APPMESH_GROUP, "-o", "name"]).trim().is_empty(), "{ctx}: App Mesh kinds still served");
+        assert!(
+            bed.tb.kubectl(&ctx, &["api-resources", "--api-group", APPMESH_GROUP, "-o", "name"]).trim().is_empty(),
+            "{ctx}: App Mesh kinds still served"
+        );
         assert_eq!(helm_releases(bed, &ctx), "", "{ctx}: the controller's release is left");
         assert!(absent(&bed.tb, &ctx, &["namespace", &bed.ctl_ns]), "{ctx}: {} left", bed.ctl_ns);
     }
@@ -433,7 +448,10 @@ fn assert_envoy(bed: &Bed) {
     .into();
     for spoke in bed.spokes() {
         let labels = namespace_labels(bed, &spoke);
-        assert!(!labels.contains_key("mesh") && !labels.contains_key("appmesh.k8s.aws/sidecarInjectorWebhook"), "{spoke}: App Mesh's labels left: {labels:?}");
+        assert!(
+            !labels.contains_key("mesh") && !labels.contains_key("appmesh.k8s.aws/sidecarInjectorWebhook"),
+            "{spoke}: App Mesh's labels left: {labels:?}"
+        );
         assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("meshctl"));
         let (lines, provider) = inventory(bed, &spoke);
         assert_eq!(provider, "envoy");
@@ -585,11 +603,18 @@ async fn pass(client: &kube::Client, app_ns: &str, ctl_ns: &str, mesh: &str, reg
     if let Ok(list) = services.list(&ListParams::default()).await {
         for svc in list.items {
             let lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-            let has = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_some_and(|i| !i.is_empty());
+            let has =
+                svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_some_and(|i| !i.is_empty());
             if lb && !has && svc.metadata.deletion_timestamp.is_none() {
                 let name = svc.metadata.name.clone().unwrap_or_default();
                 let host = format!("{name}-0123456789.{region}.elb.amazonaws.com");
-                let _ = services.patch_status(&name, &pp, &Patch::Merge(serde_json::json!({"status": {"loadBalancer": {"ingress": [{"hostname": host}]}}}))).await;
+                let _ = services
+                    .patch_status(
+                        &name,
+                        &pp,
+                        &Patch::Merge(serde_json::json!({"status": {"loadBalancer": {"ingress": [{"hostname": host}]}}})),
+                    )
+                    .await;
                 acted += 1;
             }
         }
@@ -671,13 +696,25 @@ async fn switching_appmesh_to_envoy_and_back_converges() {
         ),
         other => panic!("yelb/backend: {other:?}"),
     }
-    assert_eq!(plan.outcome("yelb/frontend"), Some(&Outcome::Pending(vec![phases::ids::yelb("backend")])), "the caller waits for its callee");
+    assert_eq!(
+        plan.outcome("yelb/frontend"),
+        Some(&Outcome::Pending(vec![phases::ids::yelb("backend")])),
+        "the caller waits for its callee"
+    );
     assert_eq!(plan.outcome("mesh/retire-controller-backend"), Some(&Outcome::Checked(Status::Drifted("exists; would remove".into()))));
     assert_eq!(plan.outcome("mesh/retire-accept-frontend"), Some(&Outcome::Checked(Status::UpToDate)), "goes with the share");
 
     let (_, up) = run(&bed.envoy, Mode::Up).await;
     assert_ok("up (envoy)", &up);
-    for id in ["yelb/frontend", "yelb/backend", "mesh/retire-appmesh", "mesh/retire-controller-shared", "mesh/retire-irsa-frontend", "mesh/retire-cloudmap", "mesh/retire-share"] {
+    for id in [
+        "yelb/frontend",
+        "yelb/backend",
+        "mesh/retire-appmesh",
+        "mesh/retire-controller-shared",
+        "mesh/retire-irsa-frontend",
+        "mesh/retire-cloudmap",
+        "mesh/retire-share",
+    ] {
         assert!(matches!(up.outcome(id), Some(Outcome::Updated(_))), "{id}: {:?}", up.outcome(id));
     }
     stand_in.settle().await;
@@ -725,7 +762,14 @@ async fn down_right_after_switching_removes_the_old_mesh_too() {
     stand_in.settle().await;
     let (_, down) = run(&bed.envoy, Mode::Down).await;
     assert_ok("down (switched)", &down);
-    for id in ["yelb/frontend", "yelb/backend", "mesh/retire-resource-backend", "mesh/retire-controller-backend", "mesh/retire-appmesh", "mesh/retire-share"] {
+    for id in [
+        "yelb/frontend",
+        "yelb/backend",
+        "mesh/retire-resource-backend",
+        "mesh/retire-controller-backend",
+        "mesh/retire-appmesh",
+        "mesh/retire-share",
+    ] {
         assert_eq!(down.outcome(id), Some(&Outcome::Destroyed), "{id}");
     }
     assert_eq!(down.outcome("mesh/retire-accept-frontend"), Some(&Outcome::AlreadyGone), "goes with the share");

@@ -128,7 +128,10 @@ fn values(c: &Config) -> Value {
         .spokes
         .iter()
         .enumerate()
-        .map(|(i, s)| SpokeAccess { spoke: s.clone(), access_role_arn: meshctl::names::access_role_arn(c, s, &format!("{:012}", 222_222_222_222u64 + i as u64)) })
+        .map(|(i, s)| SpokeAccess {
+            spoke: s.clone(),
+            access_role_arn: meshctl::names::access_role_arn(c, s, &format!("{:012}", 222_222_222_222u64 + i as u64)),
+        })
         .collect();
     server_values(c, &access)
 }
@@ -144,7 +147,13 @@ fn three_spokes() -> Config {
 fn server_chart_renders_valid_manifests_and_config() {
     let default = template(&SERVER_CHART, None);
     let objs = assert_well_formed(&default);
-    for (k, n) in [("StatefulSet", "spire-server"), ("ConfigMap", "spire-server"), ("Service", "spire-server"), ("ServiceAccount", "spire-server"), ("ConfigMap", "spire-bundle")] {
+    for (k, n) in [
+        ("StatefulSet", "spire-server"),
+        ("ConfigMap", "spire-server"),
+        ("Service", "spire-server"),
+        ("ServiceAccount", "spire-server"),
+        ("ConfigMap", "spire-bundle"),
+    ] {
         assert!(objs.contains_key(&(k.to_string(), n.to_string())), "{k} {n} not rendered");
     }
     let conf = conf_of(&objs, "spire-server", "server.conf");
@@ -226,7 +235,6 @@ fn agent_chart_renders_valid_manifests_and_config() {
     assert_eq!(ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 18080);
 }
 
-
 /// The server pod gets each spoke's token from the official AWS CLI image (init once, then a
 /// refresher), in an in-memory volume the server reads but cannot write; its claim names
 /// meshctl's StorageClass (EKS has no default one).
@@ -240,14 +248,18 @@ fn assert_token_refresher(objs: &BTreeMap<(String, String), Value>, c: &Config) 
     for c2 in [refresher, init] {
         assert_eq!(c2["image"], "public.ecr.aws/aws-cli/aws-cli:2.15.62");
         let script = c2["args"][0].as_str().unwrap();
-        assert!(script.contains("aws eks get-token") && script.contains("--role-arn") && script.contains("--query status.token"), "{script}");
+        assert!(
+            script.contains("aws eks get-token") && script.contains("--role-arn") && script.contains("--query status.token"),
+            "{script}"
+        );
         let env = c2["env"].to_string();
         for s in &c.spokes {
             assert!(env.contains(&format!("{}.token|{}|arn:aws:iam::", s.name, s.cluster_name)), "{env}");
         }
     }
     let server = containers.iter().find(|c| c["name"] == "spire-server").unwrap();
-    let mount = server["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "spoke-tokens").expect("tokens mounted in the server");
+    let mount =
+        server["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "spoke-tokens").expect("tokens mounted in the server");
     assert_eq!((mount["mountPath"].as_str(), mount["readOnly"].as_bool()), (Some(TOKEN_DIR), Some(true)));
     let vol = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "spoke-tokens").unwrap();
     assert_eq!(vol["emptyDir"]["medium"], "Memory", "tokens are never written to disk");

@@ -77,8 +77,8 @@ use meshctl::kube::kubeconfig_file::{endpoint_of_context, read_doc, Endpoint};
 use meshctl::phases::aws_auth::rbac;
 use meshctl::phases::kubeconfig::spire_entry;
 use meshctl::spire::charts::{
-    agent_values, server_values, SpokeAccess, AGENT_CHART, AGENT_DAEMONSET, BUNDLE_CONFIGMAP, BUNDLE_KEY, SERVER_CHART, SERVER_CONFIGMAP, SERVER_CONTAINER,
-    SERVER_STATEFULSET,
+    agent_values, server_values, SpokeAccess, AGENT_CHART, AGENT_DAEMONSET, BUNDLE_CONFIGMAP, BUNDLE_KEY, SERVER_CHART, SERVER_CONFIGMAP,
+    SERVER_CONTAINER, SERVER_STATEFULSET,
 };
 use meshctl::spire::entries::{self, EntryCli, Plan};
 use serde_json::{json, Value};
@@ -176,7 +176,8 @@ impl Scene {
 
     /// The status of a TokenReview of `token` by `ctx`'s API server.
     fn token_review(&self, ctx: &str, token: &str, audience: &str) -> Value {
-        let tr = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": [audience]}});
+        let tr =
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": [audience]}});
         let out = self.tb.kubectl_stdin(ctx, &["create", "-f", "-", "-o", "json"], Some(&tr.to_string()));
         serde_json::from_str::<Value>(&out).unwrap()["status"].clone()
     }
@@ -241,13 +242,21 @@ struct PodFs {
 
 impl PodFs {
     fn new(root: &Path, spec: &Value, container: &str) -> PodFs {
-        let c = spec["containers"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == container)).unwrap_or_else(|| panic!("no container {container} in {spec:#}"));
+        let c = spec["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == container))
+            .unwrap_or_else(|| panic!("no container {container} in {spec:#}"));
         let mut mounts: Vec<(String, String)> = c["volumeMounts"]
             .as_array()
-            .map(|ms| ms.iter().map(|m| (str_at(m, "/mountPath").trim_end_matches('/').to_string(), str_at(m, "/name").to_string())).collect())
+            .map(|ms| {
+                ms.iter().map(|m| (str_at(m, "/mountPath").trim_end_matches('/').to_string(), str_at(m, "/name").to_string())).collect()
+            })
             .unwrap_or_default();
         mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        let volumes = spec["volumes"].as_array().map(|vs| vs.iter().map(|v| (str_at(v, "/name").to_string(), v.clone())).collect()).unwrap_or_default();
+        let volumes = spec["volumes"]
+            .as_array()
+            .map(|vs| vs.iter().map(|v| (str_at(v, "/name").to_string(), v.clone())).collect())
+            .unwrap_or_default();
         for (_, name) in &mounts {
             std::fs::create_dir_all(root.join(name)).unwrap();
         }
@@ -272,7 +281,8 @@ impl PodFs {
     /// Where a container path is on this machine; panics when no volume holds it (the
     /// process would write into its image, or read a file nothing provides).
     fn host(&self, path: &str, what: &str) -> PathBuf {
-        let (v, rel) = self.locate(path).unwrap_or_else(|| panic!("{what}: {path} is on no volume of the container (mounts {:?})", self.mounts));
+        let (v, rel) =
+            self.locate(path).unwrap_or_else(|| panic!("{what}: {path} is on no volume of the container (mounts {:?})", self.mounts));
         if rel.is_empty() {
             self.dir(v)
         } else {
@@ -320,7 +330,12 @@ fn localize(conf: &str, fs: &PodFs, health_port: u16, what: &str) -> String {
 fn localize_args(container: &Value, fs: &PodFs) -> Vec<String> {
     container["args"]
         .as_array()
-        .map(|a| a.iter().map(|s| s.as_str().unwrap()).map(|s| if s.starts_with('/') { fs.host(s, "args").to_string_lossy().into_owned() } else { s.to_string() }).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap())
+                .map(|s| if s.starts_with('/') { fs.host(s, "args").to_string_lossy().into_owned() } else { s.to_string() })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -421,7 +436,10 @@ impl Server {
                 a.iter()
                     .map(|a| {
                         let id = format!("spiffe://{}{}", str_at(a, "/id/trust_domain"), str_at(a, "/id/path"));
-                        let sel = a["selectors"].as_array().map(|s| s.iter().map(|s| format!("{}:{}", str_at(s, "/type"), str_at(s, "/value"))).collect()).unwrap_or_default();
+                        let sel = a["selectors"]
+                            .as_array()
+                            .map(|s| s.iter().map(|s| format!("{}:{}", str_at(s, "/type"), str_at(s, "/value"))).collect())
+                            .unwrap_or_default();
                         (id, sel)
                     })
                     .collect()
@@ -481,16 +499,27 @@ fn start_server(s: &Scene, c: &Config, dir: &Path, log_name: &str) -> Server {
     // meshctl's k8s_psat clusters: one per spoke, the spoke's agent service account allowed,
     // its kubeconfig the key the kubeconfig phase writes, in the ConfigMap mounted there.
     let clusters = psat_clusters(&conf);
-    assert_eq!(clusters.keys().cloned().collect::<BTreeSet<_>>(), c.spokes.iter().map(|s| s.psat_cluster().to_string()).collect(), "{conf}");
+    assert_eq!(
+        clusters.keys().cloned().collect::<BTreeSet<_>>(),
+        c.spokes.iter().map(|s| s.psat_cluster().to_string()).collect(),
+        "{conf}"
+    );
     let refresher = container(spec, "token-refresher");
     let refresher_fs = PodFs::new(&dir.join("refresher"), spec, "token-refresher");
     let refresher_env = refresher["env"].as_array().unwrap();
-    let env_of = |k: &str| refresher_env.iter().find(|e| e["name"] == k).map(|e| str_at(e, "/value").to_string()).unwrap_or_else(|| panic!("refresher env {k}"));
+    let env_of = |k: &str| {
+        refresher_env
+            .iter()
+            .find(|e| e["name"] == k)
+            .map(|e| str_at(e, "/value").to_string())
+            .unwrap_or_else(|| panic!("refresher env {k}"))
+    };
     let refreshed: Vec<String> = env_of("SPOKES").split_whitespace().map(str::to_string).collect();
     for spoke in &c.spokes {
         let (allow, kc_path) = &clusters[spoke.psat_cluster()];
         assert_eq!(allow, &vec![format!("{}:{}", s.ns, spoke.agent_service_account())], "allow list of {}", spoke.psat_cluster());
-        let (volume, key) = fs.locate(kc_path).unwrap_or_else(|| panic!("kube_config_file {kc_path} of {} is on no volume", spoke.psat_cluster()));
+        let (volume, key) =
+            fs.locate(kc_path).unwrap_or_else(|| panic!("kube_config_file {kc_path} of {} is on no volume", spoke.psat_cluster()));
         assert_eq!(str_at(&fs.volumes[volume], "/configMap/name"), spoke.kubeconfig_configmap(), "volume of {kc_path}");
         assert_eq!(key, spoke.kubeconfig_key(), "{kc_path}: the kubeconfig phase writes key {}", spoke.kubeconfig_key());
 
@@ -517,7 +546,12 @@ fn start_server(s: &Scene, c: &Config, dir: &Path, log_name: &str) -> Server {
     }
 
     let local = localize(&conf, &fs, free_port(), "server.conf");
-    let cfg_volume = fs.volumes.values().find(|v| v["configMap"]["name"] == SERVER_CONFIGMAP).map(|v| str_at(v, "/name").to_string()).expect("the server's config volume");
+    let cfg_volume = fs
+        .volumes
+        .values()
+        .find(|v| v["configMap"]["name"] == SERVER_CONFIGMAP)
+        .map(|v| str_at(v, "/name").to_string())
+        .expect("the server's config volume");
     std::fs::write(fs.dir(&cfg_volume).join("server.conf"), &local).unwrap();
     let server_container = container(spec, SERVER_CONTAINER);
     let mut args = vec!["run".to_string()];
@@ -582,7 +616,12 @@ fn install_agent(s: &Scene, c: &Config, spoke: &Account) -> Installed {
     s.rt.block_on(helm.upgrade_install(&c.spire.agent_release, &s.ns, &path.to_string_lossy(), None, None, &values, None, false))
         .unwrap_or_else(|e| panic!("helm install of the agent into {ctx}: {e}"));
     let daemonset = s.tb.kubectl_json(&ctx, &["-n", &s.ns, "get", "daemonset", AGENT_DAEMONSET]);
-    let selector: Vec<String> = daemonset["spec"]["selector"]["matchLabels"].as_object().unwrap().iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
+    let selector: Vec<String> = daemonset["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
     let selector = selector.join(",");
     let pod = wait_for(&format!("a pod of DaemonSet {AGENT_DAEMONSET} in {ctx}"), READY_TIMEOUT, Duration::from_millis(500), || {
         let pods = s.tb.kubectl_json(&ctx, &["-n", &s.ns, "get", "pods", "-l", &selector]);
@@ -665,7 +704,8 @@ fn run_agent(s: &Scene, name: &str, ctx: &str, pod: &Value, conf: &str, bundle: 
     let args = localize_args(c, &fs);
     let conf_file = PathBuf::from(&args[args.iter().position(|a| a == "-config").expect("-config") + 1]);
     std::fs::write(&conf_file, localize(conf, &fs, free_port(), &format!("{name} agent.conf"))).unwrap();
-    let socket_path = conf.lines().find_map(|l| l.trim().strip_prefix("socket_path = ")).map(|v| v.trim_matches('"').to_string()).expect("socket_path");
+    let socket_path =
+        conf.lines().find_map(|l| l.trim().strip_prefix("socket_path = ")).map(|v| v.trim_matches('"').to_string()).expect("socket_path");
     let env: Vec<(String, String)> = c["env"]
         .as_array()
         .map(|es| {
@@ -731,10 +771,20 @@ fn fetch_ids(s: &Scene, agent: &Agent) -> Option<BTreeSet<String>> {
 fn spoke_agents_attest_with_k8s_psat_to_the_hub_server_meshctl_renders() {
     let tb = testbed();
     let ns = unique_name("psat");
-    let _cleanup = Cleanup { tb: tb.clone(), ns: ns.clone(), releases: ["frontend", "backend", "analytics"].iter().map(|c| (c.to_string(), "spire-agent".to_string())).collect() };
+    let _cleanup = Cleanup {
+        tb: tb.clone(),
+        ns: ns.clone(),
+        releases: ["frontend", "backend", "analytics"].iter().map(|c| (c.to_string(), "spire-agent".to_string())).collect(),
+    };
     let doc = read_doc(&tb.kubeconfig).unwrap();
     let endpoints = CLUSTERS.iter().map(|c| (c.to_string(), endpoint_of_context(&doc, c, &tb.kubeconfig).unwrap())).collect();
-    let s = Scene { tb: tb.clone(), ns: ns.clone(), root: temp_dir("psat"), rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(), endpoints };
+    let s = Scene {
+        tb: tb.clone(),
+        ns: ns.clone(),
+        root: temp_dir("psat"),
+        rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        endpoints,
+    };
     for ctx in CLUSTERS {
         tb.kubectl(ctx, &["create", "namespace", &ns]);
     }
@@ -772,7 +822,12 @@ fn spoke_agents_attest_with_k8s_psat_to_the_hub_server_meshctl_renders() {
     assert_eq!(srv.agents(&[]).into_keys().collect::<BTreeSet<_>>(), [fid.clone(), bid.clone()].into(), "the attested agents");
     for (spoke, inst, sel) in [(front, &fi, &fsel), (back, &bi, &bsel)] {
         let want = entries::node_entry(&c, spoke);
-        assert!(sel.is_superset(&want.selectors), "{} agent selectors {sel:?} lack meshctl's node entry selectors {:?}", spoke.name, want.selectors);
+        assert!(
+            sel.is_superset(&want.selectors),
+            "{} agent selectors {sel:?} lack meshctl's node entry selectors {:?}",
+            spoke.name,
+            want.selectors
+        );
         assert!(sel.contains(&format!("k8s_psat:agent_pod_name:{}", str_at(&inst.pod, "/metadata/name"))), "{sel:?}");
         assert!(sel.contains(&format!("k8s_psat:agent_pod_uid:{}", str_at(&inst.pod, "/metadata/uid"))), "{sel:?}");
     }
@@ -787,12 +842,23 @@ fn spoke_agents_attest_with_k8s_psat_to_the_hub_server_meshctl_renders() {
         let live = s.rt.block_on(entries::show(&cli, &want.spiffe_id)).unwrap();
         assert!(matches!(entries::plan(&want, &live), Plan::UpToDate { .. }), "{live:?}");
         let selectors: Vec<String> = want.selectors.iter().cloned().collect();
-        assert_eq!(srv.agents(&selectors).into_keys().collect::<Vec<_>>(), vec![id.clone()], "agents matching the node entry of {}", spoke.name);
+        assert_eq!(
+            srv.agents(&selectors).into_keys().collect::<Vec<_>>(),
+            vec![id.clone()],
+            "agents matching the node entry of {}",
+            spoke.name
+        );
         // A probe workload (this test process, unix uid) under the node entry.
         let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
         let probe = format!("spiffe://{td}/psat-probe/{}", spoke.name);
-        s.rt.block_on(cli.run(["entry", "create", "-spiffeID", &probe, "-parentID", &want.spiffe_id, "-selector", &format!("unix:uid:{uid}")].map(String::from).to_vec()))
-            .unwrap_or_else(|e| panic!("{}", e.chain()));
+        s.rt.block_on(
+            cli.run(
+                ["entry", "create", "-spiffeID", &probe, "-parentID", &want.spiffe_id, "-selector", &format!("unix:uid:{uid}")]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{}", e.chain()));
     }
     for (agent, spoke) in [(&fa, front), (&ba, back)] {
         let want: BTreeSet<String> = [format!("spiffe://{td}/psat-probe/{}", spoke.name)].into();

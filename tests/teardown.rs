@@ -51,7 +51,11 @@ async fn stacks(tb: &Testbed, profile: &str) -> Vec<String> {
     let conf = meshctl::aws::sdk_loader().profile_name(profile).region(aws_config::Region::new(tb.region.clone())).load().await;
     let cfn = aws_sdk_cloudformation::Client::new(&conf);
     let live = cfn.describe_stacks().send().await.unwrap();
-    live.stacks().iter().filter(|s| s.stack_status().map(|s| s.as_str()) != Some("DELETE_COMPLETE")).map(|s| s.stack_name().unwrap_or_default().to_string()).collect()
+    live.stacks()
+        .iter()
+        .filter(|s| s.stack_status().map(|s| s.as_str()) != Some("DELETE_COMPLETE"))
+        .map(|s| s.stack_name().unwrap_or_default().to_string())
+        .collect()
 }
 
 async fn all_stacks(tb: &Testbed) -> Vec<String> {

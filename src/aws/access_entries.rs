@@ -42,7 +42,8 @@ async fn admin_associated(eks: &Client, cluster: &str, principal: &str) -> Resul
             .await
             .context(format!("EKS ListAssociatedAccessPolicies {principal} in {cluster}"))?;
         let found = out.associated_access_policies.unwrap_or_default().iter().any(|p| {
-            p.policy_arn.as_deref() == Some(ADMIN_POLICY) && p.access_scope.as_ref().and_then(|s| s.r#type.as_ref()) == Some(&AccessScopeType::Cluster)
+            p.policy_arn.as_deref() == Some(ADMIN_POLICY)
+                && p.access_scope.as_ref().and_then(|s| s.r#type.as_ref()) == Some(&AccessScopeType::Cluster)
         });
         if found {
             return Ok(true);
@@ -168,8 +169,9 @@ mod tests {
     }
 
     fn missing() -> Rule {
-        mock!(Client::describe_access_entry)
-            .then_error(|| DescribeAccessEntryError::ResourceNotFoundException(ResourceNotFoundException::builder().message("no entry").build()))
+        mock!(Client::describe_access_entry).then_error(|| {
+            DescribeAccessEntryError::ResourceNotFoundException(ResourceNotFoundException::builder().message("no entry").build())
+        })
     }
 
     fn present(groups: &'static [&'static str]) -> Rule {
@@ -187,7 +189,10 @@ mod tests {
             let mut out = ListAssociatedAccessPoliciesOutput::builder().cluster_name(CLUSTER).principal_arn(ROLE);
             if admin {
                 out = out.associated_access_policies(
-                    AssociatedAccessPolicy::builder().policy_arn(ADMIN_POLICY).access_scope(AccessScope::builder().r#type(AccessScopeType::Cluster).build()).build(),
+                    AssociatedAccessPolicy::builder()
+                        .policy_arn(ADMIN_POLICY)
+                        .access_scope(AccessScope::builder().r#type(AccessScopeType::Cluster).build())
+                        .build(),
                 );
             }
             out.build()
@@ -198,7 +203,10 @@ mod tests {
     async fn least_privilege_entry_is_created_with_meshctls_group_and_no_policy() {
         let create = mock!(Client::create_access_entry)
             .match_requests(|r| {
-                r.cluster_name() == Some(CLUSTER) && r.principal_arn() == Some(ROLE) && r.kubernetes_groups() == [SPIRE_GROUP.to_string()] && r.r#type() == Some("STANDARD")
+                r.cluster_name() == Some(CLUSTER)
+                    && r.principal_arn() == Some(ROLE)
+                    && r.kubernetes_groups() == [SPIRE_GROUP.to_string()]
+                    && r.r#type() == Some("STANDARD")
             })
             .then_output(|| CreateAccessEntryOutput::builder().build());
         let (missing, none) = (missing(), policies(false));
@@ -240,7 +248,8 @@ mod tests {
     #[tokio::test]
     async fn up_to_date_and_delete_tolerates_absent() {
         let (entry, none) = (present(&[SPIRE_GROUP]), policies(false));
-        let gone = mock!(Client::delete_access_entry).then_error(|| DeleteAccessEntryError::ResourceNotFoundException(ResourceNotFoundException::builder().build()));
+        let gone = mock!(Client::delete_access_entry)
+            .then_error(|| DeleteAccessEntryError::ResourceNotFoundException(ResourceNotFoundException::builder().build()));
         let c = eks(&[&entry, &none, &gone]);
         let grant = Grant { groups: vec![SPIRE_GROUP.into()], cluster_admin: false };
         assert_eq!(status(&c, CLUSTER, ROLE, &grant).await.unwrap(), Status::UpToDate);

@@ -170,7 +170,12 @@ pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, 
             .filter_map(|p| Some((p.parameter_key?, p.parameter_value.unwrap_or_default())))
             .collect(),
         tags: s.tags.unwrap_or_default().into_iter().filter_map(|t| Some((t.key?, t.value.unwrap_or_default()))).collect(),
-        outputs: s.outputs.unwrap_or_default().into_iter().filter_map(|o| Some((o.output_key?, o.output_value.unwrap_or_default()))).collect(),
+        outputs: s
+            .outputs
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| Some((o.output_key?, o.output_value.unwrap_or_default())))
+            .collect(),
     };
     Ok(Some(live))
 }
@@ -191,12 +196,7 @@ pub async fn diff(client: &Client, spec: &StackSpec, live: &LiveStack) -> Result
             why.push(format!("tag {k}"));
         }
     }
-    let tpl = client
-        .get_template()
-        .stack_name(&live.id)
-        .template_stage(TemplateStage::Original)
-        .send()
-        .await?;
+    let tpl = client.get_template().stack_name(&live.id).template_stage(TemplateStage::Original).send().await?;
     if !same_template(tpl.template_body.as_deref().unwrap_or_default(), &spec.body) {
         why.push("template changed".into());
     }
@@ -231,8 +231,12 @@ pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, Error> {
         // A change set of an interrupted run that was never executed: no resources, but the
         // stack is there (`down` must delete it, `up` replaces it).
         StackPhase::Review => Status::Drifted(review_reason()),
-        StackPhase::RollbackComplete => Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into()),
-        StackPhase::Failed | StackPhase::Unknown => Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default())),
+        StackPhase::RollbackComplete => {
+            Status::Drifted("ROLLBACK_COMPLETE: its creation failed; `meshctl up --yes` deletes and recreates it".into())
+        }
+        StackPhase::Failed | StackPhase::Unknown => {
+            Status::Drifted(format!("{}: {}", live.status_str(), live.reason.clone().unwrap_or_default()))
+        }
         StackPhase::InProgress => Status::Drifted(format!("{}: an operation is running", live.status_str())),
         StackPhase::Stable => match diff(client, spec, &live).await.context(format!("{}: cannot read its template", spec.who()))? {
             None => Status::UpToDate,
@@ -243,7 +247,8 @@ pub async fn check(client: &Client, spec: &StackSpec) -> Result<Status, Error> {
 
 /// The drift reason of a stack left in REVIEW_IN_PROGRESS.
 pub fn review_reason() -> String {
-    "REVIEW_IN_PROGRESS: a change set of an interrupted run was never executed; `meshctl up` deletes the empty stack and creates it again".into()
+    "REVIEW_IN_PROGRESS: a change set of an interrupted run was never executed; `meshctl up` deletes the empty stack and creates it again"
+        .into()
 }
 
 /// Failed events of the stack's latest operation, oldest first: `Logical (Type): reason`. When
@@ -275,11 +280,8 @@ pub async fn failure_reasons(client: &Client, stack: &str) -> Vec<String> {
 
 async fn failure(client: &Client, spec: &StackSpec, live: &LiveStack, what: &str) -> Error {
     let reasons = failure_reasons(client, if live.id.is_empty() { &spec.name } else { &live.id }).await;
-    let detail = if reasons.is_empty() {
-        live.reason.clone().unwrap_or_else(|| "no failed resource events".into())
-    } else {
-        reasons.join("; ")
-    };
+    let detail =
+        if reasons.is_empty() { live.reason.clone().unwrap_or_else(|| "no failed resource events".into()) } else { reasons.join("; ") };
     Error::other(format!("{}: {what} ended in {}: {detail}; {}", spec.who(), live.status_str(), spec.events_hint()))
 }
 
@@ -407,21 +409,24 @@ pub async fn deploy(client: &Client, spec: &StackSpec, allowed: Allowed, cx: &dy
             StackPhase::Stable => ChangeSetType::Update,
             StackPhase::RollbackComplete => {
                 if !allowed.recreate_failed {
-                    return Err(failure(client, spec, l, "its creation")
-                        .await
-                        .hint("it must be deleted before it can be created again: rerun with --yes to let meshctl delete and recreate it"));
+                    return Err(failure(client, spec, l, "its creation").await.hint(
+                        "it must be deleted before it can be created again: rerun with --yes to let meshctl delete and recreate it",
+                    ));
                 }
                 cx.progress(format!("deleting {} (ROLLBACK_COMPLETE) to recreate it", spec.name));
                 delete(client, spec, allowed.adopt, cx).await?;
                 ChangeSetType::Create
             }
             StackPhase::Failed | StackPhase::Unknown | StackPhase::InProgress => {
-                return Err(Error::new(ErrorKind::Conflict, format!(
-                    "{who}: is {} ({}); fix or delete it first; {}",
-                    l.status_str(),
-                    l.reason.clone().unwrap_or_default(),
-                    spec.events_hint()
-                )))
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{who}: is {} ({}); fix or delete it first; {}",
+                        l.status_str(),
+                        l.reason.clone().unwrap_or_default(),
+                        spec.events_hint()
+                    ),
+                ))
             }
         },
     };
@@ -529,10 +534,13 @@ pub async fn outputs(client: &Client, account: &str, profile: &str, stack: &str)
 /// One output of a stack's outputs, or an error naming it.
 pub fn output<'a>(outputs: &'a BTreeMap<String, String>, account: &str, stack: &str, key: &str) -> Result<&'a str, Error> {
     outputs.get(key).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
-        Error::new(ErrorKind::NotFound, format!(
-            "account {account}: stack {stack} has no output {key} (outputs: {}); was it created by this meshctl's template?",
-            outputs.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "account {account}: stack {stack} has no output {key} (outputs: {}); was it created by this meshctl's template?",
+                outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
     })
 }
 

@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::{BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef};
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
@@ -81,11 +83,19 @@ impl Intercept for CountingInterceptor {
 
     /// A retry (the SDK backed off after a throttled, 5xx or dropped attempt) is reported, not
     /// failed: the step goes on; only a call that exhausts its attempts fails it.
-    fn read_before_attempt(&self, _ctx: &BeforeTransmitInterceptorContextRef<'_>, _rc: &RuntimeComponents, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+    fn read_before_attempt(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         let attempt = cfg.load::<RequestAttempts>().map(|a| a.attempts()).unwrap_or(1);
         if attempt > 1 {
             let (service, operation) = cfg.load::<Metadata>().map(|m| (m.service(), m.name())).unwrap_or(("AWS", "call"));
-            tracing::info!("{service}:{operation}: attempt {attempt} of {} after a retryable error (throttled or transient), with backoff", super::MAX_ATTEMPTS);
+            tracing::info!(
+                "{service}:{operation}: attempt {attempt} of {} after a retryable error (throttled or transient), with backoff",
+                super::MAX_ATTEMPTS
+            );
         }
         Ok(())
     }
@@ -100,7 +110,16 @@ mod tests {
         for op in ["DescribeStacks", "GetTemplate", "ListNamespaces", "GetCallerIdentity", "GetResourceShareInvitations"] {
             assert!(!is_mutating(op), "{op}");
         }
-        for op in ["CreateChangeSet", "ExecuteChangeSet", "DeleteChangeSet", "DeleteStack", "AcceptResourceShareInvitation", "CreateMesh", "AttachRolePolicy", "TagResource"] {
+        for op in [
+            "CreateChangeSet",
+            "ExecuteChangeSet",
+            "DeleteChangeSet",
+            "DeleteStack",
+            "AcceptResourceShareInvitation",
+            "CreateMesh",
+            "AttachRolePolicy",
+            "TagResource",
+        ] {
             assert!(is_mutating(op), "{op}");
         }
     }

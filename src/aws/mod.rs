@@ -45,7 +45,9 @@ impl From<AwsError> for Error {
     fn from(e: AwsError) -> Error {
         let kind = match &e {
             AwsError::UnknownAccount(_) => ErrorKind::InvalidInput,
-            AwsError::Identity { message, .. } if message.contains("expired") || message.contains("InvalidClientTokenId") => ErrorKind::Denied,
+            AwsError::Identity { message, .. } if message.contains("expired") || message.contains("InvalidClientTokenId") => {
+                ErrorKind::Denied
+            }
             AwsError::Identity { .. } => ErrorKind::Other,
             AwsError::Throttled { .. } => ErrorKind::Throttled,
         };
@@ -202,13 +204,7 @@ impl Aws {
         let acct = self.account(name)?;
         Ok(acct
             .sdk
-            .get_or_init(|| async {
-                sdk_loader()
-                    .profile_name(&acct.profile)
-                    .region(Region::new(self.region.clone()))
-                    .load()
-                    .await
-            })
+            .get_or_init(|| async { sdk_loader().profile_name(&acct.profile).region(Region::new(self.region.clone())).load().await })
             .await)
     }
 
@@ -473,7 +469,10 @@ mod tests {
     async fn every_client_retries_with_meshctls_policy() {
         let sdk = sdk_loader().region(Region::new("us-east-2")).load().await;
         let rc = sdk.retry_config().expect("a retry config");
-        assert_eq!((rc.mode(), rc.max_attempts(), rc.initial_backoff(), rc.max_backoff()), (RetryMode::Standard, MAX_ATTEMPTS, INITIAL_BACKOFF, MAX_BACKOFF));
+        assert_eq!(
+            (rc.mode(), rc.max_attempts(), rc.initial_backoff(), rc.max_backoff()),
+            (RetryMode::Standard, MAX_ATTEMPTS, INITIAL_BACKOFF, MAX_BACKOFF)
+        );
         let cfn = aws_sdk_cloudformation::config::Config::from(&sdk);
         assert_eq!(cfn.retry_config(), Some(&retry_config()));
         const { assert!(MAX_ATTEMPTS >= 8, "enough attempts to ride out a burst of throttling") };
@@ -481,9 +480,18 @@ mod tests {
 
     #[test]
     fn an_identity_still_throttled_is_a_throttled_error_with_the_hint() {
-        let e = Error::from(AwsError::Throttled { account: "frontend".into(), profile: "frontend".into(), message: "Throttling: Rate exceeded".into() });
+        let e = Error::from(AwsError::Throttled {
+            account: "frontend".into(),
+            profile: "frontend".into(),
+            message: "Throttling: Rate exceeded".into(),
+        });
         assert_eq!(e.kind(), ErrorKind::Throttled);
-        assert!(e.message().starts_with("account frontend (profile frontend): STS GetCallerIdentity: Throttling: Rate exceeded; throttled by AWS"), "{}", e.message());
+        assert!(
+            e.message()
+                .starts_with("account frontend (profile frontend): STS GetCallerIdentity: Throttling: Rate exceeded; throttled by AWS"),
+            "{}",
+            e.message()
+        );
         assert!(e.message().contains("lower --concurrency"), "{}", e.message());
     }
 }

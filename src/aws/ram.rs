@@ -51,12 +51,7 @@ pub async fn share_state(client: &Client, name: &str, owner: &str) -> Result<Sha
     if let Some((_, invitation_arn)) = pending {
         return Ok(ShareState::Pending { invitation_arn });
     }
-    let out = client
-        .get_resource_shares()
-        .resource_owner(ResourceOwner::OtherAccounts)
-        .name(name)
-        .send()
-        .await?;
+    let out = client.get_resource_shares().resource_owner(ResourceOwner::OtherAccounts).name(name).send().await?;
     let active = out
         .resource_shares
         .unwrap_or_default()
@@ -70,7 +65,9 @@ pub async fn accept(client: &Client, invitation_arn: &str) -> Result<(), Error> 
     match client.accept_resource_share_invitation().resource_share_invitation_arn(invitation_arn).send().await {
         Ok(out) => match out.resource_share_invitation.and_then(|i| i.status) {
             Some(ResourceShareInvitationStatus::Accepted) | None => Ok(()),
-            Some(other) => Err(Error::new(ErrorKind::Conflict, format!("invitation {invitation_arn} is {} after accepting", other.as_str()))),
+            Some(other) => {
+                Err(Error::new(ErrorKind::Conflict, format!("invitation {invitation_arn} is {} after accepting", other.as_str())))
+            }
         },
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_share_invitation_already_accepted_exception()) => Ok(()),
         Err(e) => Err(e.into()),
@@ -92,7 +89,10 @@ pub async fn accept_share(client: &Client, name: &str, owner: &str, patience: Du
             ShareState::Absent if started.elapsed() >= patience => {
                 return Err(Error::new(
                     ErrorKind::NotFound,
-                    format!("no invitation to RAM share {name} from account {owner} arrived within {}s, and the share is not associated", patience.as_secs()),
+                    format!(
+                        "no invitation to RAM share {name} from account {owner} arrived within {}s, and the share is not associated",
+                        patience.as_secs()
+                    ),
                 ))
             }
             ShareState::Absent => backoff.wait(false).await,
@@ -103,11 +103,11 @@ pub async fn accept_share(client: &Client, name: &str, owner: &str, patience: Du
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::testing::mocked_client;
     use aws_sdk_ram::operation::accept_resource_share_invitation::AcceptResourceShareInvitationOutput;
     use aws_sdk_ram::operation::get_resource_share_invitations::GetResourceShareInvitationsOutput;
     use aws_sdk_ram::operation::get_resource_shares::GetResourceSharesOutput;
     use aws_sdk_ram::types::{ResourceShare, ResourceShareInvitation};
-    use crate::aws::testing::mocked_client;
     use aws_smithy_mocks::{mock, Rule, RuleMode};
 
     const HUB: &str = "111111111111";
@@ -141,7 +141,12 @@ mod tests {
         let invs = mock!(Client::get_resource_share_invitations).then_output(|| {
             GetResourceShareInvitationsOutput::builder()
                 .resource_share_invitations(invitation("other-share", HUB, ResourceShareInvitationStatus::Pending, 100))
-                .resource_share_invitations(invitation("multi-account-tgw-share", "999999999999", ResourceShareInvitationStatus::Pending, 100))
+                .resource_share_invitations(invitation(
+                    "multi-account-tgw-share",
+                    "999999999999",
+                    ResourceShareInvitationStatus::Pending,
+                    100,
+                ))
                 .resource_share_invitations(invitation("multi-account-tgw-share", HUB, ResourceShareInvitationStatus::Accepted, 50))
                 .resource_share_invitations(invitation("multi-account-tgw-share", HUB, ResourceShareInvitationStatus::Pending, 200))
                 .build()
@@ -175,7 +180,8 @@ mod tests {
             .status(ResourceShareStatus::Active)
             .resource_share_arn("arn:aws:ram:us-east-2:111111111111:resource-share/abc")
             .build()]);
-        let accept_rule = mock!(Client::accept_resource_share_invitation).then_output(|| AcceptResourceShareInvitationOutput::builder().build());
+        let accept_rule =
+            mock!(Client::accept_resource_share_invitation).then_output(|| AcceptResourceShareInvitationOutput::builder().build());
         let c = client(&[&invs, &active, &accept_rule]);
         assert_eq!(share_state(&c, "mesh-share", HUB).await.unwrap(), ShareState::Active);
         accept_share(&c, "mesh-share", HUB, Duration::from_secs(1), Duration::from_millis(10)).await.unwrap();
@@ -184,8 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn absent_share_times_out_with_a_clear_message() {
-        let invs = mock!(Client::get_resource_share_invitations)
-            .then_output(|| GetResourceShareInvitationsOutput::builder().build());
+        let invs = mock!(Client::get_resource_share_invitations).then_output(|| GetResourceShareInvitationsOutput::builder().build());
         let none = shares(vec![]);
         let c = client(&[&invs, &none]);
         assert_eq!(share_state(&c, "mesh-share", HUB).await.unwrap(), ShareState::Absent);

@@ -78,7 +78,8 @@ pub fn presign_url(cluster: &str, endpoint: &str, region: &str, creds: &Credenti
         .map_err(|e| err(e.to_string()))?
         .into();
     let headers = [(CLUSTER_HEADER, cluster)];
-    let signable = SignableRequest::new("GET", base.clone(), headers.iter().copied(), SignableBody::Bytes(&[])).map_err(|e| err(e.to_string()))?;
+    let signable =
+        SignableRequest::new("GET", base.clone(), headers.iter().copied(), SignableBody::Bytes(&[])).map_err(|e| err(e.to_string()))?;
     let (instructions, _signature) = sign(signable, &params).map_err(|e| err(e.to_string()))?.into_parts();
     let mut request = http::Request::builder().method("GET").uri(&base).body(()).map_err(|e| err(e.to_string()))?;
     instructions.apply_to_request_http1x(&mut request);
@@ -123,12 +124,13 @@ pub async fn resolve(profile: Option<&str>, region: &str, role_arn: Option<&str>
         .send()
         .await
         .map_err(|e| TokenError::AssumeRole { role_arn: role_arn.to_string(), message: crate::aws::error_text(&e) })?;
-    let c = out.credentials.ok_or_else(|| TokenError::AssumeRole { role_arn: role_arn.to_string(), message: "STS returned no credentials".into() })?;
+    let c = out
+        .credentials
+        .ok_or_else(|| TokenError::AssumeRole { role_arn: role_arn.to_string(), message: "STS returned no credentials".into() })?;
     let expiry = SystemTime::try_from(c.expiration).ok();
     let creds = Credentials::new(c.access_key_id, c.secret_access_key, Some(c.session_token), expiry, "meshctl-assume-role");
     Ok((creds, endpoint))
 }
-
 
 /// A token for `cluster`, signed now.
 pub async fn token(cluster: &str, role_arn: Option<&str>, profile: Option<&str>, region: &str) -> Result<Token, TokenError> {
@@ -181,7 +183,14 @@ mod tests {
     #[test]
     fn token_decodes_to_a_presigned_get_caller_identity() {
         let creds = Credentials::new("AKIDEXAMPLE", "secret", Some("session".into()), None, "test");
-        let url = presign_url("eks-cluster-frontend", &sts_endpoint("us-east-2"), "us-east-2", &creds, SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)).unwrap();
+        let url = presign_url(
+            "eks-cluster-frontend",
+            &sts_endpoint("us-east-2"),
+            "us-east-2",
+            &creds,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        )
+        .unwrap();
         let token = token_from_url(&url);
         assert!(token.starts_with("k8s-aws-v1."), "{token}");
         assert!(!token.contains('=') && !token.contains('+') && !token.contains('/'), "unpadded base64url: {token}");

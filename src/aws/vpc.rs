@@ -46,7 +46,9 @@ fn is_kubernetes_group(name: &str, tags: &[(String, String)], cluster: &str) -> 
         return false;
     }
     name.starts_with("k8s-")
-        || tags.iter().any(|(k, _)| k == &format!("kubernetes.io/cluster/{cluster}") || k == "elbv2.k8s.aws/cluster" || k == "service.k8s.aws/stack")
+        || tags
+            .iter()
+            .any(|(k, _)| k == &format!("kubernetes.io/cluster/{cluster}") || k == "elbv2.k8s.aws/cluster" || k == "service.k8s.aws/stack")
 }
 
 /// True for a network interface Kubernetes left behind: the VPC CNI's (`aws-K8S-<instance>`,
@@ -58,7 +60,13 @@ fn is_kubernetes_interface(description: &str, tags: &[(String, String)], cluster
 }
 
 /// Lists the blockers in `vpc_id`; `own_groups` are the stack's security groups (kept).
-pub async fn blockers(ec2: &aws_sdk_ec2::Client, lbs: &LoadBalancers<'_>, vpc_id: &str, cluster: &str, own_groups: &[String]) -> Result<Vec<Blocker>, Error> {
+pub async fn blockers(
+    ec2: &aws_sdk_ec2::Client,
+    lbs: &LoadBalancers<'_>,
+    vpc_id: &str,
+    cluster: &str,
+    own_groups: &[String],
+) -> Result<Vec<Blocker>, Error> {
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
     loop {
@@ -132,7 +140,9 @@ pub async fn delete_blockers(ec2: &aws_sdk_ec2::Client, lbs: &LoadBalancers<'_>,
     }
     for b in blockers {
         match b {
-            Blocker::LoadBalancer { arn, .. } => done(b, lbs.v2.delete_load_balancer().load_balancer_arn(arn).send().await.map_err(Error::from))?,
+            Blocker::LoadBalancer { arn, .. } => {
+                done(b, lbs.v2.delete_load_balancer().load_balancer_arn(arn).send().await.map_err(Error::from))?
+            }
             Blocker::ClassicLoadBalancer { name } => {
                 done(b, lbs.classic.delete_load_balancer().load_balancer_name(name).send().await.map_err(Error::from))?
             }

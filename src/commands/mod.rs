@@ -85,7 +85,10 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             let region = match region {
                 // the one region rule (config::is_region), for the flag as for the key
                 Some(r) if !crate::config::is_region(r) => {
-                    return Err(AppError::Config(ConfigError::new("--region", format!("{r:?} is not valid: an AWS region such as us-east-2"))))
+                    return Err(AppError::Config(ConfigError::new(
+                        "--region",
+                        format!("{r:?} is not valid: an AWS region such as us-east-2"),
+                    )))
                 }
                 Some(r) => r.clone(),
                 None => config.region,
@@ -256,11 +259,7 @@ async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<StepId>) -> Resul
     if missing.is_empty() {
         return Ok(());
     }
-    let mut phases: Vec<&str> = missing
-        .iter()
-        .filter_map(|l| l.split('/').next())
-        .filter(|p| *p != PREFLIGHT)
-        .collect();
+    let mut phases: Vec<&str> = missing.iter().filter_map(|l| l.split('/').next()).filter(|p| *p != PREFLIGHT).collect();
     phases.sort_by_key(|p| Phase::from_name(p).map(Phase::order));
     phases.dedup();
     let commands: Vec<String> = phases.iter().map(|p| format!("`meshctl {p}`")).collect();
@@ -276,7 +275,9 @@ async fn require_done(g: &Global, graph: &Graph, ids: BTreeSet<StepId>) -> Resul
 async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<StepId>) -> Result<(), AppError> {
     let dependents: BTreeSet<StepId> = graph
         .metas()
-        .filter(|m| !selection.contains(&m.id) && m.phase != PREFLIGHT && graph.ancestors(m.id.as_str()).iter().any(|a| selection.contains(a)))
+        .filter(|m| {
+            !selection.contains(&m.id) && m.phase != PREFLIGHT && graph.ancestors(m.id.as_str()).iter().any(|a| selection.contains(a))
+        })
         .map(|m| m.id.clone())
         .collect();
     if dependents.is_empty() {
@@ -312,7 +313,8 @@ async fn run_graph(g: &Global, mode: Mode, selection: Option<BTreeSet<StepId>>) 
 async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<StepId>>, force: bool) -> Result<u8, AppError> {
     let style = Style::detect(g.output == OutputFormat::Json);
     let renderer: Arc<dyn render::Renderer> = Arc::from(render::renderer(style));
-    let opts = RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, adopt: g.adopt, force, selection, ..RunOptions::new(mode) };
+    let opts =
+        RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, adopt: g.adopt, force, selection, ..RunOptions::new(mode) };
     // First Ctrl-C: no new step starts, running ones finish. Second: running waits stop.
     let (stop, abort) = (opts.stop.clone(), opts.abort.clone());
     let signals = tokio::spawn(async move {
@@ -376,5 +378,3 @@ impl engine::EventSink for Forward {
         self.0.event(e)
     }
 }
-
-

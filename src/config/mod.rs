@@ -326,7 +326,12 @@ impl Config {
             Some(p) => match std::fs::read_to_string(p) {
                 Ok(t) => (t, Some(p.to_path_buf())),
                 Err(e) => {
-                    return Err(ConfigError { key: String::new(), file: Some(p.to_path_buf()), line: None, message: format!("cannot read: {e}") })
+                    return Err(ConfigError {
+                        key: String::new(),
+                        file: Some(p.to_path_buf()),
+                        line: None,
+                        message: format!("cannot read: {e}"),
+                    })
                 }
             },
             None => (String::new(), None),
@@ -336,7 +341,12 @@ impl Config {
             e
         };
         let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-            with_file(ConfigError { key: String::new(), file: None, line: line_of_offset(&text, e.span().map(|s| s.start)), message: e.message().trim().to_string() })
+            with_file(ConfigError {
+                key: String::new(),
+                file: None,
+                line: line_of_offset(&text, e.span().map(|s| s.start)),
+                message: e.message().trim().to_string(),
+            })
         })?;
         for (k, v) in env {
             if let Some(key) = env_key(k) {
@@ -344,7 +354,9 @@ impl Config {
             }
         }
         for s in sets {
-            let (key, value) = s.split_once('=').ok_or_else(|| ConfigError::new(s.clone(), "--set takes key=value, e.g. --set spire.server_address=10.0.1.5"))?;
+            let (key, value) = s
+                .split_once('=')
+                .ok_or_else(|| ConfigError::new(s.clone(), "--set takes key=value, e.g. --set spire.server_address=10.0.1.5"))?;
             set_key(&mut doc, key.trim(), value).map_err(|m| ConfigError::new(key.trim(), m))?;
         }
         let merged = doc.to_string();
@@ -391,18 +403,15 @@ fn set_key(doc: &mut toml_edit::DocumentMut, key: &str, value: &str) -> Result<(
         let index = path.get(i + 1).and_then(|p| p.parse::<usize>().ok());
         table = match index {
             Some(idx) => {
-                let arr = table.get_mut(part).and_then(|it| it.as_array_of_tables_mut()).ok_or_else(|| {
-                    format!("cannot index {part}: write the [[{part}]] list in the config file first")
-                })?;
+                let arr = table
+                    .get_mut(part)
+                    .and_then(|it| it.as_array_of_tables_mut())
+                    .ok_or_else(|| format!("cannot index {part}: write the [[{part}]] list in the config file first"))?;
                 let len = arr.len();
                 i += 1;
                 arr.get_mut(idx).ok_or_else(|| format!("{part} has {len} entries in the config file"))?
             }
-            None => table
-                .entry(part)
-                .or_insert_with(toml_edit::table)
-                .as_table_mut()
-                .ok_or_else(|| format!("{part} is not a table"))?,
+            None => table.entry(part).or_insert_with(toml_edit::table).as_table_mut().ok_or_else(|| format!("{part} is not a table"))?,
         };
         i += 1;
     }
@@ -417,7 +426,11 @@ fn line_of_offset(text: &str, offset: Option<usize>) -> Option<usize> {
 /// A serde message with what a number key allows (`expected u16` says little to a user).
 fn type_message(message: &str) -> String {
     let m = message.trim();
-    let allowed = [("expected u16", "a whole number from 0 to 65535"), ("expected u32", "a whole number from 0 to 4294967295"), ("expected u64", "a whole number from 0")];
+    let allowed = [
+        ("expected u16", "a whole number from 0 to 65535"),
+        ("expected u32", "a whole number from 0 to 4294967295"),
+        ("expected u64", "a whole number from 0"),
+    ];
     match allowed.iter().find(|(k, _)| m.ends_with(k)) {
         Some((_, what)) => format!("{m}: write {what}"),
         None => m.to_string(),
@@ -510,8 +523,9 @@ mod validate;
 
 pub use raw::{yelb_image, RawConfig};
 pub use validate::{
-    eks_service_range, is_dns_label, is_dns_subdomain, is_image_ref, is_label_value, is_region, is_service_name, parse_cidr, parse_ttl, vpc_range_problem,
-    EKS_NODE_PORTS, HELM_RELEASE_MAX, MAX_SOCKET_PATH, MAX_SPOKE_NAME, MAX_TTL_SECONDS, SPIRE_AGENT_MOUNTS, SPIRE_SERVER_HEALTH_PORT, SPIRE_SERVER_MOUNTS,
+    eks_service_range, is_dns_label, is_dns_subdomain, is_image_ref, is_label_value, is_region, is_service_name, parse_cidr, parse_ttl,
+    vpc_range_problem, EKS_NODE_PORTS, HELM_RELEASE_MAX, MAX_SOCKET_PATH, MAX_SPOKE_NAME, MAX_TTL_SECONDS, SPIRE_AGENT_MOUNTS,
+    SPIRE_SERVER_HEALTH_PORT, SPIRE_SERVER_MOUNTS,
 };
 
 #[cfg(test)]

@@ -173,7 +173,9 @@ impl RawAccount {
     }
 
     fn resolve_spoke(self, index: usize) -> Result<Account, ConfigError> {
-        let name = self.name.ok_or_else(|| ConfigError::new(format!("spokes[{index}].name"), "every spoke needs a name, e.g. name = \"frontend\""))?;
+        let name = self
+            .name
+            .ok_or_else(|| ConfigError::new(format!("spokes[{index}].name"), "every spoke needs a name, e.g. name = \"frontend\""))?;
         let [psat, sa, cm, key, cidr] = spoke_defaults(&name, index);
         let cluster_name = self.cluster_name.unwrap_or_else(|| format!("eks-cluster-{name}"));
         Ok(Account {

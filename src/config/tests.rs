@@ -62,7 +62,12 @@ fn defaults_are_the_walkthrough() {
     assert_eq!(c.spire.agent_socket, "/run/spire/sockets/agent.sock");
     assert_eq!(c.spire.agent_health_port, 8080, "the spire-agent chart's health port");
     for a in c.accounts() {
-        assert_eq!((a.kubernetes_version.as_str(), a.instance_type.as_str(), a.node_count, a.disk_size), ("1.34", "t3.medium", 2, 40), "{}", a.name);
+        assert_eq!(
+            (a.kubernetes_version.as_str(), a.instance_type.as_str(), a.node_count, a.disk_size),
+            ("1.34", "t3.medium", 2, 40),
+            "{}",
+            a.name
+        );
     }
 }
 
@@ -73,7 +78,10 @@ fn cluster_and_node_sizes_are_keys_per_account() {
          [[spokes]]\nname = \"frontend\"\nnode_count = 1\n[[spokes]]\nname = \"backend\"\ninstance_type = \"u-6tb1.112xlarge\"\n",
     )
     .unwrap();
-    assert_eq!((c.hub.kubernetes_version.as_str(), c.hub.instance_type.as_str(), c.hub.node_count, c.hub.disk_size), ("1.35", "m7g.2xlarge", 5, 100));
+    assert_eq!(
+        (c.hub.kubernetes_version.as_str(), c.hub.instance_type.as_str(), c.hub.node_count, c.hub.disk_size),
+        ("1.35", "m7g.2xlarge", 5, 100)
+    );
     assert_eq!((c.spokes[0].node_count, c.spokes[0].kubernetes_version.as_str()), (1, "1.34"), "unset keys keep their defaults");
     assert_eq!(c.spokes[1].instance_type, "u-6tb1.112xlarge");
     let set = Config::load(None, &[("MESHCTL_HUB__DISK_SIZE".to_string(), "64".to_string())], &["hub.node_count=3".to_string()]).unwrap();
@@ -141,7 +149,8 @@ fn spire_ttls_storage_and_images_are_checked() {
     let e = err("[spire]\nsvid_ttl = \"2h\"\nca_ttl = \"3h\"\n");
     assert_eq!(e.key, "spire.ca_ttl");
     assert!(e.message.contains("twice"), "{e}");
-    let c = load_str("[spire]\nsvid_ttl = \"30m\"\nca_ttl = \"168h\"\n[spire.server]\npersistence = false\nstorage_class = \"gp2\"\n").unwrap();
+    let c =
+        load_str("[spire]\nsvid_ttl = \"30m\"\nca_ttl = \"168h\"\n[spire.server]\npersistence = false\nstorage_class = \"gp2\"\n").unwrap();
     assert_eq!((c.spire.svid_ttl.as_str(), c.spire.ca_ttl.as_str()), ("30m", "168h"));
     assert!(!c.spire.server.persistence);
     assert_eq!(c.spire.server.storage_class, "gp2");
@@ -345,7 +354,11 @@ fn configurations_that_would_fail_at_apply_time_are_refused() {
         // VPCs: ranges AWS gives no VPC, a spoke VPC inside the service range EKS gives the hub
         ("[hub]\nvpc_cidr = \"127.0.0.0/16\"\n".into(), "hub.vpc_cidr", "loopback"),
         ("[hub]\nvpc_cidr = \"169.254.0.0/16\"\n".into(), "hub.vpc_cidr", "link-local"),
-        ("[[spokes]]\nname = \"frontend\"\nvpc_cidr = \"172.20.0.0/16\"\n".into(), "spokes[0].vpc_cidr", "172.20.0.0/16, the Kubernetes service range"),
+        (
+            "[[spokes]]\nname = \"frontend\"\nvpc_cidr = \"172.20.0.0/16\"\n".into(),
+            "spokes[0].vpc_cidr",
+            "172.20.0.0/16, the Kubernetes service range",
+        ),
         // names built from other names
         (format!("[[spokes]]\nname = \"{}\"\ncluster_name = \"c\"\n", long(53)), "spokes[0].name", "kubeconfig-<spoke>"),
         (format!("[[spokes]]\nname = \"{}\"\n", long(43)), "spokes[0].cluster_name", "derived from the account's name"),
@@ -353,10 +366,18 @@ fn configurations_that_would_fail_at_apply_time_are_refused() {
         (format!("[hub]\nstack_name = \"S{}\"\n", long(120)), "hub.stack_name", "<hub stack_name>-<spoke>"),
         (format!("[[spokes]]\nname = \"frontend\"\ncluster_name = \"{}\"\n", long(53)), "spokes[0].cluster_name", "<cluster>-access-role"),
         ("[hub]\ncluster_name = \"eks-cluster-frontend\"\n".into(), "spokes[0].cluster_name", "kubeconfig context"),
-        ("[hub]\nkube_context = \"c\"\n[[spokes]]\nname = \"frontend\"\nkube_context = \"c\"\n".into(), "spokes[0].kube_context", "kubeconfig context"),
+        (
+            "[hub]\nkube_context = \"c\"\n[[spokes]]\nname = \"frontend\"\nkube_context = \"c\"\n".into(),
+            "spokes[0].kube_context",
+            "kubeconfig context",
+        ),
         // two spokes sharing what SPIRE keeps one of per spoke
         ("[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"front\"\n".into(), "spokes[1].agent_service_account", "node entry"),
-        ("[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"b\"\nkubeconfig_configmap = \"front-kubeconfig\"\n".into(), "spokes[1].kubeconfig_configmap", "its own ConfigMap"),
+        (
+            "[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"b\"\nkubeconfig_configmap = \"front-kubeconfig\"\n".into(),
+            "spokes[1].kubeconfig_configmap",
+            "its own ConfigMap",
+        ),
         ("[[spokes]]\nname = \"frontend\"\nkubeconfig_key = \"..conf\"\n".into(), "spokes[0].kubeconfig_key", "ConfigMap key"),
         // services: Kubernetes names and labels, identities, who deploys first
         (svc("").replace("name = \"a\"", "name = \"1db\""), "services[0].name", "starting with a letter"),
@@ -364,12 +385,20 @@ fn configurations_that_would_fail_at_apply_time_are_refused() {
         (svc("spiffe_path = \"spire/server\"\n"), "services[0].spiffe_path", "SPIRE's own namespace"),
         (svc("spiffe_path = \"ns/spire/sa/spire-agent-front\"\n"), "services[0].spiffe_path", "SPIRE agents"),
         (
-            format!("{}{}", svc("app_label = \"s\"\ntier_label = \"t\"\n"), svc("app_label = \"s\"\ntier_label = \"t\"\n").replace("name = \"a\"", "name = \"b\"")),
+            format!(
+                "{}{}",
+                svc("app_label = \"s\"\ntier_label = \"t\"\n"),
+                svc("app_label = \"s\"\ntier_label = \"t\"\n").replace("name = \"a\"", "name = \"b\"")
+            ),
             "services[1].tier_label",
             "same app_label and tier_label",
         ),
         (
-            format!("{}{}", svc("backends = [\"b\"]\n"), svc("backends = [\"a\"]\n").replace("name = \"a\"", "name = \"b\"").replace("frontend", "backend")),
+            format!(
+                "{}{}",
+                svc("backends = [\"b\"]\n"),
+                svc("backends = [\"a\"]\n").replace("name = \"a\"", "name = \"b\"").replace("frontend", "backend")
+            ),
             "services[1].backends",
             "cannot go in a circle",
         ),

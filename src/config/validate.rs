@@ -53,9 +53,8 @@ fn is_trust_domain(s: &str) -> bool {
 
 fn is_spiffe_path(s: &str) -> bool {
     !s.is_empty()
-        && s.split('/').all(|seg| {
-            !seg.is_empty() && seg != "." && seg != ".." && all_chars(seg, |c| c.is_ascii_alphanumeric() || ".-_".contains(c))
-        })
+        && s.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && all_chars(seg, |c| c.is_ascii_alphanumeric() || ".-_".contains(c)))
 }
 
 fn is_iam_name(s: &str) -> bool {
@@ -198,7 +197,11 @@ pub fn is_service_name(s: &str) -> bool {
 
 /// A ConfigMap key (also a file name where the ConfigMap is mounted).
 fn is_configmap_key(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 253 && all_chars(k, |ch| ch.is_ascii_alphanumeric() || "-._".contains(ch)) && k != "." && !k.starts_with("..")
+    !k.is_empty()
+        && k.len() <= 253
+        && all_chars(k, |ch| ch.is_ascii_alphanumeric() || "-._".contains(ch))
+        && k != "."
+        && !k.starts_with("..")
 }
 
 /// Ports the kubelet, kube-proxy and the VPC CNI (aws-node) listen on, on every EKS node: the
@@ -229,7 +232,10 @@ pub const SPIRE_AGENT_MOUNTS: &[&str] = &["/run/spire/config", "/run/spire/bundl
 /// Directories a socket's directory must not be: the agent's is mounted from the node
 /// (read-write) and over the same path in every sidecar, the server's over the same path in its
 /// container; either would replace a system directory.
-const SYSTEM_DIRS: &[&str] = &["/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr",
+    "/var",
+];
 
 /// Helm refuses longer release names.
 pub const HELM_RELEASE_MAX: usize = 53;
@@ -272,7 +278,12 @@ fn is_host(s: &str) -> bool {
 pub(super) fn validate(c: &Config) -> Check {
     rule("region", &c.region, is_region(&c.region), "an AWS region such as us-east-2")?;
     rule("mesh.name", &c.mesh.name, is_dns_subdomain(&c.mesh.name), "lowercase letters, digits, '-' and '.', at most 253 characters")?;
-    rule("mesh.trust_domain", &c.mesh.trust_domain, is_trust_domain(&c.mesh.trust_domain), "a SPIFFE trust domain: lowercase letters, digits, '.', '-', '_' (no spiffe:// prefix)")?;
+    rule(
+        "mesh.trust_domain",
+        &c.mesh.trust_domain,
+        is_trust_domain(&c.mesh.trust_domain),
+        "a SPIFFE trust domain: lowercase letters, digits, '.', '-', '_' (no spiffe:// prefix)",
+    )?;
     let ns_rule = "a Kubernetes namespace: lowercase letters, digits and '-', at most 63 characters";
     rule("mesh.app_namespace", &c.mesh.app_namespace, is_dns_label(&c.mesh.app_namespace), ns_rule)?;
     rule("spire.namespace", &c.spire.namespace, is_dns_label(&c.spire.namespace), ns_rule)?;
@@ -289,7 +300,10 @@ pub(super) fn validate(c: &Config) -> Check {
     validate_network(c)?;
     validate_spire(c)?;
     if c.spokes.is_empty() {
-        return fail("spokes", "the list is empty: at least one spoke account is needed (the hub runs the SPIRE server, workloads run in spokes)");
+        return fail(
+            "spokes",
+            "the list is empty: at least one spoke account is needed (the hub runs the SPIRE server, workloads run in spokes)",
+        );
     }
     validate_accounts(c)?;
     validate_services(c)
@@ -297,15 +311,30 @@ pub(super) fn validate(c: &Config) -> Check {
 
 fn validate_network(c: &Config) -> Check {
     let n = &c.network;
-    rule("network.tgw_name", &n.tgw_name, !n.tgw_name.is_empty() && n.tgw_name.chars().count() <= 256 && !n.tgw_name.chars().any(char::is_control), "the Transit Gateway's Name tag: 1 to 256 characters")?;
-    rule("network.tgw_share", &n.tgw_share, !n.tgw_share.is_empty() && !n.tgw_share.chars().any(char::is_control), "the RAM share's name: at least one character, no control characters")?;
+    rule(
+        "network.tgw_name",
+        &n.tgw_name,
+        !n.tgw_name.is_empty() && n.tgw_name.chars().count() <= 256 && !n.tgw_name.chars().any(char::is_control),
+        "the Transit Gateway's Name tag: 1 to 256 characters",
+    )?;
+    rule(
+        "network.tgw_share",
+        &n.tgw_share,
+        !n.tgw_share.is_empty() && !n.tgw_share.chars().any(char::is_control),
+        "the RAM share's name: at least one character, no control characters",
+    )?;
     Ok(())
 }
 
 fn validate_spire(c: &Config) -> Check {
     let sp = &c.spire;
     for (key, v) in [("spire.server_release", &sp.server_release), ("spire.agent_release", &sp.agent_release)] {
-        rule(key, v, is_dns_label(v) && v.len() <= HELM_RELEASE_MAX, &format!("a Helm release name: lowercase letters, digits and '-', at most {HELM_RELEASE_MAX} characters"))?;
+        rule(
+            key,
+            v,
+            is_dns_label(v) && v.len() <= HELM_RELEASE_MAX,
+            &format!("a Helm release name: lowercase letters, digits and '-', at most {HELM_RELEASE_MAX} characters"),
+        )?;
     }
     for (key, port) in [("spire.server_port", sp.server_port), ("spire.agent_health_port", sp.agent_health_port)] {
         if port == 0 {
@@ -313,7 +342,10 @@ fn validate_spire(c: &Config) -> Check {
         }
     }
     if sp.server_port == SPIRE_SERVER_HEALTH_PORT {
-        return fail("spire.server_port", format!("{} is the SPIRE server's health port in the same container: use another port (default 8081)", sp.server_port));
+        return fail(
+            "spire.server_port",
+            format!("{} is the SPIRE server's health port in the same container: use another port (default 8081)", sp.server_port),
+        );
     }
     if let Some((_, what)) = EKS_NODE_PORTS.iter().find(|(p, _)| *p == sp.agent_health_port) {
         let taken: Vec<String> = EKS_NODE_PORTS.iter().map(|(p, _)| p.to_string()).collect();
@@ -328,7 +360,13 @@ fn validate_spire(c: &Config) -> Check {
     }
     let duration = |key: &str, v: &str, eg: &str| {
         parse_ttl(v).ok_or_else(|| {
-            ConfigError::new(key, format!("{v:?} is not a duration SPIRE reads: whole hours, minutes and seconds such as {eg}, at most {}h", MAX_TTL_SECONDS / 3600))
+            ConfigError::new(
+                key,
+                format!(
+                    "{v:?} is not a duration SPIRE reads: whole hours, minutes and seconds such as {eg}, at most {}h",
+                    MAX_TTL_SECONDS / 3600
+                ),
+            )
         })
     };
     let svid = duration("spire.svid_ttl", &sp.svid_ttl, "1h, 30m, 90s")?;
@@ -339,7 +377,10 @@ fn validate_spire(c: &Config) -> Check {
     if ca < 2 * svid {
         return fail(
             "spire.ca_ttl",
-            format!("{} must be at least twice spire.svid_ttl ({}): SPIRE caps every SVID at its CA's remaining lifetime", sp.ca_ttl, sp.svid_ttl),
+            format!(
+                "{} must be at least twice spire.svid_ttl ({}): SPIRE caps every SVID at its CA's remaining lifetime",
+                sp.ca_ttl, sp.svid_ttl
+            ),
         );
     }
     for (key, v, eg) in [
@@ -351,12 +392,27 @@ fn validate_spire(c: &Config) -> Check {
     }
     socket_rule("spire.agent_socket", &sp.agent_socket, SPIRE_AGENT_MOUNTS)?;
     socket_rule("spire.server_socket", &sp.server_socket, SPIRE_SERVER_MOUNTS)?;
-    rule("spire.server_binary", &sp.server_binary, is_clean_absolute(&sp.server_binary), "the absolute path of spire-server in its image, e.g. /opt/spire/bin/spire-server")?;
+    rule(
+        "spire.server_binary",
+        &sp.server_binary,
+        is_clean_absolute(&sp.server_binary),
+        "the absolute path of spire-server in its image, e.g. /opt/spire/bin/spire-server",
+    )?;
     if let Some(a) = &sp.server_address {
-        rule("spire.server_address", a, is_host(a), "an IP address or a DNS name the agents dial, without scheme or port (the port is spire.server_port)")?;
+        rule(
+            "spire.server_address",
+            a,
+            is_host(a),
+            "an IP address or a DNS name the agents dial, without scheme or port (the port is spire.server_port)",
+        )?;
     }
     rule("spire.server.storage_class", &sp.server.storage_class, is_dns_subdomain(&sp.server.storage_class), "a StorageClass name")?;
-    rule("spire.server.storage_size", &sp.server.storage_size, is_quantity(&sp.server.storage_size), "a Kubernetes quantity such as 1Gi or 500Mi")?;
+    rule(
+        "spire.server.storage_size",
+        &sp.server.storage_size,
+        is_quantity(&sp.server.storage_size),
+        "a Kubernetes quantity such as 1Gi or 500Mi",
+    )?;
     Ok(())
 }
 
@@ -395,13 +451,22 @@ fn validate_accounts(c: &Config) -> Check {
                 format!("profile {:?} is used by {first} and {at}; each account needs its own profile (its own AWS account)", a.profile),
             );
         }
-        rule(&key("cluster_name"), &a.cluster_name, is_eks_cluster_name(&a.cluster_name), "an EKS cluster name: letters, digits, '-' and '_', starting with a letter or digit, at most 100 characters")?;
+        rule(
+            &key("cluster_name"),
+            &a.cluster_name,
+            is_eks_cluster_name(&a.cluster_name),
+            "an EKS cluster name: letters, digits, '-' and '_', starting with a letter or digit, at most 100 characters",
+        )?;
         // The stacks name IAM roles after the cluster (`<cluster>-node-role`; the hub's also
         // `<cluster>-spire-server` and `<cluster>-ebs-csi-driver`), and a role name has at
         // most 64 characters.
         let longest_suffix = if i == 0 { "-ebs-csi-driver" } else { "-node-role" };
         // A derived cluster name is the account name's doing: say so.
-        let derived = if a.cluster_name == format!("eks-cluster-{}", a.name) { " (it is derived from the account's name: set cluster_name, or shorten the name)" } else { "" };
+        let derived = if a.cluster_name == format!("eks-cluster-{}", a.name) {
+            " (it is derived from the account's name: set cluster_name, or shorten the name)"
+        } else {
+            ""
+        };
         if a.cluster_name.len() + longest_suffix.len() > 64 {
             return fail(
                 key("cluster_name"),
@@ -430,7 +495,12 @@ fn validate_accounts(c: &Config) -> Check {
                 format!("{first} and {at} would both reach their cluster through kubeconfig context {context:?} (the kube_context, else the cluster name): each account needs its own"),
             );
         }
-        rule(&key("stack_name"), &a.stack_name, is_stack_name(&a.stack_name), "a CloudFormation stack name: letters, digits and '-', starting with a letter, at most 128 characters")?;
+        rule(
+            &key("stack_name"),
+            &a.stack_name,
+            is_stack_name(&a.stack_name),
+            "a CloudFormation stack name: letters, digits and '-', starting with a letter, at most 128 characters",
+        )?;
         if i > 0 && a.stack_name.len() + "-tgw".len() > MAX_STACK_NAME {
             return fail(
                 key("stack_name"),
@@ -438,13 +508,25 @@ fn validate_accounts(c: &Config) -> Check {
             );
         }
         let Some(net) = parse_cidr(&a.vpc_cidr) else {
-            return fail(key("vpc_cidr"), format!("{:?} is not valid: an IPv4 network such as 10.1.0.0/16 (prefix /16 to /24, the address the network's first)", a.vpc_cidr));
+            return fail(
+                key("vpc_cidr"),
+                format!(
+                    "{:?} is not valid: an IPv4 network such as 10.1.0.0/16 (prefix /16 to /24, the address the network's first)",
+                    a.vpc_cidr
+                ),
+            );
         };
         if let Some(why) = vpc_range_problem(net) {
-            return fail(key("vpc_cidr"), format!("{} cannot be a VPC's range: {why}; use a private range such as 10.1.0.0/16", a.vpc_cidr));
+            return fail(
+                key("vpc_cidr"),
+                format!("{} cannot be a VPC's range: {why}; use a private range such as 10.1.0.0/16", a.vpc_cidr),
+            );
         }
         if let Some((_, other, _)) = cidrs.iter().find(|(n, _, _)| overlaps(*n, net)) {
-            return fail(key("vpc_cidr"), format!("{} overlaps {other}; the Transit Gateway routes between VPCs need distinct ranges", a.vpc_cidr));
+            return fail(
+                key("vpc_cidr"),
+                format!("{} overlaps {other}; the Transit Gateway routes between VPCs need distinct ranges", a.vpc_cidr),
+            );
         }
         cidrs.push((net, format!("{} ({at})", a.vpc_cidr), a));
         rule(
@@ -453,22 +535,43 @@ fn validate_accounts(c: &Config) -> Check {
             EKS_VERSIONS.contains(&a.kubernetes_version.as_str()),
             &format!("a Kubernetes version EKS supports: {}", EKS_VERSIONS.join(", ")),
         )?;
-        rule(&key("instance_type"), &a.instance_type, is_instance_type(&a.instance_type), "an EC2 instance type such as t3.medium or m7g.2xlarge")?;
+        rule(
+            &key("instance_type"),
+            &a.instance_type,
+            is_instance_type(&a.instance_type),
+            "an EC2 instance type such as t3.medium or m7g.2xlarge",
+        )?;
         if !(1..=100).contains(&a.node_count) {
             return fail(key("node_count"), format!("{} is not valid: 1 to 100 nodes", a.node_count));
         }
         if !(20..=16384).contains(&a.disk_size) {
-            return fail(key("disk_size"), format!("{} is not valid: a node's disk is 20 to 16384 GiB (EKS nodes need at least 20)", a.disk_size));
+            return fail(
+                key("disk_size"),
+                format!("{} is not valid: a node's disk is 20 to 16384 GiB (EKS nodes need at least 20)", a.disk_size),
+            );
         }
         if let Some(ctx) = &a.kube_context {
             rule(&key("kube_context"), ctx, !ctx.is_empty(), "the name of a context in your kubeconfig")?;
         }
         if i > 0 {
-            rule(&key("psat_cluster"), a.psat_cluster(), is_trust_domain(a.psat_cluster()) && !a.psat_cluster().contains('.'), "lowercase letters, digits, '-' and '_'")?;
+            rule(
+                &key("psat_cluster"),
+                a.psat_cluster(),
+                is_trust_domain(a.psat_cluster()) && !a.psat_cluster().contains('.'),
+                "lowercase letters, digits, '-' and '_'",
+            )?;
             if let Some(first) = psat.insert(a.psat_cluster(), at.clone()) {
-                return fail(key("psat_cluster"), format!("{:?} is also the psat cluster of {first}; SPIRE needs one name per cluster", a.psat_cluster()));
+                return fail(
+                    key("psat_cluster"),
+                    format!("{:?} is also the psat cluster of {first}; SPIRE needs one name per cluster", a.psat_cluster()),
+                );
             }
-            rule(&key("agent_service_account"), a.agent_service_account(), is_dns_subdomain(a.agent_service_account()), "a Kubernetes service account name")?;
+            rule(
+                &key("agent_service_account"),
+                a.agent_service_account(),
+                is_dns_subdomain(a.agent_service_account()),
+                "a Kubernetes service account name",
+            )?;
             if let Some(first) = agent_sas.insert(a.agent_service_account(), at.clone()) {
                 return fail(
                     key("agent_service_account"),
@@ -482,12 +585,25 @@ fn validate_accounts(c: &Config) -> Check {
             if let Some(first) = config_maps.insert(a.kubeconfig_configmap(), at.clone()) {
                 return fail(
                     key("kubeconfig_configmap"),
-                    format!("{:?} is also the kubeconfig ConfigMap of {first}: each spoke's kubeconfig needs its own ConfigMap in the hub", a.kubeconfig_configmap()),
+                    format!(
+                        "{:?} is also the kubeconfig ConfigMap of {first}: each spoke's kubeconfig needs its own ConfigMap in the hub",
+                        a.kubeconfig_configmap()
+                    ),
                 );
             }
             let k = a.kubeconfig_key();
-            rule(&key("kubeconfig_key"), k, is_configmap_key(k), "a ConfigMap key: letters, digits, '-', '_' and '.', at most 253 characters, not starting with '..'")?;
-            rule(&key("access_role_name"), a.access_role_name(), is_iam_name(a.access_role_name()), "an IAM role name: letters, digits and +=,.@_-, at most 64 characters")?;
+            rule(
+                &key("kubeconfig_key"),
+                k,
+                is_configmap_key(k),
+                "a ConfigMap key: letters, digits, '-', '_' and '.', at most 253 characters, not starting with '..'",
+            )?;
+            rule(
+                &key("access_role_name"),
+                a.access_role_name(),
+                is_iam_name(a.access_role_name()),
+                "an IAM role name: letters, digits and +=,.@_-, at most 64 characters",
+            )?;
         }
     }
     // The hub holds one stack per spoke, named <hub stack_name>-<spoke name>.
@@ -510,7 +626,11 @@ fn validate_accounts(c: &Config) -> Check {
         let (range, shown) = eks_service_range(*net);
         for (other, text, b) in &cidrs {
             if b.name != a.name && overlaps(range, *other) {
-                let at = if b.name == c.hub.name { "hub".to_string() } else { format!("spokes[{}]", c.spokes.iter().position(|s| s.name == b.name).unwrap_or_default()) };
+                let at = if b.name == c.hub.name {
+                    "hub".to_string()
+                } else {
+                    format!("spokes[{}]", c.spokes.iter().position(|s| s.name == b.name).unwrap_or_default())
+                };
                 return fail(
                     format!("{at}.vpc_cidr"),
                     format!(
@@ -532,25 +652,46 @@ fn validate_services(c: &Config) -> Check {
     let mut selectors: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
     for (i, s) in c.services.iter().enumerate() {
         let key = |k: &str| format!("services[{i}].{k}");
-        rule(&key("name"), &s.name, is_service_name(&s.name), "a Kubernetes Service name: lowercase letters, digits and '-', starting with a letter, at most 63 characters")?;
+        rule(
+            &key("name"),
+            &s.name,
+            is_service_name(&s.name),
+            "a Kubernetes Service name: lowercase letters, digits and '-', starting with a letter, at most 63 characters",
+        )?;
         if let Some(first) = svc_names.insert(&s.name, i) {
             return fail(key("name"), format!("service {:?} is also services[{first}]", s.name));
         }
         if !spoke_names.contains(&s.account.as_str()) {
             return fail(key("account"), format!("{:?} is not a spoke; allowed: {}", s.account, spoke_names.join(", ")));
         }
-        rule(&key("spiffe_path"), &s.spiffe_path, is_spiffe_path(&s.spiffe_path), "a SPIFFE ID path: segments of letters, digits, '.', '-', '_' separated by '/'")?;
+        rule(
+            &key("spiffe_path"),
+            &s.spiffe_path,
+            is_spiffe_path(&s.spiffe_path),
+            "a SPIFFE ID path: segments of letters, digits, '.', '-', '_' separated by '/'",
+        )?;
         if s.spiffe_path == "spire" || s.spiffe_path.starts_with("spire/") {
             return fail(key("spiffe_path"), format!("{:?} is in SPIRE's own namespace (spiffe://<td>/spire/server, spiffe://<td>/spire/agent/...): choose a path outside spire/", s.spiffe_path));
         }
         if agent_paths.contains(&s.spiffe_path) {
-            return fail(key("spiffe_path"), format!("{:?} is the SPIFFE ID of a spoke's SPIRE agents (their node entry): choose another path", s.spiffe_path));
+            return fail(
+                key("spiffe_path"),
+                format!("{:?} is the SPIFFE ID of a spoke's SPIRE agents (their node entry): choose another path", s.spiffe_path),
+            );
         }
         if let Some(first) = paths.insert(&s.spiffe_path, i) {
-            return fail(key("spiffe_path"), format!("SPIFFE ID path {:?} is also services[{first}]'s; each workload needs its own identity", s.spiffe_path));
+            return fail(
+                key("spiffe_path"),
+                format!("SPIFFE ID path {:?} is also services[{first}]'s; each workload needs its own identity", s.spiffe_path),
+            );
         }
         for (k, v) in [("app_label", &s.app_label), ("tier_label", &s.tier_label)] {
-            rule(&key(k), v, is_label_value(v), "a Kubernetes label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit")?;
+            rule(
+                &key(k),
+                v,
+                is_label_value(v),
+                "a Kubernetes label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+            )?;
         }
         if let Some(first) = selectors.insert((&s.account, &s.app_label, &s.tier_label), i) {
             return fail(
@@ -568,9 +709,17 @@ fn validate_services(c: &Config) -> Check {
             return fail(key("load_balancer_port"), "0 is not a port: use 1-65535");
         }
         if s.image.is_empty() {
-            return fail(key("image"), format!("service {:?} has no image: set image = \"registry/name:tag\" (only the Yelb services have defaults)", s.name));
+            return fail(
+                key("image"),
+                format!("service {:?} has no image: set image = \"registry/name:tag\" (only the Yelb services have defaults)", s.name),
+            );
         }
-        rule(&key("image"), &s.image, is_image_ref(&s.image), "an image reference with a tag or digest, e.g. docker.io/library/redis:4.0.2")?;
+        rule(
+            &key("image"),
+            &s.image,
+            is_image_ref(&s.image),
+            "an image reference with a tag or digest, e.g. docker.io/library/redis:4.0.2",
+        )?;
     }
     let all: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
     // Calls across accounts, account → accounts it calls: a caller's spoke is deployed after

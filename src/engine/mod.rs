@@ -104,7 +104,14 @@ pub struct StepMeta {
 
 impl StepMeta {
     pub fn new(id: StepId, account: &str, description: impl Into<String>) -> Self {
-        StepMeta { phase: id.phase().to_string(), id, account: account.to_string(), needs: Vec::new(), after: Vec::new(), description: description.into() }
+        StepMeta {
+            phase: id.phase().to_string(),
+            id,
+            account: account.to_string(),
+            needs: Vec::new(),
+            after: Vec::new(),
+            description: description.into(),
+        }
     }
 
     /// Adds dependencies; ids are kept sorted and unique so printed graphs are stable.
@@ -167,7 +174,14 @@ impl StepRun {
 
     /// A run for code paths outside the engine (tests, one-off checks): events are dropped.
     pub fn detached(id: &str) -> StepRun {
-        StepRun { id: StepId(id.to_string()), sink: Arc::new(NullSink), yes: false, adopt: false, mode: Mode::Up, abort: CancellationToken::new() }
+        StepRun {
+            id: StepId(id.to_string()),
+            sink: Arc::new(NullSink),
+            yes: false,
+            adopt: false,
+            mode: Mode::Up,
+            abort: CancellationToken::new(),
+        }
     }
 
     /// The same run in another walk.

@@ -173,8 +173,11 @@ pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> 
                 if !deps.iter().all(|d| matches!(slots[d], Slot::Done(_) | Slot::Failed)) {
                     continue;
                 }
-                let unmet: Vec<StepId> =
-                    deps.iter().filter(|d| slots[*d] == Slot::Done(false) && !order_only.contains(&(id.clone(), (*d).clone()))).cloned().collect();
+                let unmet: Vec<StepId> = deps
+                    .iter()
+                    .filter(|d| slots[*d] == Slot::Done(false) && !order_only.contains(&(id.clone(), (*d).clone())))
+                    .cloned()
+                    .collect();
                 if opts.mode == Mode::Plan && !unmet.is_empty() {
                     // Its check would read resources its needs have not made yet.
                     let outcome = Outcome::Pending(unmet);
@@ -188,7 +191,14 @@ pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> 
                     continue;
                 }
                 let step = graph.get(id.as_str()).expect("selected id exists").clone();
-                let run = StepRun { id: id.clone(), sink: sink.clone(), yes: opts.yes, adopt: opts.adopt, mode: opts.mode, abort: opts.abort.clone() };
+                let run = StepRun {
+                    id: id.clone(),
+                    sink: sink.clone(),
+                    yes: opts.yes,
+                    adopt: opts.adopt,
+                    mode: opts.mode,
+                    abort: opts.abort.clone(),
+                };
                 sink.event(&Event::now(id, EventKind::Started));
                 slots.insert(id.clone(), Slot::Running);
                 let mode = opts.mode;

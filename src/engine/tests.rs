@@ -227,7 +227,12 @@ async fn second_interrupt_aborts_running_waits() {
 
 #[tokio::test]
 async fn down_destroys_dependents_first_and_tolerates_gone() {
-    let bed = Bed::new(&[("d/base", &[], 1, false), ("d/mid", &["d/base"], 1, false), ("d/top", &["d/mid"], 1, false), ("d/never", &[], 1, false)]);
+    let bed = Bed::new(&[
+        ("d/base", &[], 1, false),
+        ("d/mid", &["d/base"], 1, false),
+        ("d/top", &["d/mid"], 1, false),
+        ("d/never", &[], 1, false),
+    ]);
     assert!(go(&bed, Mode::Up).await.ok());
     bed.step("d/never").exists.store(false, Ordering::SeqCst);
     let s = go(&bed, Mode::Down).await;
@@ -286,7 +291,8 @@ fn graph_rejects_cycles_unknown_needs_and_duplicates() {
 
 #[tokio::test]
 async fn read_only_steps_run_first_in_every_walk() {
-    let bed = Bed::new(&[("preflight/accounts", &[], 1, false), ("a/base", &["preflight/accounts"], 1, false), ("a/top", &["a/base"], 1, false)]);
+    let bed =
+        Bed::new(&[("preflight/accounts", &[], 1, false), ("a/base", &["preflight/accounts"], 1, false), ("a/top", &["a/base"], 1, false)]);
     assert!(go(&bed, Mode::Up).await.ok());
     bed.log.lock().unwrap().clear();
     let s = go(&bed, Mode::Down).await;
@@ -403,7 +409,11 @@ fn a_cycle_only_down_takes_is_refused() {
 /// What an old provider made: a mesh, a share of it, its acceptance (goes with the share),
 /// a controller in a cluster and a resource needing all three; the app uses them.
 fn retired_bed() -> (Bed, Vec<Arc<Fake>>) {
-    let bed = Bed::new(&[("preflight/accounts", &[], 1, false), ("kubeconfig/a", &["preflight/accounts"], 1, false), ("yelb/a", &["kubeconfig/a"], 1, false)]);
+    let bed = Bed::new(&[
+        ("preflight/accounts", &[], 1, false),
+        ("kubeconfig/a", &["preflight/accounts"], 1, false),
+        ("yelb/a", &["kubeconfig/a"], 1, false),
+    ]);
     let inner = Bed::new(&[
         ("mesh/mesh", &["preflight/accounts"], 1, false),
         ("mesh/share", &["mesh/mesh"], 1, false),
@@ -482,7 +492,15 @@ async fn absent_steps_remove_after_the_app_in_reverse_order_whichever_way_the_gr
         s.exists.store(true, Ordering::SeqCst);
     }
     let g = graph_with(&bed, wrap(&inner));
-    let destroyed = |id: &str| bed.log.lock().unwrap().iter().find(|(i, w, _)| i == id && *w == "destroy").map(|(_, _, t)| *t).unwrap_or_else(|| panic!("{id} not destroyed"));
+    let destroyed = |id: &str| {
+        bed.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(i, w, _)| i == id && *w == "destroy")
+            .map(|(_, _, t)| *t)
+            .unwrap_or_else(|| panic!("{id} not destroyed"))
+    };
     // up: the app is (re)applied first, then the old resources go, what stood on a resource first.
     bed.step("yelb/a").exists.store(false, Ordering::SeqCst);
     let s = run(&g, &RunOptions::new(Mode::Up), Arc::new(NullSink)).await;
@@ -510,5 +528,9 @@ async fn absent_steps_remove_after_the_app_in_reverse_order_whichever_way_the_gr
     assert_eq!(s.outcome("mesh/retire-accept"), Some(&Outcome::AlreadyGone));
     let static_down = g.down_order().unwrap();
     let pos = |id: &str| static_down.iter().position(|x| x == &id).unwrap();
-    assert!(pos("yelb/a") < pos("mesh/retire-res") && pos("mesh/retire-res") < pos("mesh/retire-ctl") && pos("mesh/retire-ctl") < pos("kubeconfig/a"));
+    assert!(
+        pos("yelb/a") < pos("mesh/retire-res")
+            && pos("mesh/retire-res") < pos("mesh/retire-ctl")
+            && pos("mesh/retire-ctl") < pos("kubeconfig/a")
+    );
 }

@@ -65,13 +65,18 @@ pub fn parse_manifests(yaml: &str, source: &str) -> Result<Vec<DynamicObject>, K
     use serde::Deserialize;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_json::Value::deserialize(doc).map_err(|e| KubeError::Manifest { origin: source.to_string(), message: format!("document {}: {e}", i + 1) })?;
+        let value = serde_json::Value::deserialize(doc)
+            .map_err(|e| KubeError::Manifest { origin: source.to_string(), message: format!("document {}: {e}", i + 1) })?;
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_json::from_value(value).map_err(|e| KubeError::Manifest { origin: source.to_string(), message: format!("document {}: {e}", i + 1) })?;
+        let obj: DynamicObject = serde_json::from_value(value)
+            .map_err(|e| KubeError::Manifest { origin: source.to_string(), message: format!("document {}: {e}", i + 1) })?;
         if obj.types.as_ref().is_none_or(|t| t.api_version.is_empty() || t.kind.is_empty()) || obj.metadata.name.is_none() {
-            return Err(KubeError::Manifest { origin: source.to_string(), message: format!("document {} needs apiVersion, kind and metadata.name", i + 1) });
+            return Err(KubeError::Manifest {
+                origin: source.to_string(),
+                message: format!("document {} needs apiVersion, kind and metadata.name", i + 1),
+            });
         }
         out.push(obj);
     }
@@ -101,7 +106,8 @@ where
         m.insert("apiVersion".into(), ar.api_version.clone().into());
         m.insert("kind".into(), ar.kind.clone().into());
     }
-    let obj: DynamicObject = serde_json::from_value(value).map_err(|e| KubeError::Manifest { origin: ar.kind.clone(), message: e.to_string() })?;
+    let obj: DynamicObject =
+        serde_json::from_value(value).map_err(|e| KubeError::Manifest { origin: ar.kind.clone(), message: e.to_string() })?;
     let namespaced = obj.metadata.namespace.is_some();
     Ok(Target { obj, ar, namespaced })
 }
@@ -147,13 +153,15 @@ impl KubeClient {
     /// Resolves a manifest object's kind through discovery.
     pub async fn resolve(&self, obj: DynamicObject) -> Result<Target, KubeError> {
         let types = obj.types.clone().unwrap_or_default();
-        let gvk = GroupVersionKind::try_from(&types).map_err(|e| KubeError::Manifest { origin: types.kind.clone(), message: e.to_string() })?;
-        let (ar, caps): (ApiResource, ApiCapabilities) = kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| KubeError::Discovery {
-            context: self.context.clone(),
-            api_version: types.api_version.clone(),
-            kind: types.kind.clone(),
-            message: crate::error::chain(&e),
-        })?;
+        let gvk =
+            GroupVersionKind::try_from(&types).map_err(|e| KubeError::Manifest { origin: types.kind.clone(), message: e.to_string() })?;
+        let (ar, caps): (ApiResource, ApiCapabilities) =
+            kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| KubeError::Discovery {
+                context: self.context.clone(),
+                api_version: types.api_version.clone(),
+                kind: types.kind.clone(),
+                message: crate::error::chain(&e),
+            })?;
         let namespaced = caps.scope == Scope::Namespaced;
         let mut obj = obj;
         if !namespaced {
@@ -226,7 +234,11 @@ impl KubeClient {
     pub async fn check(&self, t: &Target) -> Result<Status, KubeError> {
         let Some(live) = self.get(t).await? else { return Ok(Status::Missing) };
         let pp = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-        let dry = self.dyn_api(t).patch(t.name(), &pp, &Patch::Apply(Self::labelled(t))).await.map_err(|e| self.api_err("dry-run apply", t.describe(), e))?;
+        let dry = self
+            .dyn_api(t)
+            .patch(t.name(), &pp, &Patch::Apply(Self::labelled(t)))
+            .await
+            .map_err(|e| self.api_err("dry-run apply", t.describe(), e))?;
         let mut paths = Vec::new();
         diff_paths("", &normalize(&live), &normalize(&dry), &mut paths, 5);
         Ok(if paths.is_empty() { Status::UpToDate } else { Status::Drifted(format!("{} differs at {}", t.describe(), paths.join(", "))) })
@@ -308,7 +320,10 @@ impl KubeClient {
     pub async fn delete(&self, t: &Target) -> Result<Option<String>, KubeError> {
         let Some(live) = self.get(t).await? else { return Ok(None) };
         let uid = live.metadata.uid.clone().unwrap_or_default();
-        let dp = DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }), ..DeleteParams::foreground() };
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }),
+            ..DeleteParams::foreground()
+        };
         match self.dyn_api(t).delete(t.name(), &dp).await {
             Ok(_) => Ok(Some(uid)),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Some(uid)),

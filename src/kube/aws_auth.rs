@@ -33,7 +33,8 @@ impl RoleMapping {
 
     /// The entry as a block list item at `indent`.
     fn block(&self, indent: &str) -> String {
-        let mut s = format!("{indent}- rolearn: {}\n{indent}  username: {}\n{indent}  groups:\n", quote(&self.rolearn), quote(&self.username));
+        let mut s =
+            format!("{indent}- rolearn: {}\n{indent}  username: {}\n{indent}  groups:\n", quote(&self.rolearn), quote(&self.username));
         for g in &self.groups {
             s.push_str(&format!("{indent}  - {}\n", quote(g)));
         }
@@ -172,7 +173,11 @@ mod tests {
     const SEEDED: &str = "- rolearn: arn:aws:iam::222222222222:role/frontend-node-role\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n  - system:bootstrappers\n  - system:nodes\n";
 
     fn ours() -> RoleMapping {
-        RoleMapping { rolearn: "arn:aws:iam::222222222222:role/eks-cluster-frontend-access-role".into(), username: "eks-cluster-frontend-access-role".into(), groups: vec!["meshctl:spire-server".into()] }
+        RoleMapping {
+            rolearn: "arn:aws:iam::222222222222:role/eks-cluster-frontend-access-role".into(),
+            username: "eks-cluster-frontend-access-role".into(),
+            groups: vec!["meshctl:spire-server".into()],
+        }
     }
 
     #[test]

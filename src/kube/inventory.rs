@@ -145,10 +145,11 @@ mod tests {
 
     #[test]
     fn lines_are_sorted_and_read_back() {
-        let objs: Vec<DynamicObject> = [key("v1", "Service", "yelb-ui"), key("apps/v1", "Deployment", "yelb-ui"), key("v1", "ConfigMap", "yelb-ui-envoy")]
-            .iter()
-            .map(|k| k.stub("yelb"))
-            .collect();
+        let objs: Vec<DynamicObject> =
+            [key("v1", "Service", "yelb-ui"), key("apps/v1", "Deployment", "yelb-ui"), key("v1", "ConfigMap", "yelb-ui-envoy")]
+                .iter()
+                .map(|k| k.stub("yelb"))
+                .collect();
         let i = Inventory::of(&objs, [("provider".to_string(), "envoy".to_string())]);
         let cm = i.to_config_map("meshctl-app-inventory", "yelb");
         let data = cm.data.clone().unwrap();
@@ -180,7 +181,10 @@ mod tests {
             ],
             "appmesh",
         );
-        let envoy = inv(&[key("apps/v1", "Deployment", "yelb-ui"), key("v1", "ConfigMap", "yelb-ui-envoy"), key("v1", "Service", "yelb-ui")], "envoy");
+        let envoy = inv(
+            &[key("apps/v1", "Deployment", "yelb-ui"), key("v1", "ConfigMap", "yelb-ui-envoy"), key("v1", "Service", "yelb-ui")],
+            "envoy",
+        );
         assert_eq!(
             appmesh.stale(&envoy),
             [

@@ -166,7 +166,11 @@ pub fn entry_status(doc: &Value, entry: &Entry) -> Status {
     if missing == LISTS.len() {
         Status::Missing
     } else if missing > 0 || !differ.is_empty() {
-        Status::Drifted(if differ.is_empty() { format!("kubeconfig entries for {} incomplete", entry.name) } else { format!("kubeconfig {} differs", differ.join(", ")) })
+        Status::Drifted(if differ.is_empty() {
+            format!("kubeconfig entries for {} incomplete", entry.name)
+        } else {
+            format!("kubeconfig {} differs", differ.join(", "))
+        })
     } else {
         Status::UpToDate
     }
@@ -242,11 +246,20 @@ fn endpoint_in(doc: &Value, context: &str, file: &Path) -> Result<Endpoint, Stri
     let seq = |k: &str| doc.get(k).and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default().to_vec();
     let contexts = seq("contexts");
     let ctx = named(&contexts, context).ok_or_else(|| format!("context {context} not found in {}", file.display()))?;
-    let cluster_name = ctx.get("context").and_then(|c| c.get("cluster")).and_then(Value::as_str).ok_or_else(|| format!("context {context} names no cluster"))?;
+    let cluster_name = ctx
+        .get("context")
+        .and_then(|c| c.get("cluster"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("context {context} names no cluster"))?;
     let clusters = seq("clusters");
-    let cluster = named(&clusters, cluster_name).and_then(|c| c.get("cluster")).ok_or_else(|| format!("cluster {cluster_name} (of context {context}) not found in {}", file.display()))?;
+    let cluster = named(&clusters, cluster_name)
+        .and_then(|c| c.get("cluster"))
+        .ok_or_else(|| format!("cluster {cluster_name} (of context {context}) not found in {}", file.display()))?;
     let server = cluster.get("server").and_then(Value::as_str).ok_or_else(|| format!("cluster {cluster_name} has no server"))?.to_string();
-    let ca_data = match (cluster.get("certificate-authority-data").and_then(Value::as_str), cluster.get("certificate-authority").and_then(Value::as_str)) {
+    let ca_data = match (
+        cluster.get("certificate-authority-data").and_then(Value::as_str),
+        cluster.get("certificate-authority").and_then(Value::as_str),
+    ) {
         (Some(d), _) => d.to_string(),
         (None, Some(f)) => {
             let p = Path::new(f);
@@ -258,7 +271,6 @@ fn endpoint_in(doc: &Value, context: &str, file: &Path) -> Result<Endpoint, Stri
     };
     Ok(Endpoint { server, ca_data })
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -276,7 +288,9 @@ mod tests {
 
     #[test]
     fn merge_is_idempotent_and_keeps_current_context() {
-        let doc: Value = serde_yaml_ng::from_str("apiVersion: v1\nkind: Config\ncurrent-context: mine\nclusters: []\nx-extension: {keep: true}\n").unwrap();
+        let doc: Value =
+            serde_yaml_ng::from_str("apiVersion: v1\nkind: Config\ncurrent-context: mine\nclusters: []\nx-extension: {keep: true}\n")
+                .unwrap();
         let e = entry("eks-cluster-shared", &ep());
         assert_eq!(entry_status(&doc, &e), Status::Missing);
         let once = merge(&doc, &e);

@@ -70,7 +70,8 @@ mod tests {
 
     #[test]
     fn placeholders_and_sections() {
-        let vars: Vars = [("a".to_string(), "x".to_string()), ("l".to_string(), "[]".to_string()), ("m".to_string(), "[\"s\"]".to_string())].into();
+        let vars: Vars =
+            [("a".to_string(), "x".to_string()), ("l".to_string(), "[]".to_string()), ("m".to_string(), "[\"s\"]".to_string())].into();
         let out = render("t", "k: {{ a }}-{{a}}\n{{#if l}}\ngone: 1\n{{/if}}\n{{#if m}}\nm: {{ m }}\n{{/if}}\n", &vars).unwrap();
         assert_eq!(out, "k: x-x\nm: [\"s\"]\n");
         assert!(render("t", "{{ nope }}", &vars).unwrap_err().to_string().contains("nope"));

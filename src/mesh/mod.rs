@@ -114,7 +114,13 @@ pub trait MeshProvider: Send + Sync {
     /// Adds the data plane to one spoke's objects. Returns what is still pending (facts
     /// from other clusters not known yet, with `Wait::No`); with `Wait::Up` it waits for them
     /// and fails on timeout.
-    async fn decorate(&self, session: &Session, objects: &mut AppObjects, wait: Wait, progress: &dyn Progress) -> Result<Vec<String>, Error>;
+    async fn decorate(
+        &self,
+        session: &Session,
+        objects: &mut AppObjects,
+        wait: Wait,
+        progress: &dyn Progress,
+    ) -> Result<Vec<String>, Error>;
 
     /// How `verify` reads and explains this provider's Envoys.
     fn verify_profile(&self) -> VerifyProfile;

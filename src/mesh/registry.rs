@@ -67,7 +67,8 @@ pub fn retired(config: &Config) -> Vec<Arc<dyn MeshProvider>> {
 /// optional, unknown keys rejected); errors name `mesh.<provider>.<key>`.
 pub fn section<T: serde::de::DeserializeOwned + Default>(config: &Config, provider: &str) -> Result<T, ConfigError> {
     let Some(table) = config.mesh.sections.get(provider) else { return Ok(T::default()) };
-    T::deserialize(toml::Value::Table(table.clone())).map_err(|e| ConfigError::new(format!("mesh.{provider}"), e.message().trim().to_string()))
+    T::deserialize(toml::Value::Table(table.clone()))
+        .map_err(|e| ConfigError::new(format!("mesh.{provider}"), e.message().trim().to_string()))
 }
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ use crate::aws::access_entries::{self, Grant};
 use crate::config::{AccessLevel, Account, AuthMode};
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
-use crate::kube::aws_auth::{map_roles_status, merge_map_roles, remove_map_roles, RoleMapping, MAP_ROLES, NAME as AWS_AUTH, NAMESPACE as AWS_AUTH_NS};
+use crate::kube::aws_auth::{
+    map_roles_status, merge_map_roles, remove_map_roles, RoleMapping, MAP_ROLES, NAME as AWS_AUTH, NAMESPACE as AWS_AUTH_NS,
+};
 use crate::kube::KubeClient;
 use crate::names::access_role_arn;
 use crate::session::Session;
@@ -53,13 +55,28 @@ pub fn rbac() -> (ClusterRole, ClusterRoleBinding) {
     let mut role = ClusterRole::default();
     role.metadata.name = Some(SPIRE_GROUP.into());
     role.rules = Some(vec![
-        PolicyRule { api_groups: Some(vec!["authentication.k8s.io".into()]), resources: Some(vec!["tokenreviews".into()]), verbs: vec!["create".into()], ..Default::default() },
-        PolicyRule { api_groups: Some(vec!["".into()]), resources: Some(vec!["pods".into(), "nodes".into()]), verbs: vec!["get".into(), "list".into()], ..Default::default() },
+        PolicyRule {
+            api_groups: Some(vec!["authentication.k8s.io".into()]),
+            resources: Some(vec!["tokenreviews".into()]),
+            verbs: vec!["create".into()],
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["pods".into(), "nodes".into()]),
+            verbs: vec!["get".into(), "list".into()],
+            ..Default::default()
+        },
     ]);
     let mut binding = ClusterRoleBinding::default();
     binding.metadata.name = Some(SPIRE_GROUP.into());
     binding.role_ref = RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: SPIRE_GROUP.into() };
-    binding.subjects = Some(vec![Subject { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Group".into(), name: SPIRE_GROUP.into(), namespace: None }]);
+    binding.subjects = Some(vec![Subject {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "Group".into(),
+        name: SPIRE_GROUP.into(),
+        namespace: None,
+    }]);
     (role, binding)
 }
 
@@ -97,7 +114,12 @@ impl AwsAuthStep {
 
     /// Reads, edits with `edit` (None = nothing to do) and writes with the resourceVersion
     /// read; retries on conflict.
-    async fn update(&self, kc: &KubeClient, create_if_absent: bool, edit: impl Fn(&str) -> Result<Option<String>, Error>) -> Result<bool, Error> {
+    async fn update(
+        &self,
+        kc: &KubeClient,
+        create_if_absent: bool,
+        edit: impl Fn(&str) -> Result<Option<String>, Error>,
+    ) -> Result<bool, Error> {
         let api: Api<ConfigMap> = Api::namespaced(kc.client.clone(), AWS_AUTH_NS);
         let pp = PostParams { field_manager: Some(crate::kube::FIELD_MANAGER.into()), ..Default::default() };
         for attempt in 0..8 {
@@ -126,10 +148,17 @@ impl AwsAuthStep {
                 Err(kube::Error::Api(s)) if s.code == 409 && attempt < 7 => {
                     tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
                 }
-                Err(e) => return Err(crate::kube::api_error(e).context(format!("context {}: write ConfigMap {AWS_AUTH_NS}/{AWS_AUTH}", kc.context))),
+                Err(e) => {
+                    return Err(
+                        crate::kube::api_error(e).context(format!("context {}: write ConfigMap {AWS_AUTH_NS}/{AWS_AUTH}", kc.context))
+                    )
+                }
             }
         }
-        Err(Error::new(ErrorKind::Conflict, format!("context {}: ConfigMap {AWS_AUTH_NS}/{AWS_AUTH} kept changing under us; try again", kc.context)))
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!("context {}: ConfigMap {AWS_AUTH_NS}/{AWS_AUTH} kept changing under us; try again", kc.context),
+        ))
     }
 }
 
@@ -236,5 +265,4 @@ mod tests {
         assert_eq!(rules[1].verbs, ["get", "list"]);
         assert_eq!(binding.subjects.unwrap()[0].name, SPIRE_GROUP);
     }
-
 }

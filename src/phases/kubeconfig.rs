@@ -34,15 +34,20 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         .accounts()
         .map(|a| {
             Arc::new(ContextStep {
-                meta: StepMeta::new(ids::kubeconfig(&a.name), &a.name, format!("write kubeconfig context for {}", a.cluster_name)).needs([ids::stack(&a.name)]),
+                meta: StepMeta::new(ids::kubeconfig(&a.name), &a.name, format!("write kubeconfig context for {}", a.cluster_name))
+                    .needs([ids::stack(&a.name)]),
                 session: session.clone(),
                 account: a.clone(),
             }) as Arc<dyn Step>
         })
         .collect();
     out.push(Arc::new(SpireConfigMaps {
-        meta: StepMeta::new(ids::spire_configmaps(), &c.hub.name, format!("write spoke kubeconfig ConfigMaps in {}/{}", c.hub.cluster_name, c.spire.namespace))
-            .needs(std::iter::once(ids::kubeconfig(&c.hub.name)).chain(c.spokes.iter().map(|s| ids::stack(&s.name)))),
+        meta: StepMeta::new(
+            ids::spire_configmaps(),
+            &c.hub.name,
+            format!("write spoke kubeconfig ConfigMaps in {}/{}", c.hub.cluster_name, c.spire.namespace),
+        )
+        .needs(std::iter::once(ids::kubeconfig(&c.hub.name)).chain(c.spokes.iter().map(|s| ids::stack(&s.name)))),
         session: session.clone(),
     }));
     out
@@ -50,7 +55,10 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
 
 /// The cluster's entry for the operator: `meshctl token` with the account's profile.
 pub fn operator_entry(config: &Config, account: &Account, ep: &Endpoint) -> Entry {
-    let args: Vec<String> = ["token", "--cluster", &account.cluster_name, "--profile", &account.profile, "--region", &config.region].iter().map(|a| a.to_string()).collect();
+    let args: Vec<String> = ["token", "--cluster", &account.cluster_name, "--profile", &account.profile, "--region", &config.region]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     Entry::exec(&account.cluster_name, ep, "meshctl", &args)
 }
 
@@ -63,10 +71,20 @@ pub fn spire_entry(config: &Config, spoke: &Account, ep: &Endpoint) -> Entry {
 /// Server and CA of an EKS cluster from DescribeCluster.
 async fn eks_endpoint(session: &Session, account: &Account) -> Result<Endpoint, Error> {
     let eks = session.aws.eks(&account.name).await?;
-    let out = eks.describe_cluster().name(&account.cluster_name).send().await.context(format!("account {}: EKS DescribeCluster {}", account.name, account.cluster_name))?;
-    let c = out.cluster.ok_or_else(|| Error::new(ErrorKind::NotFound, format!("account {}: EKS cluster {} not found", account.name, account.cluster_name)))?;
+    let out = eks
+        .describe_cluster()
+        .name(&account.cluster_name)
+        .send()
+        .await
+        .context(format!("account {}: EKS DescribeCluster {}", account.name, account.cluster_name))?;
+    let c = out.cluster.ok_or_else(|| {
+        Error::new(ErrorKind::NotFound, format!("account {}: EKS cluster {} not found", account.name, account.cluster_name))
+    })?;
     let server = c.endpoint.filter(|e| !e.is_empty()).ok_or_else(|| {
-        Error::new(ErrorKind::Conflict, format!("account {}: EKS cluster {} has no endpoint yet (status {:?})", account.name, account.cluster_name, c.status))
+        Error::new(
+            ErrorKind::Conflict,
+            format!("account {}: EKS cluster {} has no endpoint yet (status {:?})", account.name, account.cluster_name, c.status),
+        )
     })?;
     let ca_data = c.certificate_authority.and_then(|ca| ca.data).unwrap_or_default();
     Ok(Endpoint { server, ca_data })
@@ -215,7 +233,11 @@ impl Step for SpireConfigMaps {
             let mut cm = ConfigMap::default();
             cm.metadata.name = Some(spoke.kubeconfig_configmap().to_string());
             cm.metadata.namespace = Some(c.spire.namespace.clone());
-            kc.delete(&crate::kube::typed(&cm)?).await.context(format!("delete ConfigMap {}/{}", c.spire.namespace, spoke.kubeconfig_configmap()))?;
+            kc.delete(&crate::kube::typed(&cm)?).await.context(format!(
+                "delete ConfigMap {}/{}",
+                c.spire.namespace,
+                spoke.kubeconfig_configmap()
+            ))?;
         }
         // Last user of the hub's spire namespace on the way down (the SPIRE server needs
         // this step): remove it when meshctl created it.
@@ -260,5 +282,4 @@ mod tests {
         assert!(!text.contains("profile"), "{text}");
         assert_eq!(doc["clusters"][0]["cluster"]["server"].as_str(), Some(ep().server.as_str()));
     }
-
 }

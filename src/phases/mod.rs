@@ -114,8 +114,11 @@ mod tests {
     #[test]
     fn only_per_spoke_stacks_wait_on_the_hub_stack_among_stacks() {
         let g = default_graph();
-        let waiting: Vec<&str> =
-            g.metas().filter(|m| m.phase == "stacks" && g.ancestors(m.id.as_str()).iter().any(|a| a == &"stacks/shared")).map(|m| m.id.as_str()).collect();
+        let waiting: Vec<&str> = g
+            .metas()
+            .filter(|m| m.phase == "stacks" && g.ancestors(m.id.as_str()).iter().any(|a| a == &"stacks/shared"))
+            .map(|m| m.id.as_str())
+            .collect();
         assert_eq!(waiting, ["stacks/hub-frontend", "stacks/frontend-tgw", "stacks/hub-backend", "stacks/backend-tgw"]);
         for spoke in ["frontend", "backend"] {
             let tgw = g.get(ids::tgw_stack(spoke).as_str()).unwrap().meta();
@@ -129,7 +132,11 @@ mod tests {
     #[test]
     fn base_stacks_stay_independent_and_each_spoke_has_its_own_hub_stack() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut f, b"[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"backend\"\n[[spokes]]\nname = \"analytics\"\n").unwrap();
+        std::io::Write::write_all(
+            &mut f,
+            b"[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"backend\"\n[[spokes]]\nname = \"analytics\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(f.path()), &[], &[]).unwrap();
         let g = graph(&Arc::new(Session::new(c.clone()).unwrap())).unwrap();
         let bases: Vec<StepId> = c.accounts().map(|a| ids::stack(&a.name)).collect();
@@ -146,10 +153,19 @@ mod tests {
             assert_eq!(peer.account, c.hub.name, "made in the hub account");
             assert_eq!(g.get(ids::ram(&s.name).as_str()).unwrap().meta().needs, [ids::hub_peer_stack(&s.name)]);
             // the SPIRE server's token refresher needs every spoke's grant
-            assert!(g.get(ids::spire_server().as_str()).unwrap().meta().needs.contains(&ids::hub_peer_stack(&s.name)), "spire/server without {}", s.name);
+            assert!(
+                g.get(ids::spire_server().as_str()).unwrap().meta().needs.contains(&ids::hub_peer_stack(&s.name)),
+                "spire/server without {}",
+                s.name
+            );
             // no other spoke's hub stack is on the way to this spoke's attachment
             for other in c.spokes.iter().filter(|o| o.name != s.name) {
-                assert!(!g.ancestors(ids::tgw_stack(&s.name).as_str()).contains(&ids::hub_peer_stack(&other.name)), "{} waits on {}'s hub stack", s.name, other.name);
+                assert!(
+                    !g.ancestors(ids::tgw_stack(&s.name).as_str()).contains(&ids::hub_peer_stack(&other.name)),
+                    "{} waits on {}'s hub stack",
+                    s.name,
+                    other.name
+                );
             }
         }
     }
@@ -219,7 +235,10 @@ mod tests {
         let meta = |id: &str| g.get(id).unwrap().meta().clone();
         for id in &retire {
             let m = meta(id);
-            assert!(m.after.contains(&ids::yelb("frontend")) && m.after.contains(&ids::yelb("backend")), "{id} does not go after every app step");
+            assert!(
+                m.after.contains(&ids::yelb("frontend")) && m.after.contains(&ids::yelb("backend")),
+                "{id} does not go after every app step"
+            );
             assert!(g.ancestors(id).contains(&ids::preflight()), "{id} skips preflight");
         }
         assert!(meta("mesh/retire-controller-backend").after.contains(&StepId::new("mesh", "retire-resource-backend")));
@@ -234,7 +253,10 @@ mod tests {
             }
             assert!(pos("mesh/retire-resource-backend") < pos("mesh/retire-controller-backend"), "{walk}");
             assert!(pos("mesh/retire-controller-backend") < pos("mesh/retire-irsa-backend"), "{walk}");
-            assert!(pos("mesh/retire-accept-frontend") < pos("mesh/retire-share") && pos("mesh/retire-share") < pos("mesh/retire-appmesh"), "{walk}");
+            assert!(
+                pos("mesh/retire-accept-frontend") < pos("mesh/retire-share") && pos("mesh/retire-share") < pos("mesh/retire-appmesh"),
+                "{walk}"
+            );
         }
         let down = g.down_order().unwrap();
         let pos = |id: &str| down.iter().position(|x| x == &id).unwrap();

@@ -16,7 +16,8 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         .iter()
         .map(|s| {
             AcceptShare::step(
-                StepMeta::new(ids::ram(&s.name), &s.name, format!("accept RAM share {}", c.network.tgw_share)).needs([ids::hub_peer_stack(&s.name)]),
+                StepMeta::new(ids::ram(&s.name), &s.name, format!("accept RAM share {}", c.network.tgw_share))
+                    .needs([ids::hub_peer_stack(&s.name)]),
                 session,
                 &s.name,
                 &c.network.tgw_share,

@@ -57,7 +57,12 @@ pub struct EntryStep {
 
 impl EntryStep {
     fn wanted(&self) -> Result<&WantedEntry, Error> {
-        self.wanted.as_ref().ok_or_else(|| Error::new(crate::error::ErrorKind::InvalidInput, format!("{}: the workload's account is not a spoke in the configuration", self.meta.id)))
+        self.wanted.as_ref().ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::InvalidInput,
+                format!("{}: the workload's account is not a spoke in the configuration", self.meta.id),
+            )
+        })
     }
 
     /// The server CLI in the hub's server pod.

@@ -21,7 +21,8 @@ use crate::kube::{kubeconfig_path, typed, KubeClient, MANAGED_BY};
 use crate::names::access_role_arn;
 use crate::session::Session;
 use crate::spire::charts::{
-    agent_values, server_values, SpokeAccess, AGENT_CHART, AGENT_DAEMONSET, BUNDLE_CONFIGMAP, SERVER_CHART, SERVER_POD, SERVER_PVC, SERVER_STATEFULSET,
+    agent_values, server_values, SpokeAccess, AGENT_CHART, AGENT_DAEMONSET, BUNDLE_CONFIGMAP, SERVER_CHART, SERVER_POD, SERVER_PVC,
+    SERVER_STATEFULSET,
 };
 
 /// How long `up` waits for the server StatefulSet / an agent DaemonSet to become ready.
@@ -53,8 +54,11 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         out.push(Arc::new(AgentStep {
             session: session.clone(),
             spoke: s.clone(),
-            meta: StepMeta::new(ids::spire_agent(&s.name), &s.name, format!("install SPIRE agent ({})", s.psat_cluster()))
-                .needs([ids::spire_bundle(&s.name), ids::aws_auth(&s.name), ids::tgw_stack(&s.name)]),
+            meta: StepMeta::new(ids::spire_agent(&s.name), &s.name, format!("install SPIRE agent ({})", s.psat_cluster())).needs([
+                ids::spire_bundle(&s.name),
+                ids::aws_auth(&s.name),
+                ids::tgw_stack(&s.name),
+            ]),
         }));
     }
     out
@@ -81,7 +85,10 @@ pub async fn server_address(session: &Session) -> Result<String, Error> {
     let where_ = || format!("pod {}/{SERVER_POD} in {}", session.config.spire.namespace, place(session, hub));
     let pod: Option<Pod> = kc.get_typed(&session.config.spire.namespace, SERVER_POD).await.context(format!("reading {}", where_()))?;
     let pod = pod.ok_or_else(|| {
-        Error::new(ErrorKind::NotFound, format!("{} does not exist: run `meshctl up` for spire/server first, or set spire.server_address", where_()))
+        Error::new(
+            ErrorKind::NotFound,
+            format!("{} does not exist: run `meshctl up` for spire/server first, or set spire.server_address", where_()),
+        )
     })?;
     pod.status.and_then(|s| s.pod_ip).filter(|ip| !ip.is_empty()).ok_or_else(|| {
         Error::new(
@@ -114,7 +121,11 @@ pub struct ServerStep {
 
 impl ServerStep {
     fn what(&self) -> String {
-        format!("StatefulSet {}/{SERVER_STATEFULSET} in {}", self.session.config.spire.namespace, place(&self.session, &self.session.config.hub))
+        format!(
+            "StatefulSet {}/{SERVER_STATEFULSET} in {}",
+            self.session.config.spire.namespace,
+            place(&self.session, &self.session.config.hub)
+        )
     }
 
     async fn values(&self) -> Result<serde_json::Value, Error> {
@@ -135,7 +146,14 @@ impl ServerStep {
             return Ok(Status::UpToDate);
         }
         let ours = sp.storage_class == MANAGED_STORAGE_CLASS;
-        let wanted = if ours { managed_storage_class() } else { StorageClass { metadata: kube::api::ObjectMeta { name: Some(sp.storage_class.clone()), ..Default::default() }, ..Default::default() } };
+        let wanted = if ours {
+            managed_storage_class()
+        } else {
+            StorageClass {
+                metadata: kube::api::ObjectMeta { name: Some(sp.storage_class.clone()), ..Default::default() },
+                ..Default::default()
+            }
+        };
         let t = typed(&wanted)?;
         let exists = kc.get(&t).await?.is_some();
         match (exists, ours) {
@@ -188,9 +206,18 @@ impl Step for ServerStep {
         let chart = SERVER_CHART.materialize().context("SPIRE server chart")?;
         let path = chart.path().join(SERVER_CHART.name);
         run.progress(format!("helm upgrade --install {}", c.spire.server_release));
-        helm.upgrade_install(&c.spire.server_release, &c.spire.namespace, &path.to_string_lossy(), None, None, &self.values().await?, None, run.adopt)
-            .await
-            .context("SPIRE server")?;
+        helm.upgrade_install(
+            &c.spire.server_release,
+            &c.spire.namespace,
+            &path.to_string_lossy(),
+            None,
+            None,
+            &self.values().await?,
+            None,
+            run.adopt,
+        )
+        .await
+        .context("SPIRE server")?;
         run.progress(format!("waiting for {}", self.what()));
         kc.wait_rolled_out::<StatefulSet>(&c.spire.namespace, SERVER_STATEFULSET, READY_TIMEOUT).await.context(self.what())?;
         let addr = server_address(&self.session).await?;
@@ -208,9 +235,16 @@ impl Step for ServerStep {
         let mut pvc = PersistentVolumeClaim::default();
         pvc.metadata.name = Some(SERVER_PVC.into());
         pvc.metadata.namespace = Some(c.spire.namespace.clone());
-        kc.delete_and_wait(&typed(&pvc)?, DELETE_TIMEOUT).await.context(format!("deleting the SPIRE server's volume in {}", place(&self.session, &c.hub)))?;
+        kc.delete_and_wait(&typed(&pvc)?, DELETE_TIMEOUT)
+            .await
+            .context(format!("deleting the SPIRE server's volume in {}", place(&self.session, &c.hub)))?;
         let sc = typed(&managed_storage_class())?;
-        if c.spire.server.storage_class == MANAGED_STORAGE_CLASS && kc.get(&sc).await?.is_some_and(|o| o.metadata.labels.is_some_and(|l| l.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1))) {
+        if c.spire.server.storage_class == MANAGED_STORAGE_CLASS
+            && kc
+                .get(&sc)
+                .await?
+                .is_some_and(|o| o.metadata.labels.is_some_and(|l| l.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)))
+        {
             kc.delete(&sc).await?;
         }
         Ok(())
@@ -237,7 +271,10 @@ impl BundleStep {
     async fn hub_bundle(&self) -> Result<Option<Data>, Error> {
         let hub = &self.session.config.hub;
         let kc = self.session.kube.cluster_client(&hub.name).await?;
-        let cm: Option<ConfigMap> = kc.get_typed(self.ns(), BUNDLE_CONFIGMAP).await.context(format!("reading the trust bundle in {}", place(&self.session, hub)))?;
+        let cm: Option<ConfigMap> = kc
+            .get_typed(self.ns(), BUNDLE_CONFIGMAP)
+            .await
+            .context(format!("reading the trust bundle in {}", place(&self.session, hub)))?;
         Ok(cm.and_then(|cm| cm.data).filter(|d| d.values().any(|v| !v.trim().is_empty())))
     }
 
@@ -324,7 +361,11 @@ impl Step for BundleStep {
         }
         // Last of meshctl's in the spoke's spire namespace on the way down (the agent release
         // needs this step): remove the namespace when meshctl created it (apply did).
-        if kc.delete_namespace_if_ours(self.ns(), NAMESPACE_TIMEOUT).await.context(format!("deleting namespace {} in {}", self.ns(), place(&self.session, &self.spoke)))? {
+        if kc.delete_namespace_if_ours(self.ns(), NAMESPACE_TIMEOUT).await.context(format!(
+            "deleting namespace {} in {}",
+            self.ns(),
+            place(&self.session, &self.spoke)
+        ))? {
             run.progress(format!("namespace {} deleted", self.ns()));
         }
         Ok(())
@@ -377,9 +418,18 @@ impl Step for AgentStep {
         let chart = AGENT_CHART.materialize().context("SPIRE agent chart")?;
         let path = chart.path().join(AGENT_CHART.name);
         run.progress(format!("helm upgrade --install {} (server {addr}:{})", c.spire.agent_release, c.spire.server_port));
-        helm.upgrade_install(&c.spire.agent_release, &c.spire.namespace, &path.to_string_lossy(), None, None, &agent_values(c, &self.spoke, &addr), None, run.adopt)
-            .await
-            .context("SPIRE agent")?;
+        helm.upgrade_install(
+            &c.spire.agent_release,
+            &c.spire.namespace,
+            &path.to_string_lossy(),
+            None,
+            None,
+            &agent_values(c, &self.spoke, &addr),
+            None,
+            run.adopt,
+        )
+        .await
+        .context("SPIRE agent")?;
         run.progress(format!("waiting for {}", self.what()));
         let kc = self.session.kube.cluster_client(&self.spoke.name).await?;
         Ok(kc.wait_rolled_out::<DaemonSet>(&c.spire.namespace, AGENT_DAEMONSET, READY_TIMEOUT).await.context(self.what())?)

@@ -27,8 +27,8 @@ use crate::config::{Account, Config};
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
 use crate::names::{access_role_arn, hub_peer_stack_name, spire_server_role_name, tgw_stack_name, MANAGED_BY, TAG_ACCOUNT, TAG_MANAGED_BY};
-use crate::spire::charts::SERVER_SERVICE_ACCOUNT;
 use crate::session::Session;
+use crate::spire::charts::SERVER_SERVICE_ACCOUNT;
 
 pub const HUB_TEMPLATE: &str = include_str!("../../templates/hub.yaml");
 pub const SPOKE_TEMPLATE: &str = include_str!("../../templates/spoke.yaml");
@@ -42,8 +42,12 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     let mut out: Vec<Arc<dyn Step>> = Vec::new();
     for a in c.accounts() {
         out.push(Arc::new(StackStep {
-            meta: StepMeta::new(ids::stack(&a.name), &a.name, format!("create stack {} (VPC, EKS cluster {})", a.stack_name, a.cluster_name))
-                .needs([ids::preflight()]),
+            meta: StepMeta::new(
+                ids::stack(&a.name),
+                &a.name,
+                format!("create stack {} (VPC, EKS cluster {})", a.stack_name, a.cluster_name),
+            )
+            .needs([ids::preflight()]),
             session: session.clone(),
             account: a.name.clone(),
             kind: Kind::Base,
@@ -54,7 +58,11 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
             meta: StepMeta::new(
                 ids::hub_peer_stack(&s.name),
                 &c.hub.name,
-                format!("create stack {} (hub routes to {}, Transit Gateway share and SPIRE access for it)", hub_peer_stack_name(&c.hub, s), s.name),
+                format!(
+                    "create stack {} (hub routes to {}, Transit Gateway share and SPIRE access for it)",
+                    hub_peer_stack_name(&c.hub, s),
+                    s.name
+                ),
             )
             .needs([ids::stack(&c.hub.name)]),
             session: session.clone(),
@@ -62,8 +70,12 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
             kind: Kind::HubPeer(s.name.clone()),
         }));
         out.push(Arc::new(StackStep {
-            meta: StepMeta::new(ids::tgw_stack(&s.name), &s.name, format!("create stack {} (TGW attachment and routes)", tgw_stack_name(s)))
-                .needs([ids::stack(&c.hub.name), ids::stack(&s.name), ids::ram(&s.name)]),
+            meta: StepMeta::new(
+                ids::tgw_stack(&s.name),
+                &s.name,
+                format!("create stack {} (TGW attachment and routes)", tgw_stack_name(s)),
+            )
+            .needs([ids::stack(&c.hub.name), ids::stack(&s.name), ids::ram(&s.name)]),
             session: session.clone(),
             account: s.name.clone(),
             kind: Kind::Tgw,
@@ -194,7 +206,12 @@ fn output(outputs: &BTreeMap<String, String>, a: &Account, key: &str) -> Result<
 }
 
 /// The hub's stack for one spoke, from the hub base stack's Outputs and the spoke's id.
-pub fn hub_peer_spec(c: &Config, spoke: &Account, spoke_account_id: &str, hub_outputs: &BTreeMap<String, String>) -> Result<StackSpec, Error> {
+pub fn hub_peer_spec(
+    c: &Config,
+    spoke: &Account,
+    spoke_account_id: &str,
+    hub_outputs: &BTreeMap<String, String>,
+) -> Result<StackSpec, Error> {
     let hub = &c.hub;
     let p = params([
         ("ClusterName", hub.cluster_name.clone()),
@@ -212,7 +229,12 @@ pub fn hub_peer_spec(c: &Config, spoke: &Account, spoke_account_id: &str, hub_ou
 }
 
 /// A spoke's TGW stack, from the hub's Transit Gateway and the spoke base stack's Outputs.
-pub fn tgw_spec(c: &Config, spoke: &Account, hub_outputs: &BTreeMap<String, String>, own: &BTreeMap<String, String>) -> Result<StackSpec, Error> {
+pub fn tgw_spec(
+    c: &Config,
+    spoke: &Account,
+    hub_outputs: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
+) -> Result<StackSpec, Error> {
     let p = params([
         ("ClusterName", spoke.cluster_name.clone()),
         ("TransitGatewayId", output(hub_outputs, &c.hub, "TransitGatewayId")?),
@@ -279,7 +301,10 @@ impl StackStep {
     async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, spec: &StackSpec, cx: &StepRun) -> Result<(), Error> {
         let a = self.acct();
         let stack = &a.stack_name;
-        let Some(live) = cfn::describe(client, stack).await.context(format!("account {} (profile {}): stack {stack}: cannot read it", a.name, a.profile))? else {
+        let Some(live) = cfn::describe(client, stack)
+            .await
+            .context(format!("account {} (profile {}): stack {stack}: cannot read it", a.name, a.profile))?
+        else {
             return Ok(());
         };
         if live.phase() == cfn::StackPhase::Gone {
@@ -340,7 +365,11 @@ impl Step for StackStep {
         let client = self.client().await?;
         // A missing stack needs no spec (and a TGW stack's spec needs the base stacks).
         let a = self.acct();
-        if cfn::describe(&client, &self.stack_name()).await.context(format!("account {} (profile {}): stack {}: cannot read it", a.name, a.profile, self.stack_name()))?.is_none() {
+        if cfn::describe(&client, &self.stack_name())
+            .await
+            .context(format!("account {} (profile {}): stack {}: cannot read it", a.name, a.profile, self.stack_name()))?
+            .is_none()
+        {
             return Ok(Status::Missing);
         }
         // The wanted state needs the stacks this one builds on. When one of them is missing
@@ -349,7 +378,9 @@ impl Step for StackStep {
         // (which would stop `down`); `up` then fails on the same cause.
         let spec = match self.spec().await {
             Ok(spec) => spec,
-            Err(e) if e.is(ErrorKind::NotFound) || e.is(ErrorKind::Conflict) => return Ok(Status::Drifted(format!("its inputs are not available: {}", e.chain()))),
+            Err(e) if e.is(ErrorKind::NotFound) || e.is(ErrorKind::Conflict) => {
+                return Ok(Status::Drifted(format!("its inputs are not available: {}", e.chain())))
+            }
             Err(e) => return Err(e),
         };
         cfn::check(&client, &spec).await
@@ -434,7 +465,10 @@ mod tests {
         let st = &spoke["Resources"]["AccessRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"];
         assert_eq!(st.as_sequence().map(Vec::len), Some(1));
         assert_eq!(st[0]["Principal"]["AWS"], yaml(r#"!Sub "arn:${AWS::Partition}:iam::${HubAccountId}:root""#));
-        assert_eq!(st[0]["Condition"]["ArnLike"]["aws:PrincipalArn"], yaml(r#"!Sub "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubSpireServerRoleName}""#));
+        assert_eq!(
+            st[0]["Condition"]["ArnLike"]["aws:PrincipalArn"],
+            yaml(r#"!Sub "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubSpireServerRoleName}""#)
+        );
         assert_eq!(st[0]["Action"], yaml("[sts:AssumeRole, sts:TagSession]"), "Pod Identity's session tags are transitive");
     }
 
@@ -453,7 +487,10 @@ mod tests {
             yaml("{ClusterName: !Ref Cluster, Namespace: kube-system, ServiceAccount: ebs-csi-controller-sa, RoleArn: !GetAtt EbsCsiDriverRole.Arn}")
         );
         let role = &r["EbsCsiDriverRole"]["Properties"];
-        assert_eq!(role["ManagedPolicyArns"], yaml(r#"[!Sub "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]"#));
+        assert_eq!(
+            role["ManagedPolicyArns"],
+            yaml(r#"[!Sub "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]"#)
+        );
         assert_eq!(role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"], yaml("Service: pods.eks.amazonaws.com"));
     }
 
@@ -490,14 +527,18 @@ mod tests {
         );
         assert_eq!(hub.tags, owned(&[(TAG_MANAGED_BY, "meshctl"), (TAG_ACCOUNT, "shared")]));
         let front = base_spec(&c, &c.spokes[0], HUB_ID).unwrap();
-        assert_eq!((front.name.as_str(), front.body.as_str(), front.account.as_str()), ("eks-cluster-frontend-stack", SPOKE_TEMPLATE, "frontend"));
+        assert_eq!(
+            (front.name.as_str(), front.body.as_str(), front.account.as_str()),
+            ("eks-cluster-frontend-stack", SPOKE_TEMPLATE, "frontend")
+        );
         assert_eq!(front.params["AccessRoleName"], "eks-cluster-frontend-access-role");
         assert_eq!(front.params["HubAccountId"], HUB_ID);
         assert_eq!(front.params["HubSpireServerRoleName"], hub.params["SpireServerRoleName"], "the spoke trusts the role the hub creates");
         assert_eq!(front.params.len(), 12);
         // every parameter a template declares is given, and only those
         for spec in [&hub, &front] {
-            let declared: Vec<String> = yaml(&spec.body)["Parameters"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect();
+            let declared: Vec<String> =
+                yaml(&spec.body)["Parameters"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect();
             assert_eq!(declared.iter().collect::<std::collections::BTreeSet<_>>(), spec.params.keys().collect(), "{}", spec.name);
         }
     }
@@ -508,7 +549,11 @@ mod tests {
     fn adding_a_spoke_leaves_every_base_stack_byte_identical() {
         let two = Config::default();
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut f, b"[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"backend\"\n[[spokes]]\nname = \"analytics\"\n").unwrap();
+        std::io::Write::write_all(
+            &mut f,
+            b"[[spokes]]\nname = \"frontend\"\n[[spokes]]\nname = \"backend\"\n[[spokes]]\nname = \"analytics\"\n",
+        )
+        .unwrap();
         let three = Config::load(Some(f.path()), &[], &[]).unwrap();
         assert_eq!(three.spokes.len(), 3);
         for a in two.accounts() {
@@ -531,7 +576,8 @@ mod tests {
     async fn a_changed_node_count_is_a_parameter_change_in_plan() {
         let live = base_spec(&Config::default(), &Config::default().spokes[0], HUB_ID).unwrap();
         let params: Vec<(&str, &str)> = live.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let exists = describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &params, &SPOKE_OUTPUTS));
+        let exists =
+            describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &params, &SPOKE_OUTPUTS));
         let tpl = mock!(Client::get_template).then_output(|| GetTemplateOutput::builder().template_body(SPOKE_TEMPLATE).build());
         let mut config = Config::default();
         config.spokes[0].node_count = 3;
@@ -571,7 +617,8 @@ mod tests {
     #[tokio::test]
     async fn hub_peer_stack_is_made_in_the_hub_from_its_outputs_and_the_spoke_id() {
         let peer_stack = "eks-cluster-shared-services-stack-frontend";
-        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::CreateComplete, &[], &hub_outputs(Some(TGW))));
+        let hub =
+            describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::CreateComplete, &[], &hub_outputs(Some(TGW))));
         let absent = not_found(peer_stack);
         let want = owned(&[
             ("ClusterName", "eks-cluster-shared"),
@@ -588,18 +635,30 @@ mod tests {
         let want_tags = owned(&[(TAG_MANAGED_BY, "meshctl"), (TAG_ACCOUNT, "shared")]);
         let create = mock!(Client::create_change_set)
             .match_requests(move |r| {
-                let params: BTreeMap<String, String> =
-                    r.parameters().iter().map(|p| (p.parameter_key().unwrap_or_default().to_string(), p.parameter_value().unwrap_or_default().to_string())).collect();
-                let tags: BTreeMap<String, String> = r.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
+                let params: BTreeMap<String, String> = r
+                    .parameters()
+                    .iter()
+                    .map(|p| (p.parameter_key().unwrap_or_default().to_string(), p.parameter_value().unwrap_or_default().to_string()))
+                    .collect();
+                let tags: BTreeMap<String, String> =
+                    r.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
                 r.stack_name() == Some(peer_stack)
                     && r.change_set_type() == Some(&ChangeSetType::Create)
                     && params == want
                     && tags == want_tags
                     && r.template_body() == Some(HUB_PEER_TEMPLATE)
             })
-            .then_output(move || CreateChangeSetOutput::builder().id("arn:aws:cloudformation:us-east-2:111111111111:changeSet/meshctl-1/0c4e").stack_id(stack_id(testing::SHARED, peer_stack)).build());
-        let computed = mock!(Client::describe_change_set).then_output(|| DescribeChangeSetOutput::builder().status(ChangeSetStatus::CreateComplete).build());
-        let exec = mock!(Client::execute_change_set).match_requests(move |r| r.stack_name() == Some(peer_stack)).then_output(|| ExecuteChangeSetOutput::builder().build());
+            .then_output(move || {
+                CreateChangeSetOutput::builder()
+                    .id("arn:aws:cloudformation:us-east-2:111111111111:changeSet/meshctl-1/0c4e")
+                    .stack_id(stack_id(testing::SHARED, peer_stack))
+                    .build()
+            });
+        let computed = mock!(Client::describe_change_set)
+            .then_output(|| DescribeChangeSetOutput::builder().status(ChangeSetStatus::CreateComplete).build());
+        let exec = mock!(Client::execute_change_set)
+            .match_requests(move |r| r.stack_name() == Some(peer_stack))
+            .then_output(|| ExecuteChangeSetOutput::builder().build());
         let done = describe_rule(peer_stack, described(testing::SHARED, peer_stack, StackStatus::CreateComplete, &[], &[]));
         // Only the hub's account is called: the spoke's id comes from its resolved identity.
         let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&hub, &absent, &create, &computed, &exec, &done])]);
@@ -628,15 +687,24 @@ mod tests {
         assert_eq!(step.check(&run).await.unwrap(), Status::Drifted(cfn::foreign_reason()));
         let err = step.destroy(&run).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert!(err.chain().contains("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"), "{}", err.chain());
+        assert!(
+            err.chain()
+                .contains("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"),
+            "{}",
+            err.chain()
+        );
         assert_eq!(ctx.aws.writes().count(), 0, "no EC2 or CloudFormation call changed anything");
 
         // adopted: the VPC is looked into (no outputs: by logical ids; none here) and the stack deleted
-        let resources = mock!(Client::describe_stack_resources).then_output(|| aws_sdk_cloudformation::operation::describe_stack_resources::DescribeStackResourcesOutput::builder().build());
-        let del = mock!(Client::delete_stack).then_output(|| aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput::builder().build());
+        let resources = mock!(Client::describe_stack_resources)
+            .then_output(|| aws_sdk_cloudformation::operation::describe_stack_resources::DescribeStackResourcesOutput::builder().build());
+        let del = mock!(Client::delete_stack)
+            .then_output(|| aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput::builder().build());
         // the wait reads the stack by its id
         let gone = mock!(Client::describe_stacks).then_error(|| {
-            DescribeStacksError::generic(ErrorMetadata::builder().code("ValidationError").message("Stack with id eks-cluster-frontend-stack does not exist").build())
+            DescribeStacksError::generic(
+                ErrorMetadata::builder().code("ValidationError").message("Stack with id eks-cluster-frontend-stack does not exist").build(),
+            )
         });
         let exists = describe_rule(SPOKE_STACK, foreign());
         let again = describe_rule(SPOKE_STACK, foreign());
@@ -673,7 +741,13 @@ mod tests {
         format!("arn:aws:cloudformation:us-east-2:{account}:stack/{name}/6a1f0c80-0000-11ef-a000-0a1b2c3d4e5f")
     }
 
-    fn described(account: &str, name: &str, status: StackStatus, params: &[(&str, &str)], outputs: &[(&str, &str)]) -> DescribeStacksOutput {
+    fn described(
+        account: &str,
+        name: &str,
+        status: StackStatus,
+        params: &[(&str, &str)],
+        outputs: &[(&str, &str)],
+    ) -> DescribeStacksOutput {
         let mut stack = Stack::builder()
             .stack_id(stack_id(account, name))
             .stack_name(name)
@@ -739,7 +813,9 @@ mod tests {
 
     fn not_found(name: &'static str) -> Rule {
         mock!(Client::describe_stacks).match_requests(move |r| r.stack_name() == Some(name)).then_error(move || {
-            DescribeStacksError::generic(ErrorMetadata::builder().code("ValidationError").message(format!("Stack with id {name} does not exist")).build())
+            DescribeStacksError::generic(
+                ErrorMetadata::builder().code("ValidationError").message(format!("Stack with id {name} does not exist")).build(),
+            )
         })
     }
 
@@ -756,14 +832,19 @@ mod tests {
         assert!(!body.contains("10.1.0.0/16"));
         assert!(body.contains("RouteTableId: !Select [2, !Ref PrivateRouteTableIds]"));
 
-        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
+        let hub =
+            describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
         let spoke = describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &[], &SPOKE_OUTPUTS));
         let absent = not_found(TGW_STACK);
-        let want_tags = BTreeMap::from([(TAG_MANAGED_BY.to_string(), "meshctl".to_string()), (TAG_ACCOUNT.to_string(), "frontend".to_string())]);
+        let want_tags =
+            BTreeMap::from([(TAG_MANAGED_BY.to_string(), "meshctl".to_string()), (TAG_ACCOUNT.to_string(), "frontend".to_string())]);
         let create = mock!(Client::create_change_set)
             .match_requests(move |r| {
-                let params: BTreeMap<String, String> =
-                    r.parameters().iter().map(|p| (p.parameter_key().unwrap_or_default().to_string(), p.parameter_value().unwrap_or_default().to_string())).collect();
+                let params: BTreeMap<String, String> = r
+                    .parameters()
+                    .iter()
+                    .map(|p| (p.parameter_key().unwrap_or_default().to_string(), p.parameter_value().unwrap_or_default().to_string()))
+                    .collect();
                 let tags: BTreeMap<String, String> =
                     r.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect();
                 r.stack_name() == Some(TGW_STACK)
@@ -774,16 +855,31 @@ mod tests {
                     && r.template_body() == Some(body.as_str())
                     && r.capabilities() == [Capability::CapabilityNamedIam]
             })
-            .then_output(|| CreateChangeSetOutput::builder().id("arn:aws:cloudformation:us-east-2:222222222222:changeSet/meshctl-1/0c4e").stack_id(stack_id(testing::FRONTEND, TGW_STACK)).build());
-        let computed = mock!(Client::describe_change_set).then_output(|| DescribeChangeSetOutput::builder().status(ChangeSetStatus::CreateComplete).build());
-        let exec = mock!(Client::execute_change_set).match_requests(|r| r.stack_name() == Some(TGW_STACK)).then_output(|| ExecuteChangeSetOutput::builder().build());
+            .then_output(|| {
+                CreateChangeSetOutput::builder()
+                    .id("arn:aws:cloudformation:us-east-2:222222222222:changeSet/meshctl-1/0c4e")
+                    .stack_id(stack_id(testing::FRONTEND, TGW_STACK))
+                    .build()
+            });
+        let computed = mock!(Client::describe_change_set)
+            .then_output(|| DescribeChangeSetOutput::builder().status(ChangeSetStatus::CreateComplete).build());
+        let exec = mock!(Client::execute_change_set)
+            .match_requests(|r| r.stack_name() == Some(TGW_STACK))
+            .then_output(|| ExecuteChangeSetOutput::builder().build());
         let done = describe_rule(TGW_STACK, described(testing::FRONTEND, TGW_STACK, StackStatus::CreateComplete, &[], &[]));
         let ctx = testing::ctx(&[
             ("shared", RuleMode::Sequential, &[&hub]),
             ("frontend", RuleMode::Sequential, &[&spoke, &absent, &create, &computed, &exec, &done]),
         ]);
         tgw_step(&ctx).apply(&StepRun::detached("stacks/frontend-tgw")).await.unwrap();
-        for (rule, what) in [(&hub, "hub outputs"), (&spoke, "spoke outputs"), (&absent, "tgw stack"), (&create, "CreateChangeSet"), (&exec, "ExecuteChangeSet"), (&done, "wait")] {
+        for (rule, what) in [
+            (&hub, "hub outputs"),
+            (&spoke, "spoke outputs"),
+            (&absent, "tgw stack"),
+            (&create, "CreateChangeSet"),
+            (&exec, "ExecuteChangeSet"),
+            (&done, "wait"),
+        ] {
             assert_eq!(rule.num_calls(), 1, "{what}");
         }
         assert_eq!(ctx.aws.writes().calls(), ["CloudFormation:CreateChangeSet", "CloudFormation:ExecuteChangeSet"]);
@@ -796,7 +892,8 @@ mod tests {
         let live = tgw_params(old);
         let live: Vec<(&str, &str)> = live.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let exists = describe_rule(TGW_STACK, described(testing::FRONTEND, TGW_STACK, StackStatus::CreateComplete, &live, &[]));
-        let hub = describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
+        let hub =
+            describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
         let spoke = describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &[], &SPOKE_OUTPUTS));
         let body = spoke_tgw_body(&config, &config.spokes[0]);
         let tpl = mock!(Client::get_template)
@@ -846,7 +943,10 @@ mod tests {
         let hub = not_found(HUB_STACK);
         let ctx = testing::ctx(&[("shared", RuleMode::Sequential, &[&hub])]);
         let err = tgw_step(&ctx).apply(&StepRun::detached("stacks/frontend-tgw")).await.unwrap_err().chain();
-        assert_eq!(err, "account shared (profile shared): stack eks-cluster-shared-services-stack does not exist; run `meshctl up --only stacks` first");
+        assert_eq!(
+            err,
+            "account shared (profile shared): stack eks-cluster-shared-services-stack does not exist; run `meshctl up --only stacks` first"
+        );
         assert_eq!(ctx.aws.writes().count(), 0);
     }
 }

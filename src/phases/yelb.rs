@@ -29,8 +29,8 @@ use super::ids;
 use crate::config::Protocol;
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
-use crate::kube::template::{render, Vars};
 use crate::kube::inventory::{Inventory, ObjectKey};
+use crate::kube::template::{render, Vars};
 use crate::kube::{is_ours, parse_manifests, to_dynamic, to_typed, KubeClient, KubeError, Target, MANAGED_BY};
 use crate::mesh::{AppObjects, Wait, WorkloadObjects};
 use crate::session::Session;
@@ -67,7 +67,12 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         needs.extend(session.mesh.app_needs(&s.name));
         let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
         out.push(Arc::new(AppStep {
-            meta: StepMeta::new(ids::yelb(&s.name), &s.name, format!("deploy {} with their {} sidecars", names.join(", "), session.mesh.name())).needs(needs),
+            meta: StepMeta::new(
+                ids::yelb(&s.name),
+                &s.name,
+                format!("deploy {} with their {} sidecars", names.join(", "), session.mesh.name()),
+            )
+            .needs(needs),
             session: session.clone(),
             account: s.name.clone(),
         }));
@@ -215,7 +220,12 @@ impl AppStep {
         for t in Self::resolve(kc, keys.iter().map(|k| k.stub(ns)).collect()).await?.into_iter().flatten() {
             let Some(live) = kc.get(&t).await? else { continue };
             if !is_ours(&live) {
-                run.progress(format!("leaving {}: listed in the inventory but not labelled {}={}", t.describe(), MANAGED_BY.0, MANAGED_BY.1));
+                run.progress(format!(
+                    "leaving {}: listed in the inventory but not labelled {}={}",
+                    t.describe(),
+                    MANAGED_BY.0,
+                    MANAGED_BY.1
+                ));
                 continue;
             }
             if t.ar.kind == "Service" && live.data["spec"]["type"] == "LoadBalancer" {
@@ -320,11 +330,22 @@ impl Step for AppStep {
             let mut probe = k8s_openapi::api::core::v1::Namespace::default();
             probe.metadata.name = Some(ns.clone());
             let live = kc.get(&crate::kube::typed(&probe)?).await?.and_then(|n| n.metadata.labels).unwrap_or_default();
-            let missing: Vec<String> = self.session.mesh.namespace_labels().into_iter().filter(|(k, v)| live.get(k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+            let missing: Vec<String> = self
+                .session
+                .mesh
+                .namespace_labels()
+                .into_iter()
+                .filter(|(k, v)| live.get(k) != Some(v))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             if !missing.is_empty() {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    format!("namespace {ns} exists (not created by meshctl) without the labels the {} provider needs: {}", self.session.mesh.name(), missing.join(", ")),
+                    format!(
+                        "namespace {ns} exists (not created by meshctl) without the labels the {} provider needs: {}",
+                        self.session.mesh.name(),
+                        missing.join(", ")
+                    ),
                 )
                 .hint(format!("label it (`kubectl label namespace {ns} {}`), or delete it and let meshctl create it", missing.join(" "))));
             }
@@ -342,15 +363,24 @@ impl Step for AppStep {
         let (mut repaired, mut unchanged) = (Vec::new(), Vec::new());
         for t in Self::resolve(&kc, plan.objects).await?.into_iter() {
             let t = t.ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("context {}: a mesh object's kind is not served (is the {} control plane installed?)", kc.context, self.session.mesh.name()))
-                    .hint(format!("run `meshctl up --only mesh` for account {}", self.account))
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "context {}: a mesh object's kind is not served (is the {} control plane installed?)",
+                        kc.context,
+                        self.session.mesh.name()
+                    ),
+                )
+                .hint(format!("run `meshctl up --only mesh` for account {}", self.account))
             })?;
             let before = kc.get(&t).await?;
             let after = kc.apply(&t).await?;
             run.progress(format!("applied {}", t.describe()));
             if let Some(before) = before {
                 match t.ar.kind.as_str() {
-                    "ConfigMap" if before.metadata.resource_version != after.metadata.resource_version => repaired.push(t.name().to_string()),
+                    "ConfigMap" if before.metadata.resource_version != after.metadata.resource_version => {
+                        repaired.push(t.name().to_string())
+                    }
                     "Deployment" if before.metadata.generation == after.metadata.generation => unchanged.push(t),
                     _ => {}
                 }
@@ -396,7 +426,8 @@ impl Step for AppStep {
         let inventory = self.live_inventory(&kc).await?;
         let lb_names: Vec<&str> = plan.load_balancers.iter().map(|(n, _)| n.as_str()).collect();
         let rendered: Vec<Target> = Self::resolve(&kc, plan.objects).await?.into_iter().flatten().collect();
-        let (rendered_lbs, rendered_rest): (Vec<Target>, Vec<Target>) = rendered.into_iter().partition(|t| t.ar.kind == "Service" && lb_names.contains(&t.name()));
+        let (rendered_lbs, rendered_rest): (Vec<Target>, Vec<Target>) =
+            rendered.into_iter().partition(|t| t.ar.kind == "Service" && lb_names.contains(&t.name()));
         // What the inventory lists beyond the rendered objects (another provider's): its load
         // balancers go with the rendered ones, first; the rest after the rendered objects.
         let extra = inventory.as_ref().map(|i| i.stale(&wanted)).unwrap_or_default();
@@ -405,7 +436,8 @@ impl Step for AppStep {
         Self::delete_each(&kc, &extra_lbs, " (listed in the inventory)", run).await?;
         // The workloads together (their pods' grace periods run at once), then the mesh objects
         // beside them, while the provider's control plane still runs for their finalizers.
-        let (workloads, mesh): (Vec<Target>, Vec<Target>) = rendered_rest.into_iter().partition(|t| matches!(t.ar.kind.as_str(), "Deployment" | "Service"));
+        let (workloads, mesh): (Vec<Target>, Vec<Target>) =
+            rendered_rest.into_iter().partition(|t| matches!(t.ar.kind.as_str(), "Deployment" | "Service"));
         Self::delete_together(&kc, &workloads, "", run).await?;
         Self::delete_together(&kc, &mesh, "", run).await?;
         Self::delete_together(&kc, &extra_rest, " (listed in the inventory)", run).await?;
@@ -415,7 +447,11 @@ impl Step for AppStep {
         if kc.delete_and_wait(&crate::kube::typed(&inv)?, DELETE_TIMEOUT).await? {
             run.progress(format!("deleted ConfigMap {}/{INVENTORY}", self.ns()));
         }
-        if kc.delete_namespace_if_ours(self.ns(), DELETE_TIMEOUT).await.context(format!("context {}: deleting namespace {}", kc.context, self.ns()))? {
+        if kc.delete_namespace_if_ours(self.ns(), DELETE_TIMEOUT).await.context(format!(
+            "context {}: deleting namespace {}",
+            kc.context,
+            self.ns()
+        ))? {
             run.progress(format!("namespace {} deleted", self.ns()));
         }
         Ok(())

@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(v["persistence"], json!({"enabled": true, "storageClass": "meshctl-gp3", "size": "1Gi"}));
         let t = &v["tokenRefresher"];
         assert_eq!(t["image"], "public.ecr.aws/aws-cli/aws-cli:2.15.62");
-        assert_eq!(t["spokes"][1], json!({"file": "backend.token", "cluster": "eks-cluster-backend", "roleArn": "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role"}));
+        assert_eq!(
+            t["spokes"][1],
+            json!({"file": "backend.token", "cluster": "eks-cluster-backend", "roleArn": "arn:aws:iam::333333333333:role/eks-cluster-backend-access-role"})
+        );
         assert_eq!(spoke_token_path(&c, &c.spokes[1]), format!("{TOKEN_DIR}/backend.token"));
     }
 

@@ -124,10 +124,15 @@ fn snippet(s: &str) -> String {
 /// What to do about one wanted entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    UpToDate { id: String },
+    UpToDate {
+        id: String,
+    },
     Create,
     /// Update the existing entry `id`; `reason` says what differs.
-    Update { id: String, reason: String },
+    Update {
+        id: String,
+        reason: String,
+    },
 }
 
 /// Compares the wanted entry with the live entries of the same SPIFFE ID. An entry with the
@@ -138,10 +143,8 @@ pub fn plan(wanted: &WantedEntry, live: &[LiveEntry]) -> Plan {
     if let Some(e) = same_id.iter().find(|e| e.parent_id == wanted.parent_id && e.selectors == wanted.selectors) {
         return Plan::UpToDate { id: e.id.clone() };
     }
-    let candidate = same_id
-        .iter()
-        .find(|e| e.parent_id == wanted.parent_id)
-        .or_else(|| if same_id.len() == 1 { same_id.first() } else { None });
+    let candidate =
+        same_id.iter().find(|e| e.parent_id == wanted.parent_id).or_else(|| if same_id.len() == 1 { same_id.first() } else { None });
     match candidate {
         None => Plan::Create,
         Some(e) => {
@@ -221,13 +224,12 @@ impl EntryCli for PodExec {
         command.extend(args);
         command.extend(["-socketPath".to_string(), self.socket.clone()]);
         let shown = command.join(" ");
-        let err = |m: String| Error::other(format!("exec `{shown}` in pod {} container {} ({}): {m}", self.pod, self.container, self.where_));
+        let err =
+            |m: String| Error::other(format!("exec `{shown}` in pod {} container {} ({}): {m}", self.pod, self.container, self.where_));
         let ap = AttachParams::default().container(self.container.clone()).stdin(false).stdout(true).stderr(true);
-        let mut proc = self
-            .pods
-            .exec(&self.pod, command.clone(), &ap)
-            .await
-            .map_err(|e| crate::kube::api_error(e).context(format!("exec `{shown}` in pod {} container {} ({})", self.pod, self.container, self.where_)))?;
+        let mut proc = self.pods.exec(&self.pod, command.clone(), &ap).await.map_err(|e| {
+            crate::kube::api_error(e).context(format!("exec `{shown}` in pod {} container {} ({})", self.pod, self.container, self.where_))
+        })?;
         let mut out = proc.stdout().ok_or_else(|| err("no stdout stream".into()))?;
         let mut errs = proc.stderr().ok_or_else(|| err("no stderr stream".into()))?;
         let status = proc.take_status().ok_or_else(|| err("no status channel".into()))?;
@@ -335,7 +337,12 @@ mod tests {
         assert!(want.selectors.contains("k8s:container-name:envoy"));
         assert_eq!(plan(&want, &[]), Plan::Create);
 
-        let mut live = LiveEntry { id: "x".into(), spiffe_id: want.spiffe_id.clone(), parent_id: want.parent_id.clone(), selectors: want.selectors.clone() };
+        let mut live = LiveEntry {
+            id: "x".into(),
+            spiffe_id: want.spiffe_id.clone(),
+            parent_id: want.parent_id.clone(),
+            selectors: want.selectors.clone(),
+        };
         live.selectors.remove("k8s:sa:default");
         live.selectors.insert("k8s:sa:other".into());
         match plan(&want, std::slice::from_ref(&live)) {

@@ -63,7 +63,12 @@ impl Step for AcceptShare {
         let state = ram::share_state(&client, &self.share, &owner)
             .await
             .context(format!("{}: cannot read invitations", self.who()))
-            .map_err(|e| e.hint(format!("try `aws ram get-resource-share-invitations --profile {}`", self.session.aws.profile(&self.spoke).unwrap_or("?"))))?;
+            .map_err(|e| {
+                e.hint(format!(
+                    "try `aws ram get-resource-share-invitations --profile {}`",
+                    self.session.aws.profile(&self.spoke).unwrap_or("?")
+                ))
+            })?;
         Ok(match state {
             ShareState::Active => Status::UpToDate,
             ShareState::Pending { invitation_arn } => Status::Drifted(format!("invitation {invitation_arn} is pending")),
@@ -159,7 +164,11 @@ mod tests {
     fn accept_rule() -> Rule {
         mock!(aws_sdk_ram::Client::accept_resource_share_invitation)
             .match_requests(|r| r.resource_share_invitation_arn() == Some(INV))
-            .then_output(|| AcceptResourceShareInvitationOutput::builder().resource_share_invitation(invitation(TGW_SHARE, ResourceShareInvitationStatus::Accepted)).build())
+            .then_output(|| {
+                AcceptResourceShareInvitationOutput::builder()
+                    .resource_share_invitation(invitation(TGW_SHARE, ResourceShareInvitationStatus::Accepted))
+                    .build()
+            })
     }
 
     #[tokio::test]

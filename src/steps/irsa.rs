@@ -131,7 +131,11 @@ impl IrsaStep {
         let issuer = self.issuer().await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("{}: EKS cluster {} has no OIDC issuer (does it exist? run `meshctl up --only stacks`)", self.who(), self.cluster()),
+                format!(
+                    "{}: EKS cluster {} has no OIDC issuer (does it exist? run `meshctl up --only stacks`)",
+                    self.who(),
+                    self.cluster()
+                ),
             )
         })?;
         let host = issuer.trim_start_matches("https://").to_string();
@@ -148,7 +152,11 @@ impl IrsaStep {
 
     /// ARNs of the managed policies attached to the role.
     async fn attached_policies(&self, iam: &aws_sdk_iam::Client) -> Result<Vec<String>, Error> {
-        let out = iam.list_attached_role_policies().role_name(&self.role.role).send().await.context(format!("{}: ListAttachedRolePolicies {}", self.who(), self.role.role))?;
+        let out = iam.list_attached_role_policies().role_name(&self.role.role).send().await.context(format!(
+            "{}: ListAttachedRolePolicies {}",
+            self.who(),
+            self.role.role
+        ))?;
         Ok(out.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect())
     }
 
@@ -268,7 +276,12 @@ impl Step for IrsaStep {
         match self.live_trust(&iam).await? {
             Some(live) if live.as_ref() == Some(&want.trust) => {}
             Some(_) => {
-                iam.update_assume_role_policy().role_name(role).policy_document(&trust).send().await.context(format!("{w}: UpdateAssumeRolePolicy {role}"))?;
+                iam.update_assume_role_policy()
+                    .role_name(role)
+                    .policy_document(&trust)
+                    .send()
+                    .await
+                    .context(format!("{w}: UpdateAssumeRolePolicy {role}"))?;
             }
             None => {
                 iam.create_role()
@@ -304,7 +317,8 @@ impl Step for IrsaStep {
                 gone_is_done(iam.delete_role_policy().role_name(role).policy_name(&name).send().await.map(|_| ()).map_err(Error::from))
                     .context(format!("{w}: DeleteRolePolicy {name} of {role}"))?;
             }
-            gone_is_done(iam.delete_role().role_name(role).send().await.map(|_| ()).map_err(Error::from)).context(format!("{w}: DeleteRole {role}"))?;
+            gone_is_done(iam.delete_role().role_name(role).send().await.map(|_| ()).map_err(Error::from))
+                .context(format!("{w}: DeleteRole {role}"))?;
         }
         // OIDC provider: the cluster's issuer if the cluster still exists; else whichever
         // provider meshctl tagged for this cluster.
@@ -315,15 +329,22 @@ impl Step for IrsaStep {
         } else {
             let list = iam.list_open_id_connect_providers().send().await.context(format!("{w}: ListOpenIDConnectProviders"))?;
             for p in list.open_id_connect_provider_list.unwrap_or_default().into_iter().filter_map(|p| p.arn) {
-                let d = iam.get_open_id_connect_provider().open_id_connect_provider_arn(&p).send().await.context(format!("{w}: GetOpenIDConnectProvider {p}"))?;
+                let d = iam
+                    .get_open_id_connect_provider()
+                    .open_id_connect_provider_arn(&p)
+                    .send()
+                    .await
+                    .context(format!("{w}: GetOpenIDConnectProvider {p}"))?;
                 if d.tags.unwrap_or_default().iter().any(|t| t.key == TAG_CLUSTER && t.value == self.cluster()) {
                     arns.push(p);
                 }
             }
         }
         for arn in arns {
-            gone_is_done(iam.delete_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.map(|_| ()).map_err(Error::from))
-                .context(format!("{w}: DeleteOpenIDConnectProvider {arn}"))?;
+            gone_is_done(
+                iam.delete_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await.map(|_| ()).map_err(Error::from),
+            )
+            .context(format!("{w}: DeleteOpenIDConnectProvider {arn}"))?;
         }
         Ok(())
     }
@@ -335,7 +356,12 @@ mod tests {
 
     #[test]
     fn trust_is_scoped_to_the_service_account_and_audience() {
-        let t = trust_policy("arn:aws:iam::1:oidc-provider/oidc.eks.us-east-2.amazonaws.com/id/ABC", "oidc.eks.us-east-2.amazonaws.com/id/ABC", "appmesh-system", "appmesh-controller");
+        let t = trust_policy(
+            "arn:aws:iam::1:oidc-provider/oidc.eks.us-east-2.amazonaws.com/id/ABC",
+            "oidc.eks.us-east-2.amazonaws.com/id/ABC",
+            "appmesh-system",
+            "appmesh-controller",
+        );
         let cond = &t["Statement"][0]["Condition"]["StringEquals"];
         assert_eq!(cond["oidc.eks.us-east-2.amazonaws.com/id/ABC:sub"], "system:serviceaccount:appmesh-system:appmesh-controller");
         assert_eq!(cond["oidc.eks.us-east-2.amazonaws.com/id/ABC:aud"], "sts.amazonaws.com");

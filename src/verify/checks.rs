@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::OffsetDateTime;
 
-use super::envoy::{
-    CertContext, CertInfo, ClusterStatus, SanMatcher, Stats, TlsConfig, TlsEndpoint, TlsSide,
-};
+use super::envoy::{CertContext, CertInfo, ClusterStatus, SanMatcher, Stats, TlsConfig, TlsEndpoint, TlsSide};
 use super::report::{CheckId, CheckResult, CheckStatus};
 use super::{Hints, Proxy};
 
@@ -28,30 +26,15 @@ pub struct Snapshot {
 pub type ShowCommand<'a> = &'a dyn Fn(&str) -> String;
 
 /// Counters whose rise means a TLS failure.
-pub const FAILURE_COUNTERS: [&str; 4] = [
-    "ssl.connection_error",
-    "ssl.fail_verify_san",
-    "ssl.fail_verify_error",
-    "ssl.fail_verify_no_cert",
-];
+pub const FAILURE_COUNTERS: [&str; 4] = ["ssl.connection_error", "ssl.fail_verify_san", "ssl.fail_verify_error", "ssl.fail_verify_no_cert"];
 
 /// Runs every check on one workload's snapshot. The result has one entry per [`CheckId`].
-pub fn evaluate(
-    w: &Proxy,
-    snap: &Snapshot,
-    now: OffsetDateTime,
-    show: ShowCommand<'_>,
-    provider: &dyn Hints,
-) -> Vec<CheckResult> {
-    let errors: Vec<&String> = [
-        snap.clusters.as_ref().err(),
-        snap.certs.as_ref().err(),
-        snap.tls.as_ref().err(),
-        snap.stats_before.as_ref().err(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+pub fn evaluate(w: &Proxy, snap: &Snapshot, now: OffsetDateTime, show: ShowCommand<'_>, provider: &dyn Hints) -> Vec<CheckResult> {
+    let errors: Vec<&String> =
+        [snap.clusters.as_ref().err(), snap.certs.as_ref().err(), snap.tls.as_ref().err(), snap.stats_before.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .collect();
     let mut admin = CheckResult::new(w, CheckId::Admin, "Envoy admin interface answers");
     admin.expected = "/clusters, /certs, /config_dump and /stats answer".into();
     if errors.len() == 4 {
@@ -74,15 +57,8 @@ pub fn evaluate(
         admin.observed = "all endpoints answered".into();
     } else {
         admin.status = CheckStatus::Warn;
-        admin.observed = errors
-            .iter()
-            .map(|e| e.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        admin.hint = Some(format!(
-            "some admin endpoints failed; try `{}`",
-            show("/help")
-        ));
+        admin.observed = errors.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("; ");
+        admin.hint = Some(format!("some admin endpoints failed; try `{}`", show("/help")));
     }
     let mut out = vec![admin];
     out.push(match &snap.clusters {
@@ -116,9 +92,7 @@ pub fn evaluate(
     // A failed `/stats` read after traffic leaves the counters of before.
     if let Some(Err(e)) = &snap.stats_after {
         for r in out.iter_mut() {
-            if matches!(r.check, CheckId::Handshakes | CheckId::TlsFailures)
-                && r.status != CheckStatus::Skip
-            {
+            if matches!(r.check, CheckId::Handshakes | CheckId::TlsFailures) && r.status != CheckStatus::Skip {
                 *r = skip(w, r.check, &format!("/stats unreadable after traffic: {e}"));
             }
         }
@@ -144,18 +118,10 @@ fn skip(w: &Proxy, id: CheckId, why: &str) -> CheckResult {
 pub fn description(w: &Proxy, id: CheckId) -> String {
     match id {
         CheckId::Admin => "Envoy admin interface answers".into(),
-        CheckId::Sds => format!(
-            "SDS cluster to the SPIRE agent socket {} is connected and healthy",
-            w.sds_socket
-        ),
-        CheckId::Identity => format!(
-            "Envoy holds the SVID {} and the {} CA, both valid",
-            w.spiffe_id, w.trust_domain
-        ),
+        CheckId::Sds => format!("SDS cluster to the SPIRE agent socket {} is connected and healthy", w.sds_socket),
+        CheckId::Identity => format!("Envoy holds the SVID {} and the {} CA, both valid", w.spiffe_id, w.trust_domain),
         CheckId::Peers => "mTLS contexts accept exactly the allowed SPIFFE IDs".into(),
-        CheckId::Handshakes => {
-            "mTLS handshakes are counted on the TLS listener and egress clusters".into()
-        }
+        CheckId::Handshakes => "mTLS handshakes are counted on the TLS listener and egress clusters".into(),
         CheckId::TlsFailures => "no TLS handshake or peer-verification failures".into(),
     }
 }
@@ -169,11 +135,8 @@ pub fn check_sds(w: &Proxy, clusters: &[ClusterStatus], show: ShowCommand<'_>, p
     let mut r = CheckResult::new(w, CheckId::Sds, description(w, CheckId::Sds));
     let sock = normalize_socket(&w.sds_socket);
     r.expected = format!("a cluster with host {sock}, cx_active ≥ 1, health_flags healthy");
-    let hits: Vec<(&ClusterStatus, &super::envoy::HostStatus)> = clusters
-        .iter()
-        .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
-        .filter(|(_, h)| normalize_socket(&h.address) == sock)
-        .collect();
+    let hits: Vec<(&ClusterStatus, &super::envoy::HostStatus)> =
+        clusters.iter().flat_map(|c| c.hosts.iter().map(move |h| (c, h))).filter(|(_, h)| normalize_socket(&h.address) == sock).collect();
     if hits.is_empty() {
         let pipes: Vec<String> = clusters
             .iter()
@@ -185,10 +148,7 @@ pub fn check_sds(w: &Proxy, clusters: &[ClusterStatus], show: ShowCommand<'_>, p
         r.observed = if pipes.is_empty() {
             format!("no cluster has a host at {sock}, and none has a unix-socket host")
         } else {
-            format!(
-                "no cluster has a host at {sock}; unix-socket hosts: {}",
-                pipes.join(", ")
-            )
+            format!("no cluster has a host at {sock}; unix-socket hosts: {}", pipes.join(", "))
         };
         r.hint = Some(format!("{}. Look: `{}`", provider.sds_not_configured(&w.name, sock), show("/clusters")));
         return r;
@@ -200,14 +160,9 @@ pub fn check_sds(w: &Proxy, clusters: &[ClusterStatus], show: ShowCommand<'_>, p
         c.name,
         h.address,
         h.cx_active,
-        if h.health_flags.is_empty() {
-            "?"
-        } else {
-            &h.health_flags
-        }
+        if h.health_flags.is_empty() { "?" } else { &h.health_flags }
     );
-    r.counters
-        .insert(format!("{}::{}::cx_active", c.name, h.address), h.cx_active);
+    r.counters.insert(format!("{}::{}::cx_active", c.name, h.address), h.cx_active);
     if good.is_none() {
         r.status = CheckStatus::Fail;
         r.hint = Some(format!(
@@ -224,11 +179,7 @@ pub fn check_sds(w: &Proxy, clusters: &[ClusterStatus], show: ShowCommand<'_>, p
 }
 
 fn fmt_time(t: Option<OffsetDateTime>) -> String {
-    t.and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    })
-    .unwrap_or_else(|| "?".into())
+    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_else(|| "?".into())
 }
 
 fn fmt_dur(d: time::Duration) -> String {
@@ -257,19 +208,11 @@ fn validity(c: &CertInfo, now: OffsetDateTime) -> (CheckStatus, String) {
         return (CheckStatus::Fail, format!("expired at {}", fmt_time(Some(to))));
     }
     if now < from {
-        return (
-            CheckStatus::Fail,
-            format!("not valid before {}", fmt_time(Some(from))),
-        );
+        return (CheckStatus::Fail, format!("not valid before {}", fmt_time(Some(from))));
     }
     let total = to - from;
     let left = to - now;
-    let text = format!(
-        "expires {} ({} of {} left)",
-        fmt_time(Some(to)),
-        fmt_dur(left),
-        fmt_dur(total)
-    );
+    let text = format!("expires {} ({} of {} left)", fmt_time(Some(to)), fmt_dur(left), fmt_dur(total));
     if left * 10 < total {
         (CheckStatus::Warn, text)
     } else {
@@ -293,37 +236,15 @@ fn worst(a: CheckStatus, b: CheckStatus) -> CheckStatus {
 
 /// Check 2: `/certs` has a chain whose URI SAN is the workload's SPIFFE ID and a CA for the
 /// trust domain, neither expired; warns under 10% remaining lifetime.
-pub fn check_identity(
-    w: &Proxy,
-    certs: &[CertContext],
-    now: OffsetDateTime,
-    show: ShowCommand<'_>,
-    provider: &dyn Hints,
-) -> CheckResult {
+pub fn check_identity(w: &Proxy, certs: &[CertContext], now: OffsetDateTime, show: ShowCommand<'_>, provider: &dyn Hints) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Identity, description(w, CheckId::Identity));
     let td_id = format!("spiffe://{}", w.trust_domain);
-    r.expected = format!(
-        "cert_chain with URI SAN {}, ca_cert with URI SAN {td_id}, valid",
-        w.spiffe_id
-    );
-    let chain_sans: BTreeSet<&str> = certs
-        .iter()
-        .flat_map(|c| c.cert_chain.iter())
-        .flat_map(|c| c.uris.iter().map(String::as_str))
-        .collect();
-    let ca_sans: BTreeSet<&str> = certs
-        .iter()
-        .flat_map(|c| c.ca_cert.iter())
-        .flat_map(|c| c.uris.iter().map(String::as_str))
-        .collect();
-    let svid = certs
-        .iter()
-        .flat_map(|c| c.cert_chain.iter())
-        .find(|c| c.uris.contains(&w.spiffe_id));
-    let ca = certs
-        .iter()
-        .flat_map(|c| c.ca_cert.iter())
-        .find(|c| c.uris.contains(&td_id));
+    r.expected = format!("cert_chain with URI SAN {}, ca_cert with URI SAN {td_id}, valid", w.spiffe_id);
+    let chain_sans: BTreeSet<&str> =
+        certs.iter().flat_map(|c| c.cert_chain.iter()).flat_map(|c| c.uris.iter().map(String::as_str)).collect();
+    let ca_sans: BTreeSet<&str> = certs.iter().flat_map(|c| c.ca_cert.iter()).flat_map(|c| c.uris.iter().map(String::as_str)).collect();
+    let svid = certs.iter().flat_map(|c| c.cert_chain.iter()).find(|c| c.uris.contains(&w.spiffe_id));
+    let ca = certs.iter().flat_map(|c| c.ca_cert.iter()).find(|c| c.uris.contains(&td_id));
     let mut status = CheckStatus::Pass;
     let mut observed = Vec::new();
     let mut hints = Vec::new();
@@ -331,10 +252,7 @@ pub fn check_identity(
         Some(c) => {
             let (s, text) = validity(c, now);
             status = worst(status, s);
-            observed.push(format!(
-                "cert_chain {} (serial {}) {text}",
-                w.spiffe_id, c.serial_number
-            ));
+            observed.push(format!("cert_chain {} (serial {}) {text}", w.spiffe_id, c.serial_number));
             if s != CheckStatus::Pass {
                 hints.push(format!(
                     "the SVID is not being rotated: the SPIRE agent renews it at half its lifetime; \
@@ -348,11 +266,7 @@ pub fn check_identity(
             observed.push(if chain_sans.is_empty() {
                 "no certificate chain loaded".to_string()
             } else {
-                format!(
-                    "cert_chain URI SANs {:?}, none is {}",
-                    chain_sans.iter().collect::<Vec<_>>(),
-                    w.spiffe_id
-                )
+                format!("cert_chain URI SANs {:?}, none is {}", chain_sans.iter().collect::<Vec<_>>(), w.spiffe_id)
             });
             hints.push(format!("Envoy holds no SVID for {}: {}", w.spiffe_id, provider.svid_missing(&w.name, &w.spiffe_id)));
         }
@@ -371,10 +285,7 @@ pub fn check_identity(
             observed.push(if ca_sans.is_empty() {
                 "no CA certificate loaded".to_string()
             } else {
-                format!(
-                    "ca_cert URI SANs {:?}, none is {td_id}",
-                    ca_sans.iter().collect::<Vec<_>>()
-                )
+                format!("ca_cert URI SANs {:?}, none is {td_id}", ca_sans.iter().collect::<Vec<_>>())
             });
             hints.push(format!(
                 "Envoy has no trust bundle for {td_id}: the validation trust SDS secret must be named \
@@ -405,14 +316,7 @@ fn show_matchers(matchers: &[SanMatcher]) -> String {
     if matchers.is_empty() {
         "any peer of the trust bundle (no SAN matcher)".into()
     } else {
-        format!(
-            "[{}]",
-            matchers
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!("[{}]", matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "))
     }
 }
 
@@ -427,11 +331,8 @@ pub fn clusters_for_backend<'a>(tls: &'a TlsConfig, b: &super::Backend) -> Vec<&
     if !by_route.is_empty() {
         return by_route;
     }
-    let by_san: Vec<&TlsEndpoint> = tls
-        .clusters
-        .iter()
-        .filter(|c| c.san_matchers.iter().any(|m| matches!(m, SanMatcher::Exact(id) if id == &b.spiffe_id)))
-        .collect();
+    let by_san: Vec<&TlsEndpoint> =
+        tls.clusters.iter().filter(|c| c.san_matchers.iter().any(|m| matches!(m, SanMatcher::Exact(id) if id == &b.spiffe_id))).collect();
     let on_port: Vec<&TlsEndpoint> = by_san.iter().copied().filter(|c| c.endpoint_ports.contains(&b.port)).collect();
     if by_san.len() > 1 && !on_port.is_empty() {
         on_port
@@ -459,10 +360,7 @@ pub fn check_peers(w: &Proxy, tls: &TlsConfig, show: ShowCommand<'_>, provider: 
     if allowed.is_empty() {
         expected.push("no mTLS listener (no allowed callers)".to_string());
     } else {
-        expected.push(format!(
-            "inbound listener accepts exactly [{}]",
-            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-        ));
+        expected.push(format!("inbound listener accepts exactly [{}]", allowed.iter().cloned().collect::<Vec<_>>().join(", ")));
     }
     if tls.listeners.is_empty() && !allowed.is_empty() {
         ok = false;
@@ -476,15 +374,8 @@ pub fn check_peers(w: &Proxy, tls: &TlsConfig, show: ShowCommand<'_>, provider: 
     }
     for l in &tls.listeners {
         let exact = exact_set(&l.san_matchers);
-        let has_other = l
-            .san_matchers
-            .iter()
-            .any(|m| matches!(m, SanMatcher::Other(_)));
-        observed.push(format!(
-            "listener {} accepts {}",
-            l.name,
-            show_matchers(&l.san_matchers)
-        ));
+        let has_other = l.san_matchers.iter().any(|m| matches!(m, SanMatcher::Other(_)));
+        observed.push(format!("listener {} accepts {}", l.name, show_matchers(&l.san_matchers)));
         if exact != allowed || has_other || l.san_matchers.is_empty() {
             ok = false;
             let unexpected: Vec<String> = exact.difference(&allowed).cloned().collect();
@@ -502,10 +393,7 @@ pub fn check_peers(w: &Proxy, tls: &TlsConfig, show: ShowCommand<'_>, provider: 
         }
         if !l.require_client_certificate {
             ok = false;
-            observed.push(format!(
-                "listener {} does not require a client certificate",
-                l.name
-            ));
+            observed.push(format!("listener {} does not require a client certificate", l.name));
             hints.push(format!(
                 "listener {} does not require a client certificate, so callers are not authenticated: {}",
                 l.name,
@@ -528,11 +416,7 @@ pub fn check_peers(w: &Proxy, tls: &TlsConfig, show: ShowCommand<'_>, provider: 
             }
         }
         for c in cls {
-            observed.push(format!(
-                "cluster {} requires {}",
-                c.name,
-                show_matchers(&c.san_matchers)
-            ));
+            observed.push(format!("cluster {} requires {}", c.name, show_matchers(&c.san_matchers)));
             let exact = exact_set(&c.san_matchers);
             if !exact.contains(&b.spiffe_id) {
                 ok = false;
@@ -547,11 +431,7 @@ pub fn check_peers(w: &Proxy, tls: &TlsConfig, show: ShowCommand<'_>, provider: 
             }
         }
     }
-    r.observed = if observed.is_empty() {
-        "no TLS listener and no backends".into()
-    } else {
-        observed.join("; ")
-    };
+    r.observed = if observed.is_empty() { "no TLS listener and no backends".into() } else { observed.join("; ") };
     r.expected = expected.join("; ");
     if !ok {
         r.status = CheckStatus::Fail;
@@ -614,13 +494,7 @@ fn kind(s: &Subject) -> &'static str {
 
 /// Check 4: `ssl.handshake` on each subject; with traffic it must have risen, without traffic
 /// a zero is a warning.
-pub fn check_handshakes(
-    w: &Proxy,
-    subjects: &[Subject],
-    before: &Stats,
-    after: Option<&Stats>,
-    show: ShowCommand<'_>,
-) -> CheckResult {
+pub fn check_handshakes(w: &Proxy, subjects: &[Subject], before: &Stats, after: Option<&Stats>, show: ShowCommand<'_>) -> CheckResult {
     let mut r = CheckResult::new(w, CheckId::Handshakes, description(w, CheckId::Handshakes));
     if subjects.is_empty() {
         r.status = CheckStatus::Skip;
@@ -644,11 +518,7 @@ pub fn check_handshakes(
                 observed.push(format!("{name}: {b}"));
                 if b == 0 {
                     status = worst(status, CheckStatus::Warn);
-                    hints.push(format!(
-                        "no mTLS handshake yet on {} {}: no traffic has passed; run with --traffic",
-                        kind(s),
-                        s.name
-                    ));
+                    hints.push(format!("no mTLS handshake yet on {} {}: no traffic has passed; run with --traffic", kind(s), s.name));
                 }
             }
             Some(a) => {
@@ -661,10 +531,9 @@ pub fn check_handshakes(
                     let reused = s.side == TlsSide::Upstream
                         && b > 0
                         && a.get(&rq) > before.get(&rq)
-                        && FAILURE_COUNTERS.iter().all(|f| {
-                            a.get(&format!("{}{f}", s.stat_prefix))
-                                == before.get(&format!("{}{f}", s.stat_prefix))
-                        });
+                        && FAILURE_COUNTERS
+                            .iter()
+                            .all(|f| a.get(&format!("{}{f}", s.stat_prefix)) == before.get(&format!("{}{f}", s.stat_prefix)));
                     if reused {
                         status = worst(status, CheckStatus::Warn);
                         hints.push(format!(
@@ -711,25 +580,13 @@ pub fn check_tls_failures(
     show: ShowCommand<'_>,
     provider: &dyn Hints,
 ) -> CheckResult {
-    let mut r = CheckResult::new(
-        w,
-        CheckId::TlsFailures,
-        description(w, CheckId::TlsFailures),
-    );
+    let mut r = CheckResult::new(w, CheckId::TlsFailures, description(w, CheckId::TlsFailures));
     if subjects.is_empty() {
         r.status = CheckStatus::Skip;
         r.observed = "no TLS listener with allowed callers and no TLS egress cluster".into();
         return r;
     }
-    r.expected = format!(
-        "{} {}",
-        FAILURE_COUNTERS.join(", "),
-        if after.is_some() {
-            "do not rise during traffic"
-        } else {
-            "are 0"
-        }
-    );
+    r.expected = format!("{} {}", FAILURE_COUNTERS.join(", "), if after.is_some() { "do not rise during traffic" } else { "are 0" });
     let mut status = CheckStatus::Pass;
     let mut bad = Vec::new();
     let mut hints: Vec<String> = Vec::new();
@@ -745,11 +602,7 @@ pub fn check_tls_failures(
             r.counters.insert(name.clone(), v);
             if rose {
                 status = CheckStatus::Fail;
-                bad.push(if after.is_some() {
-                    format!("{name}: {b} → {v}")
-                } else {
-                    format!("{name}: {v}")
-                });
+                bad.push(if after.is_some() { format!("{name}: {b} → {v}") } else { format!("{name}: {v}") });
                 causes.entry(f).or_default().push(s);
             } else if v > 0 {
                 status = worst(status, CheckStatus::Warn);
@@ -757,11 +610,7 @@ pub fn check_tls_failures(
             }
         }
     }
-    r.observed = if bad.is_empty() {
-        "all failure counters are 0 or unchanged".into()
-    } else {
-        bad.join("; ")
-    };
+    r.observed = if bad.is_empty() { "all failure counters are 0 or unchanged".into() } else { bad.join("; ") };
     for (f, subjects) in &causes {
         if *f == "ssl.fail_verify_san" {
             for s in subjects {

@@ -16,10 +16,7 @@ use time::OffsetDateTime;
 use super::VerifyError;
 
 fn parse_err(what: &str, message: impl std::fmt::Display) -> VerifyError {
-    VerifyError::Parse {
-        what: what.to_string(),
-        message: message.to_string(),
-    }
+    VerifyError::Parse { what: what.to_string(), message: message.to_string() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -105,10 +102,7 @@ pub fn parse_clusters_text(body: &str) -> Vec<ClusterStatus> {
         let idx = match out.iter().position(|c| c.name == cluster) {
             Some(i) => i,
             None => {
-                out.push(ClusterStatus {
-                    name: cluster.to_string(),
-                    hosts: Vec::new(),
-                });
+                out.push(ClusterStatus { name: cluster.to_string(), hosts: Vec::new() });
                 out.len() - 1
             }
         };
@@ -116,10 +110,7 @@ pub fn parse_clusters_text(body: &str) -> Vec<ClusterStatus> {
         let h = match hosts.iter().position(|h| h.address == host) {
             Some(i) => i,
             None => {
-                hosts.push(HostStatus {
-                    address: host.to_string(),
-                    ..HostStatus::default()
-                });
+                hosts.push(HostStatus { address: host.to_string(), ..HostStatus::default() });
                 hosts.len() - 1
             }
         };
@@ -150,15 +141,9 @@ fn json_address(v: &Value) -> String {
             format!("{ip}:{port}")
         }
     } else if let Some(p) = v.get("pipe") {
-        p.get("path")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+        p.get("path").and_then(Value::as_str).unwrap_or("").to_string()
     } else if let Some(s) = v.get("envoy_internal_address") {
-        s.get("server_listener_name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+        s.get("server_listener_name").and_then(Value::as_str).unwrap_or("").to_string()
     } else {
         String::new()
     }
@@ -175,10 +160,7 @@ fn json_health_flags(v: Option<&Value>) -> String {
         ("failed_active_degraded_check", "/degraded_active_hc"),
         ("pending_dynamic_removal", "/pending_dynamic_removal"),
         ("pending_active_hc", "/pending_active_hc"),
-        (
-            "excluded_via_immediate_hc_fail",
-            "/excluded_via_immediate_hc_fail",
-        ),
+        ("excluded_via_immediate_hc_fail", "/excluded_via_immediate_hc_fail"),
         ("active_hc_timeout", "/active_hc_timeout"),
     ];
     let mut flags = String::new();
@@ -208,18 +190,9 @@ pub fn parse_clusters_json(body: &str) -> Result<Vec<ClusterStatus>, VerifyError
         .ok_or_else(|| parse_err("/clusters?format=json", "no cluster_statuses array"))?;
     let mut out = Vec::new();
     for c in statuses {
-        let name = c
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         let mut hosts = Vec::new();
-        for h in c
-            .get("host_statuses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for h in c.get("host_statuses").and_then(Value::as_array).into_iter().flatten() {
             let address = h.get("address").map(json_address).unwrap_or_default();
             let cx_active = h
                 .get("stats")
@@ -229,11 +202,7 @@ pub fn parse_clusters_json(body: &str) -> Result<Vec<ClusterStatus>, VerifyError
                 .find(|s| s.get("name").and_then(Value::as_str) == Some("cx_active"))
                 .map(|s| s.get("value").and_then(json_u64).unwrap_or(0))
                 .unwrap_or(0);
-            hosts.push(HostStatus {
-                address,
-                cx_active,
-                health_flags: json_health_flags(h.get("health_status")),
-            });
+            hosts.push(HostStatus { address, cx_active, health_flags: json_health_flags(h.get("health_status")) });
         }
         out.push(ClusterStatus { name, hosts });
     }
@@ -263,17 +232,9 @@ pub struct CertContext {
 }
 
 fn parse_cert(v: &Value) -> CertInfo {
-    let ts = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-    };
+    let ts = |k: &str| v.get(k).and_then(Value::as_str).and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
     CertInfo {
-        serial_number: v
-            .get("serial_number")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        serial_number: v.get("serial_number").and_then(Value::as_str).unwrap_or("").to_string(),
         uris: v
             .get("subject_alt_names")
             .and_then(Value::as_array)
@@ -294,26 +255,12 @@ fn parse_cert(v: &Value) -> CertInfo {
 /// Parses `/certs`.
 pub fn parse_certs(body: &str) -> Result<Vec<CertContext>, VerifyError> {
     let v: Value = serde_json::from_str(body).map_err(|e| parse_err("/certs", e))?;
-    let certs = v
-        .get("certificates")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let certs = v.get("certificates").and_then(Value::as_array).cloned().unwrap_or_default();
     Ok(certs
         .iter()
         .map(|c| {
-            let list = |k: &str| {
-                c.get(k)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(parse_cert)
-                    .collect::<Vec<_>>()
-            };
-            CertContext {
-                ca_cert: list("ca_cert"),
-                cert_chain: list("cert_chain"),
-            }
+            let list = |k: &str| c.get(k).and_then(Value::as_array).into_iter().flatten().map(parse_cert).collect::<Vec<_>>();
+            CertContext { ca_cert: list("ca_cert"), cert_chain: list("cert_chain") }
         })
         .collect())
 }
@@ -364,16 +311,10 @@ pub fn parse_stats_text(body: &str) -> Stats {
 /// Parses `/stats?format=json`: `{"stats":[{"name":..,"value":..}, {"histograms":..}]}`.
 pub fn parse_stats_json(body: &str) -> Result<Stats, VerifyError> {
     let v: Value = serde_json::from_str(body).map_err(|e| parse_err("/stats?format=json", e))?;
-    let stats = v
-        .get("stats")
-        .and_then(Value::as_array)
-        .ok_or_else(|| parse_err("/stats?format=json", "no stats array"))?;
+    let stats = v.get("stats").and_then(Value::as_array).ok_or_else(|| parse_err("/stats?format=json", "no stats array"))?;
     let mut m = BTreeMap::new();
     for s in stats {
-        if let (Some(name), Some(value)) = (
-            s.get("name").and_then(Value::as_str),
-            s.get("value").and_then(json_u64),
-        ) {
+        if let (Some(name), Some(value)) = (s.get("name").and_then(Value::as_str), s.get("value").and_then(json_u64)) {
             m.insert(name.to_string(), value);
         }
     }
@@ -458,7 +399,8 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// The clusters the listeners on `port` route to.
     pub fn clusters_routed_from_port(&self, port: u16) -> Vec<&str> {
-        let mut out: Vec<&str> = self.routes.iter().filter(|r| r.port == port).flat_map(|r| r.clusters.iter().map(String::as_str)).collect();
+        let mut out: Vec<&str> =
+            self.routes.iter().filter(|r| r.port == port).flat_map(|r| r.clusters.iter().map(String::as_str)).collect();
         out.dedup();
         out
     }
@@ -509,7 +451,12 @@ fn endpoint_ports(cluster: &Value) -> Vec<u16> {
     let mut out = Vec::new();
     for group in cluster.get("load_assignment").and_then(|l| l.get("endpoints")).and_then(Value::as_array).into_iter().flatten() {
         for ep in group.get("lb_endpoints").and_then(Value::as_array).into_iter().flatten() {
-            let port = ep.get("endpoint").and_then(|e| e.get("address")).and_then(|a| a.get("socket_address")).and_then(|s| s.get("port_value")).and_then(json_u64);
+            let port = ep
+                .get("endpoint")
+                .and_then(|e| e.get("address"))
+                .and_then(|a| a.get("socket_address"))
+                .and_then(|s| s.get("port_value"))
+                .and_then(json_u64);
             if let Some(p) = port.and_then(|p| u16::try_from(p).ok()) {
                 if !out.contains(&p) {
                     out.push(p);
@@ -524,10 +471,7 @@ fn endpoint_ports(cluster: &Value) -> Vec<u16> {
 fn find_typed<'a>(v: &'a Value, suffix: &str, out: &mut Vec<&'a Value>) {
     match v {
         Value::Object(m) => {
-            if m.get("@type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with(suffix))
-            {
+            if m.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(suffix)) {
                 out.push(v);
             }
             for child in m.values() {
@@ -544,22 +488,12 @@ fn find_typed<'a>(v: &'a Value, suffix: &str, out: &mut Vec<&'a Value>) {
 }
 
 fn san_matchers_of(validation: &Value, out: &mut Vec<SanMatcher>) {
-    for m in validation
-        .get("match_typed_subject_alt_names")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for m in validation.get("match_typed_subject_alt_names").and_then(Value::as_array).into_iter().flatten() {
         if let Some(matcher) = m.get("matcher") {
             out.push(string_matcher(matcher));
         }
     }
-    for m in validation
-        .get("match_subject_alt_names")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for m in validation.get("match_subject_alt_names").and_then(Value::as_array).into_iter().flatten() {
         out.push(string_matcher(m));
     }
 }
@@ -573,23 +507,13 @@ fn string_matcher(m: &Value) -> SanMatcher {
             return SanMatcher::Other(format!("{kind}:{s}"));
         }
     }
-    if let Some(r) = m
-        .get("safe_regex")
-        .and_then(|r| r.get("regex"))
-        .and_then(Value::as_str)
-    {
+    if let Some(r) = m.get("safe_regex").and_then(|r| r.get("regex")).and_then(Value::as_str) {
         return SanMatcher::Other(format!("regex:{r}"));
     }
     SanMatcher::Other(m.to_string())
 }
 
-fn tls_endpoint(
-    side: TlsSide,
-    name: String,
-    stat_prefix: String,
-    state: &str,
-    obj: &Value,
-) -> TlsEndpoint {
+fn tls_endpoint(side: TlsSide, name: String, stat_prefix: String, state: &str, obj: &Value) -> TlsEndpoint {
     let suffix = match side {
         TlsSide::Downstream => "DownstreamTlsContext",
         TlsSide::Upstream => "UpstreamTlsContext",
@@ -608,22 +532,13 @@ fn tls_endpoint(
         endpoint_ports: if side == TlsSide::Upstream { endpoint_ports(obj) } else { Vec::new() },
     };
     for ctx in contexts {
-        if ctx
-            .get("require_client_certificate")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-        {
+        if ctx.get("require_client_certificate").and_then(Value::as_bool).unwrap_or(false) {
             ep.require_client_certificate = true;
         }
         let Some(common) = ctx.get("common_tls_context") else {
             continue;
         };
-        for s in common
-            .get("tls_certificate_sds_secret_configs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for s in common.get("tls_certificate_sds_secret_configs").and_then(Value::as_array).into_iter().flatten() {
             if let Some(n) = s.get("name").and_then(Value::as_str) {
                 push_unique(&mut ep.certificate_secrets, n);
             }
@@ -632,22 +547,14 @@ fn tls_endpoint(
             if let Some(d) = c.get("default_validation_context") {
                 san_matchers_of(d, &mut ep.san_matchers);
             }
-            if let Some(n) = c
-                .get("validation_context_sds_secret_config")
-                .and_then(|s| s.get("name"))
-                .and_then(Value::as_str)
-            {
+            if let Some(n) = c.get("validation_context_sds_secret_config").and_then(|s| s.get("name")).and_then(Value::as_str) {
                 push_unique(&mut ep.validation_secrets, n);
             }
         }
         if let Some(vc) = common.get("validation_context") {
             san_matchers_of(vc, &mut ep.san_matchers);
         }
-        if let Some(n) = common
-            .get("validation_context_sds_secret_config")
-            .and_then(|s| s.get("name"))
-            .and_then(Value::as_str)
-        {
+        if let Some(n) = common.get("validation_context_sds_secret_config").and_then(|s| s.get("name")).and_then(Value::as_str) {
             push_unique(&mut ep.validation_secrets, n);
         }
     }
@@ -678,14 +585,8 @@ fn listener_stat_prefix(l: &Value) -> String {
         }
     }
     let sa = l.get("address").and_then(|a| a.get("socket_address"));
-    let ip = sa
-        .and_then(|s| s.get("address"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let port = sa
-        .and_then(|s| s.get("port_value"))
-        .and_then(json_u64)
-        .unwrap_or(0);
+    let ip = sa.and_then(|s| s.get("address")).and_then(Value::as_str).unwrap_or("");
+    let port = sa.and_then(|s| s.get("port_value")).and_then(json_u64).unwrap_or(0);
     if ip.contains(':') {
         format!("listener.[{ip}]_{port}.")
     } else {
@@ -696,31 +597,18 @@ fn listener_stat_prefix(l: &Value) -> String {
 /// Extracts the TLS listeners and clusters from `/config_dump`.
 pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
     let v: Value = serde_json::from_str(body).map_err(|e| parse_err("/config_dump", e))?;
-    let configs = v
-        .get("configs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| parse_err("/config_dump", "no configs array"))?;
+    let configs = v.get("configs").and_then(Value::as_array).ok_or_else(|| parse_err("/config_dump", "no configs array"))?;
     let mut out = TlsConfig::default();
     for c in configs {
         let ty = c.get("@type").and_then(Value::as_str).unwrap_or("");
         if ty.ends_with("ListenersConfigDump") {
             let mut listeners: Vec<(&Value, &str)> = Vec::new();
-            for l in c
-                .get("static_listeners")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for l in c.get("static_listeners").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(l) = l.get("listener") {
                     listeners.push((l, "static"));
                 }
             }
-            for l in c
-                .get("dynamic_listeners")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for l in c.get("dynamic_listeners").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(l) = l.get("active_state").and_then(|s| s.get("listener")) {
                     listeners.push((l, "active"));
                 } else if let Some(l) = l.get("warming_state").and_then(|s| s.get("listener")) {
@@ -728,11 +616,7 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
                 }
             }
             for (l, state) in listeners {
-                let name = l
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let name = l.get("name").and_then(Value::as_str).unwrap_or("").to_string();
                 let sa = l.get("address").and_then(|a| a.get("socket_address"));
                 out.routes.push(ListenerRoute {
                     listener: name.clone(),
@@ -743,71 +627,35 @@ pub fn parse_config_dump(body: &str) -> Result<TlsConfig, VerifyError> {
                 let mut found = Vec::new();
                 find_typed(l, "DownstreamTlsContext", &mut found);
                 if !found.is_empty() {
-                    out.listeners.push(tls_endpoint(
-                        TlsSide::Downstream,
-                        name,
-                        listener_stat_prefix(l),
-                        state,
-                        l,
-                    ));
+                    out.listeners.push(tls_endpoint(TlsSide::Downstream, name, listener_stat_prefix(l), state, l));
                 }
             }
         } else if ty.ends_with("ClustersConfigDump") {
             let mut clusters: Vec<(&Value, &str)> = Vec::new();
-            for cl in c
-                .get("static_clusters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for cl in c.get("static_clusters").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(cl) = cl.get("cluster") {
                     clusters.push((cl, "static"));
                 }
             }
-            for cl in c
-                .get("dynamic_active_clusters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for cl in c.get("dynamic_active_clusters").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(cl) = cl.get("cluster") {
                     clusters.push((cl, "active"));
                 }
             }
-            for cl in c
-                .get("dynamic_warming_clusters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for cl in c.get("dynamic_warming_clusters").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(cl) = cl.get("cluster") {
                     clusters.push((cl, "warming"));
                 }
             }
             for (cl, state) in clusters {
-                let name = cl
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let stat_name = cl
-                    .get("alt_stat_name")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(&name)
-                    .to_string();
+                let name = cl.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let stat_name = cl.get("alt_stat_name").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(&name).to_string();
                 let mut found = Vec::new();
                 find_typed(cl, "UpstreamTlsContext", &mut found);
                 if found.is_empty() {
                     out.plain_clusters.push(name);
                 } else {
-                    out.clusters.push(tls_endpoint(
-                        TlsSide::Upstream,
-                        name,
-                        format!("cluster.{stat_name}."),
-                        state,
-                        cl,
-                    ));
+                    out.clusters.push(tls_endpoint(TlsSide::Upstream, name, format!("cluster.{stat_name}."), state, cl));
                 }
             }
         }

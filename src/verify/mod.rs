@@ -26,7 +26,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use checks::Snapshot;
-pub use report::{CheckId, CheckResult, Report, CheckStatus, ReportSummary};
+pub use report::{CheckId, CheckResult, CheckStatus, Report, ReportSummary};
 pub use transport::{AdminTransport, HttpAdmin, HttpTarget, PortForwardAdmin};
 
 /// A workload and how to reach its Envoy admin interface.
@@ -58,14 +58,7 @@ pub struct VerifyArgs {
 impl Default for VerifyArgs {
     /// The same values as the flags' defaults.
     fn default() -> Self {
-        VerifyArgs {
-            admin: Vec::new(),
-            traffic: false,
-            traffic_url: Vec::new(),
-            requests: 3,
-            junit: None,
-            timeout: "30s".into(),
-        }
+        VerifyArgs { admin: Vec::new(), traffic: false, traffic_url: Vec::new(), requests: 3, junit: None, timeout: "30s".into() }
     }
 }
 
@@ -179,14 +172,8 @@ pub enum VerifyError {
 /// Parses `30s`, `2m`, `1h`, `500ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, VerifyError> {
     let t = s.trim();
-    let bad = || {
-        VerifyError::Usage(format!(
-            "invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"
-        ))
-    };
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let bad = || VerifyError::Usage(format!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"));
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit.trim() {
@@ -206,19 +193,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, VerifyError> {
 pub fn parse_name_url(flag: &str, spec: &str) -> Result<(String, String), VerifyError> {
     match spec.split_once('=') {
         Some((n, u)) if !n.is_empty() && !u.is_empty() => Ok((n.to_string(), u.to_string())),
-        _ => Err(VerifyError::Usage(format!(
-            "--{flag} {spec:?}: expected NAME=URL, e.g. frontend=http://127.0.0.1:19000"
-        ))),
+        _ => Err(VerifyError::Usage(format!("--{flag} {spec:?}: expected NAME=URL, e.g. frontend=http://127.0.0.1:19000"))),
     }
 }
 
 /// Builds the (workload, transport) pairs for `--admin NAME=URL`: NAME is a workload name, and
 /// only the named workloads are returned, in flag order. An unknown or repeated NAME is a usage
 /// error listing the allowed names.
-pub fn admin_transports(
-    specs: &[String],
-    workloads: &[Proxy],
-) -> Result<Vec<AdminTarget>, VerifyError> {
+pub fn admin_transports(specs: &[String], workloads: &[Proxy]) -> Result<Vec<AdminTarget>, VerifyError> {
     let mut out: Vec<AdminTarget> = Vec::new();
     for spec in specs {
         let (name, url) = parse_name_url("admin", spec)?;
@@ -226,11 +208,7 @@ pub fn admin_transports(
             let known: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
             return Err(VerifyError::Usage(format!(
                 "--admin {spec}: unknown workload {name:?}; known workloads: {}",
-                if known.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    known.join(", ")
-                }
+                if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
             )));
         };
         if out.iter().any(|(o, _)| o.name == name) {
@@ -247,11 +225,7 @@ pub const CERTS_PATH: &str = "/certs";
 pub const CONFIG_DUMP_PATH: &str = "/config_dump";
 pub const STATS_PATH: &str = "/stats";
 
-async fn read_parsed<T>(
-    t: &dyn AdminTransport,
-    path: &str,
-    parse: impl FnOnce(&str) -> Result<T, VerifyError>,
-) -> Result<T, String> {
+async fn read_parsed<T>(t: &dyn AdminTransport, path: &str, parse: impl FnOnce(&str) -> Result<T, VerifyError>) -> Result<T, String> {
     let body = t.get(path).await.map_err(|e| e.to_string())?;
     parse(&body).map_err(|e| e.to_string())
 }
@@ -263,13 +237,7 @@ async fn read_snapshot(t: &dyn AdminTransport) -> Snapshot {
         read_parsed(t, CONFIG_DUMP_PATH, envoy::parse_config_dump),
         read_parsed(t, STATS_PATH, envoy::parse_stats),
     );
-    Snapshot {
-        clusters,
-        certs,
-        tls,
-        stats_before: stats,
-        stats_after: None,
-    }
+    Snapshot { clusters, certs, tls, stats_before: stats, stats_after: None }
 }
 
 fn timed_out(d: Duration) -> String {
@@ -287,11 +255,7 @@ fn humanize(d: Duration) -> String {
 /// Sends the `--traffic-url` requests: `requests` GETs to each URL, each on a new connection,
 /// URLs concurrently. Returns one line per request; failures are reported, not fatal (a broken
 /// mesh is what verify is for).
-pub async fn send_traffic(
-    targets: &[(String, HttpTarget)],
-    requests: u32,
-    timeout: Duration,
-) -> Vec<String> {
+pub async fn send_traffic(targets: &[(String, HttpTarget)], requests: u32, timeout: Duration) -> Vec<String> {
     let per_target = targets.iter().map(|(name, t)| async move {
         let mut lines = Vec::new();
         for _ in 0..requests.max(1) {
@@ -301,18 +265,11 @@ pub async fn send_traffic(
                 Ok(Err(e)) => format!("error: {e}"),
                 Err(_) => format!("error: {}", timed_out(timeout)),
             };
-            lines.push(format!(
-                "{name}: GET http://{}:{}{} → {what}",
-                t.host, t.port, t.path_and_query
-            ));
+            lines.push(format!("{name}: GET http://{}:{}{} → {what}", t.host, t.port, t.path_and_query));
         }
         lines
     });
-    futures::future::join_all(per_target)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    futures::future::join_all(per_target).await.into_iter().flatten().collect()
 }
 
 /// Runs every check on every workload and returns the report (and writes `--junit` when
@@ -328,48 +285,33 @@ pub async fn run(args: &VerifyArgs, workloads: Vec<AdminTarget>, hints: &dyn Hin
             Some((n, u)) if !n.contains("://") => (n.to_string(), u.to_string()),
             _ => (spec.clone(), spec.clone()),
         };
-        let t = HttpTarget::parse(&url)
-            .map_err(|e| VerifyError::Usage(format!("--traffic-url {spec}: {e}")))?;
+        let t = HttpTarget::parse(&url).map_err(|e| VerifyError::Usage(format!("--traffic-url {spec}: {e}")))?;
         traffic_targets.push((name, t));
     }
     if args.traffic && traffic_targets.is_empty() {
-        return Err(VerifyError::Usage(
-            "--traffic needs at least one --traffic-url NAME=URL to send requests to".into(),
-        ));
+        return Err(VerifyError::Usage("--traffic needs at least one --traffic-url NAME=URL to send requests to".into()));
     }
     if workloads.is_empty() {
         return Err(VerifyError::Usage("no workloads to verify".into()));
     }
 
-    let mut snaps: Vec<Option<Snapshot>> =
-        futures::future::join_all(workloads.iter().map(|(_, t)| async move {
-            tokio::time::timeout(timeout, read_snapshot(t.as_ref()))
-                .await
-                .ok()
-        }))
-        .await;
+    let mut snaps: Vec<Option<Snapshot>> = futures::future::join_all(
+        workloads.iter().map(|(_, t)| async move { tokio::time::timeout(timeout, read_snapshot(t.as_ref())).await.ok() }),
+    )
+    .await;
 
     let mut report = Report::default();
     if args.traffic {
         report.traffic = send_traffic(&traffic_targets, args.requests, timeout).await;
-        let afters = futures::future::join_all(workloads.iter().zip(snaps.iter()).map(
-            |((_, t), s)| async move {
-                if s.is_none() {
-                    return None;
-                }
-                Some(
-                    match tokio::time::timeout(
-                        timeout,
-                        read_parsed(t.as_ref(), STATS_PATH, envoy::parse_stats),
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(timed_out(timeout)),
-                    },
-                )
-            },
-        ))
+        let afters = futures::future::join_all(workloads.iter().zip(snaps.iter()).map(|((_, t), s)| async move {
+            if s.is_none() {
+                return None;
+            }
+            Some(match tokio::time::timeout(timeout, read_parsed(t.as_ref(), STATS_PATH, envoy::parse_stats)).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out(timeout)),
+            })
+        }))
         .await;
         for (s, a) in snaps.iter_mut().zip(afters) {
             if let (Some(s), Some(a)) = (s.as_mut(), a) {
@@ -384,24 +326,13 @@ pub async fn run(args: &VerifyArgs, workloads: Vec<AdminTarget>, hints: &dyn Hin
         let show = |p: &str| t.show_command(p);
         let snap = snap.unwrap_or_else(|| {
             let e = timed_out(timeout);
-            Snapshot {
-                clusters: Err(e.clone()),
-                certs: Err(e.clone()),
-                tls: Err(e.clone()),
-                stats_before: Err(e),
-                stats_after: None,
-            }
+            Snapshot { clusters: Err(e.clone()), certs: Err(e.clone()), tls: Err(e.clone()), stats_before: Err(e), stats_after: None }
         });
-        report
-            .results
-            .extend(checks::evaluate(w, &snap, now, &show, hints));
+        report.results.extend(checks::evaluate(w, &snap, now, &show, hints));
     }
 
     if let Some(path) = &args.junit {
-        std::fs::write(path, report.to_junit()).map_err(|source| VerifyError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(path, report.to_junit()).map_err(|source| VerifyError::Io { path: path.clone(), source })?;
     }
     Ok(report)
 }

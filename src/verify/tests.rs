@@ -45,9 +45,7 @@ fn id(n: &str) -> String {
 /// The agent socket path of the recording (a temp dir).
 fn sock() -> String {
     let c = parse_clusters(FE_CLUSTERS_TXT).unwrap();
-    c.iter().find(|c| c.name == SDS).unwrap().hosts[0]
-        .address
-        .clone()
+    c.iter().find(|c| c.name == SDS).unwrap().hosts[0].address.clone()
 }
 
 fn frontend() -> Proxy {
@@ -61,11 +59,7 @@ fn frontend() -> Proxy {
         trust_domain: TD.into(),
         sds_socket: sock(),
         allowed_callers: vec![],
-        backends: vec![Backend {
-            name: "appserver".into(),
-            spiffe_id: id("appserver"),
-            port: 4567,
-        }],
+        backends: vec![Backend { name: "appserver".into(), spiffe_id: id("appserver"), port: 4567 }],
     }
 }
 
@@ -112,20 +106,11 @@ fn statuses(rs: &[CheckResult]) -> BTreeMap<CheckId, CheckStatus> {
 
 #[test]
 fn clusters_text_and_json_agree_on_the_sds_cluster() {
-    for body in [
-        FE_CLUSTERS_TXT,
-        FE_CLUSTERS_JSON,
-        APP_CLUSTERS_TXT,
-        APP_CLUSTERS_JSON,
-    ] {
+    for body in [FE_CLUSTERS_TXT, FE_CLUSTERS_JSON, APP_CLUSTERS_TXT, APP_CLUSTERS_JSON] {
         let c = parse_clusters(body).unwrap();
         let sds = c.iter().find(|c| c.name == SDS).expect("sds cluster");
         assert_eq!(sds.hosts.len(), 1);
-        assert!(
-            sds.hosts[0].address.ends_with("/agent.sock"),
-            "{:?}",
-            sds.hosts[0]
-        );
+        assert!(sds.hosts[0].address.ends_with("/agent.sock"), "{:?}", sds.hosts[0]);
         assert_eq!(sds.hosts[0].cx_active, 1);
         assert!(sds.hosts[0].healthy());
     }
@@ -171,10 +156,7 @@ fn certs_show_the_svid_and_the_trust_domain_ca() {
     assert_eq!(fe[0].ca_cert[0].uris, vec![format!("spiffe://{TD}")]);
     let c = &fe[0].cert_chain[0];
     let life = c.expiration_time.unwrap() - c.valid_from.unwrap();
-    assert!(
-        life > time::Duration::minutes(50) && life <= time::Duration::minutes(61),
-        "{life}"
-    );
+    assert!(life > time::Duration::minutes(50) && life <= time::Duration::minutes(61), "{life}");
     assert!(c.days_until_expiration.is_some());
     let app = parse_certs(APP_CERTS).unwrap();
     assert_eq!(app[0].cert_chain[0].uris, vec![id("appserver")]);
@@ -183,10 +165,7 @@ fn certs_show_the_svid_and_the_trust_domain_ca() {
 
 #[test]
 fn stats_text_and_json_agree() {
-    for (txt, json) in [
-        (FE_STATS_TXT, FE_STATS_JSON),
-        (APP_STATS_TXT, APP_STATS_JSON),
-    ] {
+    for (txt, json) in [(FE_STATS_TXT, FE_STATS_JSON), (APP_STATS_TXT, APP_STATS_JSON)] {
         let t = parse_stats(txt).unwrap();
         let j = parse_stats(json).unwrap();
         let ssl = |s: &Stats| -> BTreeMap<String, u64> {
@@ -201,9 +180,7 @@ fn stats_text_and_json_agree() {
     let fe = parse_stats(FE_STATS_TXT).unwrap();
     assert_eq!(fe.get(&format!("cluster.{FE_EGRESS}.ssl.handshake")), 3);
     // names holding a SPIFFE ID (with ':') are kept whole
-    assert!(fe.has(&format!(
-        "cluster.{FE_EGRESS}.ssl.certificate.spiffe://{TD}/frontend.expiration_unix_time_seconds"
-    )));
+    assert!(fe.has(&format!("cluster.{FE_EGRESS}.ssl.certificate.spiffe://{TD}/frontend.expiration_unix_time_seconds")));
 }
 
 #[test]
@@ -232,10 +209,7 @@ fn config_dump_of_the_appserver_has_one_mtls_listener() {
     let stats = parse_stats(APP_STATS_TXT).unwrap();
     assert_eq!(stats.get(&format!("{}ssl.handshake", l.stat_prefix)), 3);
     let mismatch = parse_config_dump(MISMATCH_APP_CONFIG).unwrap();
-    assert_eq!(
-        mismatch.listeners[0].san_matchers,
-        vec![SanMatcher::Exact(id("intruder"))]
-    );
+    assert_eq!(mismatch.listeners[0].san_matchers, vec![SanMatcher::Exact(id("intruder"))]);
 }
 
 #[test]
@@ -262,10 +236,7 @@ fn config_dump_reads_dynamic_listeners_and_untyped_matchers() {
     assert_eq!(tls.listeners[0].stat_prefix, "listener.0.0.0.0_15000.");
     assert_eq!(
         tls.listeners[0].san_matchers,
-        vec![
-            SanMatcher::Exact("spiffe://td/a".into()),
-            SanMatcher::Other("prefix:spiffe://td/".into())
-        ]
+        vec![SanMatcher::Exact("spiffe://td/a".into()), SanMatcher::Other("prefix:spiffe://td/".into())]
     );
     assert_eq!(tls.clusters[0].stat_prefix, "cluster.x_alt.");
 }
@@ -275,47 +246,23 @@ fn config_dump_reads_dynamic_listeners_and_untyped_matchers() {
 #[test]
 fn healthy_fixtures_pass_every_check() {
     let now = recorded_now();
-    let fe = checks::evaluate(
-        &frontend(),
-        &snapshot(FE_CLUSTERS_JSON, FE_CERTS, FE_CONFIG, FE_STATS_TXT),
-        now,
-        &show,
-        &GenericHints,
-    );
-    let app = checks::evaluate(
-        &appserver(),
-        &snapshot(APP_CLUSTERS_TXT, APP_CERTS, APP_CONFIG, APP_STATS_JSON),
-        now,
-        &show,
-        &GenericHints,
-    );
+    let fe = checks::evaluate(&frontend(), &snapshot(FE_CLUSTERS_JSON, FE_CERTS, FE_CONFIG, FE_STATS_TXT), now, &show, &GenericHints);
+    let app = checks::evaluate(&appserver(), &snapshot(APP_CLUSTERS_TXT, APP_CERTS, APP_CONFIG, APP_STATS_JSON), now, &show, &GenericHints);
     for r in fe.iter().chain(app.iter()) {
         assert_eq!(r.status, CheckStatus::Pass, "{r:#?}");
     }
     assert_eq!(fe.len(), CheckId::ALL.len());
     let hs = fe.iter().find(|r| r.check == CheckId::Handshakes).unwrap();
-    assert_eq!(
-        hs.counters
-            .get(&format!("cluster.{FE_EGRESS}.ssl.handshake")),
-        Some(&3)
-    );
+    assert_eq!(hs.counters.get(&format!("cluster.{FE_EGRESS}.ssl.handshake")), Some(&3));
 }
 
 #[test]
 fn stopped_agent_fails_sds_with_the_agent_hint() {
-    let r = checks::check_sds(
-        &frontend(),
-        &parse_clusters(STOPPED_FE_CLUSTERS_JSON).unwrap(),
-        &show,
-        &GenericHints,
-    );
+    let r = checks::check_sds(&frontend(), &parse_clusters(STOPPED_FE_CLUSTERS_JSON).unwrap(), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
     assert!(r.observed.contains("cx_active=0"), "{}", r.observed);
     let hint = r.hint.unwrap();
-    assert!(
-        hint.contains("SPIRE agent socket") && hint.contains("daemonset spire-agent"),
-        "{hint}"
-    );
+    assert!(hint.contains("SPIRE agent socket") && hint.contains("daemonset spire-agent"), "{hint}");
     assert!(hint.contains("curl -s 'http://admin/clusters'"), "{hint}");
 }
 
@@ -325,12 +272,7 @@ fn sds_fails_when_no_cluster_points_at_the_socket() {
     w.sds_socket = "/run/spire/sockets/agent.sock".into();
     let r = checks::check_sds(&w, &parse_clusters(FE_CLUSTERS_TXT).unwrap(), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
-    assert!(
-        r.observed
-            .contains("no cluster has a host at /run/spire/sockets/agent.sock"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("no cluster has a host at /run/spire/sockets/agent.sock"), "{}", r.observed);
     assert!(r.observed.contains(SDS), "{}", r.observed);
     assert!(r.hint.unwrap().contains("SDS cluster on that socket"));
 }
@@ -341,10 +283,7 @@ fn identity_fails_expired_warns_near_expiry_and_fails_on_missing_svid() {
     let leaf = &certs[0].cert_chain[0];
     let (from, to) = (leaf.valid_from.unwrap(), leaf.expiration_time.unwrap());
     let w = frontend();
-    assert_eq!(
-        checks::check_identity(&w, &certs, recorded_now(), &show, &GenericHints).status,
-        CheckStatus::Pass
-    );
+    assert_eq!(checks::check_identity(&w, &certs, recorded_now(), &show, &GenericHints).status, CheckStatus::Pass);
     let late = to - (to - from) / 20; // 5% left
     let r = checks::check_identity(&w, &certs, late, &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Warn, "{r:#?}");
@@ -355,16 +294,11 @@ fn identity_fails_expired_warns_near_expiry_and_fails_on_missing_svid() {
     // Another workload's SVID is not ours.
     let r = checks::check_identity(&appserver(), &certs, recorded_now(), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
-    assert!(
-        r.observed.contains(&id("frontend")) && r.hint.as_deref().unwrap().contains("entry show")
-    );
+    assert!(r.observed.contains(&id("frontend")) && r.hint.as_deref().unwrap().contains("entry show"));
     // Nothing loaded.
     let r = checks::check_identity(&w, &[], recorded_now(), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
-    assert!(
-        r.observed.contains("no certificate chain loaded")
-            && r.observed.contains("no CA certificate loaded")
-    );
+    assert!(r.observed.contains("no certificate chain loaded") && r.observed.contains("no CA certificate loaded"));
 }
 
 #[test]
@@ -373,10 +307,7 @@ fn san_mismatch_fails_peers_naming_both_ids() {
     let r = checks::check_peers(&appserver(), &tls, &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
     let hint = r.hint.unwrap();
-    assert!(
-        hint.contains(&id("intruder")) && hint.contains(&id("frontend")),
-        "{hint}"
-    );
+    assert!(hint.contains(&id("intruder")) && hint.contains(&id("frontend")), "{hint}");
     assert!(r.observed.contains(&id("intruder")));
     assert!(r.expected.contains(&id("frontend")));
 }
@@ -413,21 +344,13 @@ fn peers_fail_for_wrong_backend_id_and_missing_or_plain_egress() {
     w.backends[0].port = entry_port(&tls);
     let r = checks::check_peers(&w, &tls, &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
-    assert!(
-        r.hint.as_deref().unwrap().contains(&id("yelbapp"))
-            && r.hint.as_deref().unwrap().contains(&id("appserver"))
-    );
+    assert!(r.hint.as_deref().unwrap().contains(&id("yelbapp")) && r.hint.as_deref().unwrap().contains(&id("appserver")));
     let mut w = frontend();
     w.backends[0].name = "redis-server".into();
     w.backends[0].spiffe_id = id("redis");
     w.backends[0].port = 6379;
     let r = checks::check_peers(&w, &tls, &show, &GenericHints);
-    assert!(
-        r.observed
-            .contains("no egress cluster for backend redis-server"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("no egress cluster for backend redis-server"), "{}", r.observed);
     // The listener on the backend's port routes to a cluster without TLS.
     let mut plain = tls.clone();
     let egress = plain.clusters.remove(0);
@@ -435,11 +358,7 @@ fn peers_fail_for_wrong_backend_id_and_missing_or_plain_egress() {
     let mut w = frontend();
     w.backends[0].port = entry_port(&tls);
     let r = checks::check_peers(&w, &plain, &show, &GenericHints);
-    assert!(
-        r.observed.contains("does not originate TLS"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("does not originate TLS"), "{}", r.observed);
     // A workload that must accept callers but terminates no TLS.
     let mut w = frontend();
     w.allowed_callers = vec![id("x")];
@@ -456,10 +375,7 @@ fn handshakes_must_rise_with_traffic() {
     assert_eq!(subjects.len(), 1);
     let before = parse_stats(FE_STATS_TXT).unwrap();
     // no traffic: 3 > 0 passes; zero warns
-    assert_eq!(
-        checks::check_handshakes(&w, &subjects, &before, None, &show).status,
-        CheckStatus::Pass
-    );
+    assert_eq!(checks::check_handshakes(&w, &subjects, &before, None, &show).status, CheckStatus::Pass);
     let r = checks::check_handshakes(&w, &subjects, &Stats::default(), None, &show);
     assert_eq!(r.status, CheckStatus::Warn);
     assert!(r.hint.unwrap().contains("--traffic"));
@@ -468,35 +384,22 @@ fn handshakes_must_rise_with_traffic() {
     assert_eq!(r.status, CheckStatus::Fail);
     // risen
     let mut after = before.clone();
-    *after
-        .0
-        .get_mut(&format!("cluster.{FE_EGRESS}.ssl.handshake"))
-        .unwrap() += 3;
+    *after.0.get_mut(&format!("cluster.{FE_EGRESS}.ssl.handshake")).unwrap() += 3;
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&after), &show);
     assert_eq!(r.status, CheckStatus::Pass);
     assert!(r.observed.contains("3 → 6"), "{}", r.observed);
     assert_eq!(r.counters.values().copied().collect::<Vec<_>>(), vec![6]);
     // requests over a pooled connection: warn, not fail
     let mut pooled = before.clone();
-    *pooled
-        .0
-        .get_mut(&format!("cluster.{FE_EGRESS}.upstream_rq_total"))
-        .unwrap() += 3;
+    *pooled.0.get_mut(&format!("cluster.{FE_EGRESS}.upstream_rq_total")).unwrap() += 3;
     let r = checks::check_handshakes(&w, &subjects, &before, Some(&pooled), &show);
     assert_eq!(r.status, CheckStatus::Warn, "{r:#?}");
     // the recorded SAN mismatch: frontend counters 3 → 3 with connection errors
     let mismatch = parse_stats(MISMATCH_FE_STATS).unwrap();
-    assert_eq!(
-        checks::check_handshakes(&w, &subjects, &before, Some(&mismatch), &show).status,
-        CheckStatus::Fail
-    );
+    assert_eq!(checks::check_handshakes(&w, &subjects, &before, Some(&mismatch), &show).status, CheckStatus::Fail);
     let r = checks::check_tls_failures(&w, &subjects, &before, Some(&mismatch), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
-    assert!(
-        r.observed.contains("ssl.connection_error: 0 → 3"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("ssl.connection_error: 0 → 3"), "{}", r.observed);
 }
 
 #[test]
@@ -507,13 +410,12 @@ fn tls_failures_fail_when_non_zero_or_rising_and_warn_when_old() {
     let stats = parse_stats(MISMATCH_APP_STATS).unwrap();
     let r = checks::check_tls_failures(&w, &subjects, &stats, None, &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Fail);
-    assert!(
-        r.observed.contains("ssl.fail_verify_san: 3"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("ssl.fail_verify_san: 3"), "{}", r.observed);
     let hint = r.hint.unwrap();
-    assert!(hint.contains("presented a SPIFFE ID") && hint.contains("spiffe://am-multi-account-mesh/"), "names what the side accepts: {hint}");
+    assert!(
+        hint.contains("presented a SPIFFE ID") && hint.contains("spiffe://am-multi-account-mesh/"),
+        "names what the side accepts: {hint}"
+    );
     let r = checks::check_tls_failures(&w, &subjects, &stats, Some(&stats), &show, &GenericHints);
     assert_eq!(r.status, CheckStatus::Warn);
     let healthy = parse_stats(APP_STATS_TXT).unwrap();
@@ -552,29 +454,16 @@ fn unreachable_admin_fails_admin_and_skips_the_rest() {
 
 fn mixed_report() -> Report {
     let now = recorded_now();
-    let mut results = checks::evaluate(
-        &frontend(),
-        &snapshot(STOPPED_FE_CLUSTERS_TXT, FE_CERTS, FE_CONFIG, FE_STATS_TXT),
-        now,
-        &show,
-        &GenericHints,
-    );
+    let mut results =
+        checks::evaluate(&frontend(), &snapshot(STOPPED_FE_CLUSTERS_TXT, FE_CERTS, FE_CONFIG, FE_STATS_TXT), now, &show, &GenericHints);
     results.extend(checks::evaluate(
         &appserver(),
-        &snapshot(
-            APP_CLUSTERS_JSON,
-            APP_CERTS,
-            MISMATCH_APP_CONFIG,
-            MISMATCH_APP_STATS,
-        ),
+        &snapshot(APP_CLUSTERS_JSON, APP_CERTS, MISMATCH_APP_CONFIG, MISMATCH_APP_STATS),
         now,
         &show,
         &GenericHints,
     ));
-    Report {
-        results,
-        ..Report::default()
-    }
+    Report { results, ..Report::default() }
 }
 
 #[test]
@@ -594,22 +483,10 @@ fn report_renders_text_grouped_with_symbols_and_hints() {
     let text = r.render_text(false);
     assert!(text.starts_with("frontend\n--------\nfrontend\n"), "{text}");
     assert!(text.contains("\nbackend\n-------\nappserver\n"), "{text}");
-    assert!(
-        text.contains("  ✖ SDS cluster to the SPIRE agent socket"),
-        "{text}"
-    );
-    assert!(
-        text.contains("  ✔ Envoy holds the SVID spiffe://am-multi-account-mesh/frontend"),
-        "{text}"
-    );
-    assert!(
-        text.contains("      hint: the SPIRE agent socket"),
-        "{text}"
-    );
-    assert!(
-        text.contains("verify FAILED: 8 passed, 1 warnings, 3 failed, 0 skipped"),
-        "{text}"
-    );
+    assert!(text.contains("  ✖ SDS cluster to the SPIRE agent socket"), "{text}");
+    assert!(text.contains("  ✔ Envoy holds the SVID spiffe://am-multi-account-mesh/frontend"), "{text}");
+    assert!(text.contains("      hint: the SPIRE agent socket"), "{text}");
+    assert!(text.contains("verify FAILED: 8 passed, 1 warnings, 3 failed, 0 skipped"), "{text}");
     let colored = r.render_text(true);
     assert!(colored.contains("\x1b[31m✖\x1b[0m"));
 }
@@ -627,10 +504,7 @@ fn report_json_lines_have_one_object_per_check_and_a_summary() {
     assert!(sds["hint"].as_str().unwrap().contains("spire-agent"));
     assert!(sds["expected"].as_str().unwrap().contains("cx_active ≥ 1"));
     let last = lines.last().unwrap();
-    assert_eq!(
-        last["summary"],
-        serde_json::json!({"passed": 8, "warned": 1, "failed": 3, "skipped": 0})
-    );
+    assert_eq!(last["summary"], serde_json::json!({"passed": 8, "warned": 1, "failed": 3, "skipped": 0}));
     for l in &lines {
         serde_json::to_string(l).unwrap();
     }
@@ -641,33 +515,16 @@ fn report_junit_has_a_suite_per_workload_and_failures_with_hints() {
     let r = mixed_report();
     let x = r.to_junit();
     assert!(x.starts_with("<?xml"));
-    assert!(
-        x.contains(
-            "<testsuites name=\"meshctl verify\" tests=\"12\" failures=\"3\" skipped=\"0\">"
-        ),
-        "{x}"
-    );
-    assert!(
-        x.contains("<testsuite name=\"frontend/frontend\" tests=\"6\" failures=\"1\""),
-        "{x}"
-    );
-    assert!(
-        x.contains("<testsuite name=\"backend/appserver\" tests=\"6\" failures=\"2\""),
-        "{x}"
-    );
+    assert!(x.contains("<testsuites name=\"meshctl verify\" tests=\"12\" failures=\"3\" skipped=\"0\">"), "{x}");
+    assert!(x.contains("<testsuite name=\"frontend/frontend\" tests=\"6\" failures=\"1\""), "{x}");
+    assert!(x.contains("<testsuite name=\"backend/appserver\" tests=\"6\" failures=\"2\""), "{x}");
     assert_eq!(x.matches("<testcase ").count(), 12);
     assert_eq!(x.matches("<failure ").count(), 3);
     assert!(x.contains("type=\"peers\""));
     // hint text is escaped
-    assert!(
-        x.contains("curl -s &apos;http://admin/config_dump&apos;"),
-        "{x}"
-    );
+    assert!(x.contains("curl -s &apos;http://admin/config_dump&apos;"), "{x}");
     assert!(!x.contains("'http://admin"));
-    assert_eq!(
-        report::xml_escape("a<b>&\"'"),
-        "a&lt;b&gt;&amp;&quot;&apos;"
-    );
+    assert_eq!(report::xml_escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
 }
 
 // ------------------------------------------------------------------------------ flags and run
@@ -682,79 +539,35 @@ fn default_args_match_the_flag_defaults() {
     }
     let parsed = Cli::parse_from(["verify"]).v;
     let d = VerifyArgs::default();
-    assert_eq!(
-        (parsed.requests, parsed.timeout.as_str()),
-        (d.requests, d.timeout.as_str())
-    );
-    assert_eq!(
-        parse_duration(&d.timeout).unwrap(),
-        std::time::Duration::from_secs(30)
-    );
+    assert_eq!((parsed.requests, parsed.timeout.as_str()), (d.requests, d.timeout.as_str()));
+    assert_eq!(parse_duration(&d.timeout).unwrap(), std::time::Duration::from_secs(30));
 }
 
 #[test]
 fn durations_parse() {
-    assert_eq!(
-        parse_duration("30s").unwrap(),
-        std::time::Duration::from_secs(30)
-    );
-    assert_eq!(
-        parse_duration("2m").unwrap(),
-        std::time::Duration::from_secs(120)
-    );
-    assert_eq!(
-        parse_duration("500ms").unwrap(),
-        std::time::Duration::from_millis(500)
-    );
-    assert_eq!(
-        parse_duration("1h").unwrap(),
-        std::time::Duration::from_secs(3600)
-    );
-    assert_eq!(
-        parse_duration("15").unwrap(),
-        std::time::Duration::from_secs(15)
-    );
+    assert_eq!(parse_duration("30s").unwrap(), std::time::Duration::from_secs(30));
+    assert_eq!(parse_duration("2m").unwrap(), std::time::Duration::from_secs(120));
+    assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
+    assert_eq!(parse_duration("1h").unwrap(), std::time::Duration::from_secs(3600));
+    assert_eq!(parse_duration("15").unwrap(), std::time::Duration::from_secs(15));
     for bad in ["", "s", "3x", "-1s", "0s"] {
-        assert!(
-            matches!(parse_duration(bad), Err(VerifyError::Usage(_))),
-            "{bad}"
-        );
+        assert!(matches!(parse_duration(bad), Err(VerifyError::Usage(_))), "{bad}");
     }
 }
 
 #[test]
 fn admin_flags_pick_named_workloads() {
     let ws = vec![frontend(), appserver()];
-    let pairs = admin_transports(
-        &[
-            "appserver=http://127.0.0.1:19001".into(),
-            "frontend=http://127.0.0.1:19000/".into(),
-        ],
-        &ws,
-    )
-    .unwrap();
+    let pairs = admin_transports(&["appserver=http://127.0.0.1:19001".into(), "frontend=http://127.0.0.1:19000/".into()], &ws).unwrap();
     assert_eq!(pairs.len(), 2);
     assert_eq!(pairs[0].0.name, "appserver");
     assert_eq!(pairs[0].1.describe(), "http://127.0.0.1:19001");
-    assert_eq!(
-        pairs[1].1.show_command("/certs"),
-        "curl -s 'http://127.0.0.1:19000/certs'"
-    );
-    let e = admin_transports(&["db=http://x:1".into()], &ws)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("unknown workload \"db\"") && e.contains("frontend, appserver"),
-        "{e}"
-    );
+    assert_eq!(pairs[1].1.show_command("/certs"), "curl -s 'http://127.0.0.1:19000/certs'");
+    let e = admin_transports(&["db=http://x:1".into()], &ws).err().unwrap().to_string();
+    assert!(e.contains("unknown workload \"db\"") && e.contains("frontend, appserver"), "{e}");
     assert!(admin_transports(&["frontend".into()], &ws).is_err());
     assert!(admin_transports(&["frontend=https://x:1".into()], &ws).is_err());
-    assert!(admin_transports(
-        &["frontend=http://a:1".into(), "frontend=http://b:1".into()],
-        &ws
-    )
-    .is_err());
+    assert!(admin_transports(&["frontend=http://a:1".into(), "frontend=http://b:1".into()], &ws).is_err());
 }
 
 /// Serves recorded bodies by path.
@@ -766,10 +579,7 @@ impl AdminTransport for FakeAdmin {
         self.0
             .get(path)
             .map(|s| s.to_string())
-            .ok_or_else(|| VerifyError::Admin {
-                target: "fake".into(),
-                message: format!("GET {path} answered 404"),
-            })
+            .ok_or_else(|| VerifyError::Admin { target: "fake".into(), message: format!("GET {path} answered 404") })
     }
     fn describe(&self) -> String {
         "fake".into()
@@ -787,47 +597,17 @@ async fn run_reads_every_workload_and_writes_junit() {
     let dead = FakeAdmin(BTreeMap::new());
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("verify.xml");
-    let args = VerifyArgs {
-        junit: Some(junit.clone()),
-        timeout: "5s".into(),
-        ..VerifyArgs::default()
-    };
-    let report = run(
-        &args,
-        vec![(frontend(), Box::new(fe)), (appserver(), Box::new(dead))],
-        &GenericHints,
-    )
-    .await
-    .unwrap();
+    let args = VerifyArgs { junit: Some(junit.clone()), timeout: "5s".into(), ..VerifyArgs::default() };
+    let report = run(&args, vec![(frontend(), Box::new(fe)), (appserver(), Box::new(dead))], &GenericHints).await.unwrap();
     assert_eq!(report.results.len(), 12);
-    assert_eq!(
-        report.get("frontend", CheckId::Sds).unwrap().status,
-        CheckStatus::Fail
-    );
-    assert_eq!(
-        report.get("appserver", CheckId::Admin).unwrap().status,
-        CheckStatus::Fail
-    );
-    assert_eq!(
-        report.get("appserver", CheckId::Peers).unwrap().status,
-        CheckStatus::Skip
-    );
+    assert_eq!(report.get("frontend", CheckId::Sds).unwrap().status, CheckStatus::Fail);
+    assert_eq!(report.get("appserver", CheckId::Admin).unwrap().status, CheckStatus::Fail);
+    assert_eq!(report.get("appserver", CheckId::Peers).unwrap().status, CheckStatus::Skip);
     assert_eq!(report.targets["frontend"], "fake");
     let x = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(x, report.to_junit());
     // --traffic without a URL is a usage error
-    let args = VerifyArgs {
-        traffic: true,
-        timeout: "5s".into(),
-        ..VerifyArgs::default()
-    };
-    let e = run(
-        &args,
-        vec![(frontend(), Box::new(FakeAdmin(BTreeMap::new())))],
-        &GenericHints,
-    )
-    .await
-    .err()
-    .unwrap();
+    let args = VerifyArgs { traffic: true, timeout: "5s".into(), ..VerifyArgs::default() };
+    let e = run(&args, vec![(frontend(), Box::new(FakeAdmin(BTreeMap::new())))], &GenericHints).await.err().unwrap();
     assert!(matches!(e, VerifyError::Usage(_)));
 }

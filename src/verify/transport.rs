@@ -26,17 +26,11 @@ pub trait AdminTransport: Send + Sync {
 }
 
 /// One HTTP/1.1 GET over an established byte stream. Returns status and body.
-pub async fn http1_get<IO>(
-    io: IO,
-    authority: &str,
-    path_and_query: &str,
-) -> Result<(u16, String), String>
+pub async fn http1_get<IO>(io: IO, authority: &str, path_and_query: &str) -> Result<(u16, String), String>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("HTTP handshake: {e}"))?;
     let conn_task = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -47,17 +41,9 @@ where
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("building request: {e}"))?;
     let result = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading body: {e}"))?
-            .to_bytes();
+        let body = resp.into_body().collect().await.map_err(|e| format!("reading body: {e}"))?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
     .await;
@@ -78,37 +64,18 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some(s) => {
-                return Err(format!(
-                    "invalid URL {url:?}: scheme {s} is not supported, use http://"
-                ))
-            }
+            Some(s) => return Err(format!("invalid URL {url:?}: scheme {s} is not supported, use http://")),
             None => return Err(format!("invalid URL {url:?}: expected http://HOST:PORT")),
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("invalid URL {url:?}: no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host =
+            uri.host().ok_or_else(|| format!("invalid URL {url:?}: no host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path().trim_end_matches('/').to_string();
-        let path_and_query = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
-        Ok(HttpTarget {
-            host,
-            port,
-            prefix: path,
-            path_and_query,
-        })
+        let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+        Ok(HttpTarget { host, port, prefix: path, path_and_query })
     }
 
     fn authority(&self) -> String {
@@ -140,11 +107,7 @@ impl HttpAdmin {
     /// `url` is `http://HOST:PORT` (an optional path prefix is kept).
     pub fn new(url: &str) -> Result<Self, VerifyError> {
         let target = HttpTarget::parse(url).map_err(VerifyError::Usage)?;
-        Ok(HttpAdmin {
-            base: url.trim_end_matches('/').to_string(),
-            target,
-            timeout: Duration::from_secs(10),
-        })
+        Ok(HttpAdmin { base: url.trim_end_matches('/').to_string(), target, timeout: Duration::from_secs(10) })
     }
 
     /// Per-request timeout (default 10 s).
@@ -158,19 +121,13 @@ impl HttpAdmin {
 impl AdminTransport for HttpAdmin {
     async fn get(&self, path_and_query: &str) -> Result<String, VerifyError> {
         let path = format!("{}{}", self.target.prefix, path_and_query);
-        let err = |message: String| VerifyError::Admin {
-            target: self.base.clone(),
-            message,
-        };
+        let err = |message: String| VerifyError::Admin { target: self.base.clone(), message };
         let (status, body) = tokio::time::timeout(self.timeout, self.target.get(&path))
             .await
             .map_err(|_| err(format!("GET {path} timed out after {:?}", self.timeout)))?
             .map_err(err)?;
         if !(200..300).contains(&status) {
-            return Err(err(format!(
-                "GET {path} answered {status}: {}",
-                body.trim()
-            )));
+            return Err(err(format!("GET {path} answered {status}: {}", body.trim())));
         }
         Ok(body)
     }
@@ -244,27 +201,15 @@ impl PortForwardAdmin {
         let list = pods
             .list(&ListParams::default().labels(&self.selector))
             .await
-            .map_err(|e| {
-                VerifyError::Kube(format!(
-                    "listing pods {} in {}: {e}",
-                    self.selector, self.namespace
-                ))
-            })?;
-        let running = list.items.iter().find(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
-        running
-            .and_then(|p| p.metadata.name.clone())
-            .ok_or_else(|| VerifyError::Admin {
-                target: self.describe(),
-                message: format!(
-                    "no running pod matches {} in namespace {} ({} pods found)",
-                    self.selector,
-                    self.namespace,
-                    list.items.len()
-                ),
-            })
+            .map_err(|e| VerifyError::Kube(format!("listing pods {} in {}: {e}", self.selector, self.namespace)))?;
+        let running = list
+            .items
+            .iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none() && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        running.and_then(|p| p.metadata.name.clone()).ok_or_else(|| VerifyError::Admin {
+            target: self.describe(),
+            message: format!("no running pod matches {} in namespace {} ({} pods found)", self.selector, self.namespace, list.items.len()),
+        })
     }
 }
 
@@ -274,18 +219,10 @@ impl AdminTransport for PortForwardAdmin {
         use ::kube::api::Api;
         use k8s_openapi::api::core::v1::Pod;
         let pod = self.pod_name().await?;
-        let err = |message: String| VerifyError::Admin {
-            target: format!("pod {}/{pod}:{}", self.namespace, self.port),
-            message,
-        };
+        let err = |message: String| VerifyError::Admin { target: format!("pod {}/{pod}:{}", self.namespace, self.port), message };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut pf = pods
-            .portforward(&pod, &[self.port])
-            .await
-            .map_err(|e| err(format!("port-forward: {e}")))?;
-        let stream = pf
-            .take_stream(self.port)
-            .ok_or_else(|| err("port-forward gave no stream".into()))?;
+        let mut pf = pods.portforward(&pod, &[self.port]).await.map_err(|e| err(format!("port-forward: {e}")))?;
+        let stream = pf.take_stream(self.port).ok_or_else(|| err("port-forward gave no stream".into()))?;
         // The kubelet reports why the port cannot be reached (nothing listens, …) on the
         // port's error channel and closes the stream, which alone reads as "connection closed".
         let port_error = pf.take_error(self.port);
@@ -294,10 +231,7 @@ impl AdminTransport for PortForwardAdmin {
             Ok(r) => Ok(r),
             Err(e) => {
                 let why = match port_error {
-                    Some(f) => tokio::time::timeout(PORT_ERROR_WAIT, f)
-                        .await
-                        .ok()
-                        .flatten(),
+                    Some(f) => tokio::time::timeout(PORT_ERROR_WAIT, f).await.ok().flatten(),
                     None => None,
                 };
                 Err(match why {
@@ -309,40 +243,23 @@ impl AdminTransport for PortForwardAdmin {
         pf.abort();
         let (status, body) = res.map_err(err)?;
         if !(200..300).contains(&status) {
-            return Err(err(format!(
-                "GET {path_and_query} answered {status}: {}",
-                body.trim()
-            )));
+            return Err(err(format!("GET {path_and_query} answered {status}: {}", body.trim())));
         }
         Ok(body)
     }
 
     fn describe(&self) -> String {
         match self.pod() {
-            Some(pod) => format!(
-                "pod {}/{pod} port {} (port-forward, {})",
-                self.namespace, self.port, self.selector
-            ),
-            None => format!(
-                "pod {}/{} port {} (port-forward)",
-                self.namespace, self.selector, self.port
-            ),
+            Some(pod) => format!("pod {}/{pod} port {} (port-forward, {})", self.namespace, self.port, self.selector),
+            None => format!("pod {}/{} port {} (port-forward)", self.namespace, self.selector, self.port),
         }
     }
 
     fn show_command(&self, path_and_query: &str) -> String {
-        let ctx = self
-            .context
-            .as_ref()
-            .map(|c| format!("--context {c} "))
-            .unwrap_or_default();
+        let ctx = self.context.as_ref().map(|c| format!("--context {c} ")).unwrap_or_default();
         let pod = match self.pod() {
             Some(pod) => pod.to_string(),
-            None => format!(
-                "$(kubectl {ctx}-n {ns} get pod -l {sel} -o name | head -1)",
-                ns = self.namespace,
-                sel = self.selector
-            ),
+            None => format!("$(kubectl {ctx}-n {ns} get pod -l {sel} -o name | head -1)", ns = self.namespace, sel = self.selector),
         };
         format!(
             "kubectl {ctx}-n {ns} exec {pod} -c envoy -- curl -s 'http://localhost:{port}{path_and_query}'",

@@ -72,11 +72,7 @@ pub fn testbed() -> Testbed {
         aws_config_file: PathBuf::from(need("AWS_CONFIG_FILE")),
         aws_credentials_file: PathBuf::from(need("AWS_SHARED_CREDENTIALS_FILE")),
         region: std::env::var("MESHCTL_TESTBED_REGION").unwrap_or_else(|_| "us-east-2".into()),
-        nodes: std::env::var("MESHCTL_TESTBED_NODES")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
+        nodes: std::env::var("MESHCTL_TESTBED_NODES").unwrap_or_default().split_whitespace().map(str::to_string).collect(),
         api_ip: std::env::var("MESHCTL_TESTBED_API_IP").unwrap_or_else(|_| "127.0.0.1".into()),
         dir,
     };
@@ -104,11 +100,7 @@ impl Testbed {
 
     /// Account id of an AWS profile (`shared` / `frontend` / `backend` / `analytics`).
     pub fn account(&self, profile: &str) -> &str {
-        self.accounts
-            .iter()
-            .find(|(p, _)| p == profile)
-            .map(|(_, a)| a.as_str())
-            .unwrap_or_else(|| panic!("unknown profile {profile}"))
+        self.accounts.iter().find(|(p, _)| p == profile).map(|(_, a)| a.as_str()).unwrap_or_else(|| panic!("unknown profile {profile}"))
     }
 
     /// A `Command` for a cached binary with the test-bed environment (PATH first).
@@ -197,11 +189,7 @@ impl Testbed {
     /// Waits until pod `ns/name` is Ready; panics with its status (and events) after `timeout`.
     pub fn wait_pod_ready(&self, context: &str, ns: &str, name: &str, timeout: Duration) {
         let secs = format!("--timeout={}s", timeout.as_secs());
-        let out = self.kubectl_output(
-            context,
-            &["-n", ns, "wait", "--for=condition=Ready", &format!("pod/{name}"), &secs],
-            None,
-        );
+        let out = self.kubectl_output(context, &["-n", ns, "wait", "--for=condition=Ready", &format!("pod/{name}"), &secs], None);
         if !out.status.success() {
             let describe = self.kubectl_output(context, &["-n", ns, "describe", "pod", name], None);
             panic!(
@@ -310,12 +298,7 @@ impl Drop for ChildGuard {
 pub fn spawn_logged(cmd: &mut Command, log: &Path) -> ChildGuard {
     let f = std::fs::File::create(log).unwrap();
     let f2 = f.try_clone().unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(f)
-        .stderr(f2)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let child = cmd.stdin(Stdio::null()).stdout(f).stderr(f2).spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     ChildGuard(child)
 }
 
@@ -360,10 +343,7 @@ pub fn run_with_timeout_input(cmd: &mut Command, stdin: Option<&[u8]>, timeout: 
             let _ = child.kill();
             let _ = child.wait();
             let stderr = te.join().unwrap_or_default();
-            panic!(
-                "timed out after {timeout:?}: {cmd:?}\nstderr: {}",
-                String::from_utf8_lossy(&stderr)
-            );
+            panic!("timed out after {timeout:?}: {cmd:?}\nstderr: {}", String::from_utf8_lossy(&stderr));
         }
         thread::sleep(Duration::from_millis(20));
     };
@@ -421,20 +401,63 @@ pub async fn aws_leftovers(tb: &Testbed) -> Vec<String> {
         let mut add = |what: &str, names: Vec<String>| left.extend(names.into_iter().map(|n| format!("{profile}: {what} {n}")));
         let cfn = aws_sdk_cloudformation::Client::new(&conf);
         let stacks = cfn.describe_stacks().send().await.expect("CloudFormation DescribeStacks");
-        add("stack", stacks.stacks().iter().filter(|s| s.stack_status().map(|s| s.as_str()) != Some("DELETE_COMPLETE")).map(|s| s.stack_name().unwrap_or_default().to_string()).collect());
+        add(
+            "stack",
+            stacks
+                .stacks()
+                .iter()
+                .filter(|s| s.stack_status().map(|s| s.as_str()) != Some("DELETE_COMPLETE"))
+                .map(|s| s.stack_name().unwrap_or_default().to_string())
+                .collect(),
+        );
         let ec2 = aws_sdk_ec2::Client::new(&conf);
         let vpcs = ec2.describe_vpcs().send().await.expect("EC2 DescribeVpcs");
-        add("VPC", vpcs.vpcs().iter().filter(|v| v.is_default() != Some(true)).map(|v| format!("{} {}", v.vpc_id().unwrap_or_default(), v.cidr_block().unwrap_or_default())).collect());
+        add(
+            "VPC",
+            vpcs.vpcs()
+                .iter()
+                .filter(|v| v.is_default() != Some(true))
+                .map(|v| format!("{} {}", v.vpc_id().unwrap_or_default(), v.cidr_block().unwrap_or_default()))
+                .collect(),
+        );
         let tgws = ec2.describe_transit_gateways().send().await.expect("EC2 DescribeTransitGateways");
-        add("Transit Gateway", tgws.transit_gateways().iter().filter(|t| t.state().map(|s| s.as_str()) != Some("deleted")).map(|t| t.transit_gateway_id().unwrap_or_default().to_string()).collect());
+        add(
+            "Transit Gateway",
+            tgws.transit_gateways()
+                .iter()
+                .filter(|t| t.state().map(|s| s.as_str()) != Some("deleted"))
+                .map(|t| t.transit_gateway_id().unwrap_or_default().to_string())
+                .collect(),
+        );
         let eks = aws_sdk_eks::Client::new(&conf);
         add("EKS cluster", eks.list_clusters().send().await.expect("EKS ListClusters").clusters().to_vec());
         let ram = aws_sdk_ram::Client::new(&conf);
-        let shares = ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send().await.expect("RAM GetResourceShares");
-        add("RAM share", shares.resource_shares().iter().filter(|s| s.status().map(|s| s.as_str()) == Some("ACTIVE")).map(|s| s.name().unwrap_or_default().to_string()).collect());
+        let shares = ram
+            .get_resource_shares()
+            .resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue)
+            .send()
+            .await
+            .expect("RAM GetResourceShares");
+        add(
+            "RAM share",
+            shares
+                .resource_shares()
+                .iter()
+                .filter(|s| s.status().map(|s| s.as_str()) == Some("ACTIVE"))
+                .map(|s| s.name().unwrap_or_default().to_string())
+                .collect(),
+        );
         let iam = aws_sdk_iam::Client::new(&conf);
         let roles = iam.list_roles().send().await.expect("IAM ListRoles");
-        add("IAM role", roles.roles().iter().map(|r| r.role_name().to_string()).filter(|n| n != "meshctl-testbed" && !n.starts_with("AWSServiceRole")).collect());
+        add(
+            "IAM role",
+            roles
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .filter(|n| n != "meshctl-testbed" && !n.starts_with("AWSServiceRole"))
+                .collect(),
+        );
     }
     left
 }

@@ -3,6 +3,8 @@
 //! a failed creation's events.
 
 use super::*;
+use crate::aws::testing::mocked_client;
+use crate::state::Silent;
 use aws_sdk_cloudformation::error::ErrorMetadata;
 use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
 use aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput;
@@ -13,8 +15,6 @@ use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, De
 use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
 use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
 use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
-use crate::aws::testing::mocked_client;
-use crate::state::Silent;
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 
 const ID: &str = "arn:aws:cloudformation:us-east-2:222222222222:stack/eks-cluster-frontend-stack/6a1f0c80-0000-11ef-a000-0a1b2c3d4e5f";
@@ -60,7 +60,9 @@ fn foreign(status: StackStatus) -> DescribeStacksOutput {
 }
 
 fn not_found() -> DescribeStacksError {
-    DescribeStacksError::generic(ErrorMetadata::builder().code("ValidationError").message("Stack with id eks-cluster-frontend-stack does not exist").build())
+    DescribeStacksError::generic(
+        ErrorMetadata::builder().code("ValidationError").message("Stack with id eks-cluster-frontend-stack does not exist").build(),
+    )
 }
 
 fn failed_events() -> DescribeStackEventsOutput {
@@ -79,7 +81,12 @@ fn failed_events() -> DescribeStackEventsOutput {
     // newest first, as AWS returns them
     DescribeStackEventsOutput::builder()
         .stack_events(ev("eks-cluster-frontend-stack", "AWS::CloudFormation::Stack", ResourceStatus::RollbackComplete, ""))
-        .stack_events(ev("Cluster", "AWS::EKS::Cluster", ResourceStatus::CreateFailed, "Resource handler returned message: \"Cannot create cluster because us-east-2d does not have sufficient capacity\""))
+        .stack_events(ev(
+            "Cluster",
+            "AWS::EKS::Cluster",
+            ResourceStatus::CreateFailed,
+            "Resource handler returned message: \"Cannot create cluster because us-east-2d does not have sufficient capacity\"",
+        ))
         .stack_events(ev("NodeRole", "AWS::IAM::Role", ResourceStatus::CreateFailed, "Resource creation cancelled"))
         .stack_events(ev("eks-cluster-frontend-stack", "AWS::CloudFormation::Stack", ResourceStatus::CreateInProgress, "User Initiated"))
         .stack_events(ev("OldThing", "AWS::EC2::VPC", ResourceStatus::CreateFailed, "from an older operation"))
@@ -101,7 +108,9 @@ fn every_known_status_is_classified() {
 async fn an_empty_change_set_is_up_to_date_and_deleted() {
     let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
     let create = mock!(Client::create_change_set)
-        .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Update) && r.capabilities().contains(&Capability::CapabilityNamedIam))
+        .match_requests(|r| {
+            r.change_set_type() == Some(&ChangeSetType::Update) && r.capabilities().contains(&Capability::CapabilityNamedIam)
+        })
         .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
     let cs = mock!(Client::describe_change_set).then_output(|| {
         DescribeChangeSetOutput::builder()
@@ -110,7 +119,9 @@ async fn an_empty_change_set_is_up_to_date_and_deleted() {
             .status_reason("The submitted information didn't contain changes. Submit different information to create a change set.")
             .build()
     });
-    let delete = mock!(Client::delete_change_set).match_requests(|r| r.change_set_name() == Some(CS)).then_output(|| DeleteChangeSetOutput::builder().build());
+    let delete = mock!(Client::delete_change_set)
+        .match_requests(|r| r.change_set_name() == Some(CS))
+        .then_output(|| DeleteChangeSetOutput::builder().build());
     let c = client(&[&describe, &create, &cs, &delete]);
     let changed = deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap();
     assert!(!changed);
@@ -155,7 +166,8 @@ async fn rollback_complete_is_deleted_and_recreated_with_yes() {
     let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
     // delete(): reads the stack again, deletes, waits for it to be gone
     let describe2 = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
-    let del = mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
+    let del =
+        mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
     let gone = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::DeleteComplete));
     let create = mock!(Client::create_change_set)
         .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Create))
@@ -181,7 +193,8 @@ async fn a_stack_left_in_review_is_drift_and_is_deleted_and_created_again() {
 
     let describe = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
     let describe2 = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::ReviewInProgress));
-    let del = mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
+    let del =
+        mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
     let gone = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::DeleteComplete));
     let create = mock!(Client::create_change_set)
         .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Create))
@@ -297,12 +310,16 @@ async fn delete_of_a_foreign_stack_is_refused_without_adopt() {
     let err = delete(&c, &spec(), false, &Silent).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     let text = err.chain();
-    assert!(text.starts_with("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"), "{text}");
+    assert!(
+        text.starts_with("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"),
+        "{text}"
+    );
     assert!(text.contains("will not delete it") && text.contains("--adopt"), "{text}");
 
     // Adopted: deleted as one of meshctl's own.
     let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::CreateComplete));
-    let del = mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
+    let del =
+        mock!(Client::delete_stack).match_requests(|r| r.stack_name() == Some(ID)).then_output(|| DeleteStackOutput::builder().build());
     let gone = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::DeleteComplete));
     let c = client(&[&describe, &del, &gone]);
     delete(&c, &spec(), true, &Silent).await.unwrap();
@@ -321,7 +338,9 @@ async fn adopt_updates_a_foreign_stack_and_adds_the_tag() {
         .then_output(|| CreateChangeSetOutput::builder().id(CS).stack_id(ID).build());
     let cs = mock!(Client::describe_change_set)
         .then_output(|| DescribeChangeSetOutput::builder().change_set_id(CS).status(ChangeSetStatus::CreateComplete).build());
-    let exec = mock!(Client::execute_change_set).match_requests(|r| r.change_set_name() == Some(CS)).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let exec = mock!(Client::execute_change_set)
+        .match_requests(|r| r.change_set_name() == Some(CS))
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
     let done = mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
     let c = client(&[&describe, &create, &cs, &exec, &done]);
     assert!(deploy(&c, &spec(), Allowed { recreate_failed: false, adopt: true }, &Silent).await.unwrap());
@@ -426,7 +445,11 @@ async fn a_throttled_deployment_goes_through_and_each_write_counts_once() {
     assert!(deploy(&c, &spec(), Allowed::default(), &Silent).await.unwrap(), "created");
     let attempts = [absent.num_calls(), create.num_calls(), computed.num_calls(), exec.num_calls(), done.num_calls()];
     assert_eq!(attempts, [3, 4, 2, 3, 2], "DescribeStacks, CreateChangeSet, DescribeChangeSet, ExecuteChangeSet, DescribeStacks");
-    assert_eq!(ctx.aws.writes().calls(), ["CloudFormation:CreateChangeSet", "CloudFormation:ExecuteChangeSet"], "a retried write is one write");
+    assert_eq!(
+        ctx.aws.writes().calls(),
+        ["CloudFormation:CreateChangeSet", "CloudFormation:ExecuteChangeSet"],
+        "a retried write is one write"
+    );
     let waits = testing::backoffs();
     assert_eq!(waits.len(), 2 + 3 + 1 + 2 + 1, "one backoff per retry: {waits:?}");
     assert!(waits.iter().all(|w| *w <= MAX_BACKOFF), "{waits:?}");

@@ -199,11 +199,21 @@ mod tests {
     const PORTS: Ports = Ports { inbound: 15443, admin: 9901, health: 15021 };
 
     fn listener<'a>(b: &'a Value, name: &str) -> &'a Value {
-        b["static_resources"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no listener {name}"))
+        b["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no listener {name}"))
     }
 
     fn cluster<'a>(b: &'a Value, name: &str) -> &'a Value {
-        b["static_resources"]["clusters"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no cluster {name}"))
+        b["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no cluster {name}"))
     }
 
     #[test]
@@ -211,8 +221,20 @@ mod tests {
         let t = Topology::new(&Config::default());
         let w = t.workload("yelb-appserver").unwrap();
         let ups = vec![
-            Upstream { name: "yelb-db".into(), spiffe_id: "spiffe://am-multi-account-mesh/yelbdb".into(), port: 5432, address: "yelb-db.yelb.svc.cluster.local".into(), address_port: 5432 },
-            Upstream { name: "redis-server".into(), spiffe_id: "spiffe://am-multi-account-mesh/redis".into(), port: 6379, address: "10.2.255.7".into(), address_port: 6379 },
+            Upstream {
+                name: "yelb-db".into(),
+                spiffe_id: "spiffe://am-multi-account-mesh/yelbdb".into(),
+                port: 5432,
+                address: "yelb-db.yelb.svc.cluster.local".into(),
+                address_port: 5432,
+            },
+            Upstream {
+                name: "redis-server".into(),
+                spiffe_id: "spiffe://am-multi-account-mesh/redis".into(),
+                port: 6379,
+                address: "10.2.255.7".into(),
+                address_port: 6379,
+            },
         ];
         let b = bootstrap(w, "spiffe://am-multi-account-mesh", "/run/spire/sockets/agent.sock", PORTS, &ups);
         let inbound = listener(&b, "inbound");
@@ -228,18 +250,25 @@ mod tests {
         );
         let hcm = &inbound["filter_chains"][0]["filters"][0];
         assert_eq!(hcm["name"], "envoy.filters.network.http_connection_manager");
-        assert_eq!(cluster(&b, "app")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"], 4567);
+        assert_eq!(
+            cluster(&b, "app")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"],
+            4567
+        );
         let egress = listener(&b, "egress-yelb-db");
         assert_eq!(egress["address"]["socket_address"], json!({"address": "127.0.0.1", "port_value": 5432}));
         let db = cluster(&b, "egress-yelb-db");
         assert_eq!(db["type"], "STRICT_DNS");
         assert_eq!(
-            db["transport_socket"]["typed_config"]["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            db["transport_socket"]["typed_config"]["common_tls_context"]["combined_validation_context"]["default_validation_context"]
+                ["match_typed_subject_alt_names"][0]["matcher"]["exact"],
             "spiffe://am-multi-account-mesh/yelbdb"
         );
         assert_eq!(cluster(&b, "egress-redis-server")["type"], "STATIC", "an IP address needs no DNS");
         let sds = cluster(&b, SDS_CLUSTER);
-        assert_eq!(sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"], "/run/spire/sockets/agent.sock");
+        assert_eq!(
+            sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"],
+            "/run/spire/sockets/agent.sock"
+        );
         assert!(sds["typed_extension_protocol_options"].to_string().contains("http2_protocol_options"));
         assert_eq!(b["admin"]["address"]["socket_address"]["address"], "127.0.0.1");
     }
@@ -250,7 +279,8 @@ mod tests {
         let db = bootstrap(t.workload("yelb-db").unwrap(), "spiffe://td", "/s", PORTS, &[]);
         assert_eq!(listener(&db, "inbound")["filter_chains"][0]["filters"][0]["name"], "envoy.filters.network.tcp_proxy");
         let ui = bootstrap(t.workload("yelb-ui").unwrap(), "spiffe://td", "/s", PORTS, &[]);
-        let names: Vec<&str> = ui["static_resources"]["listeners"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            ui["static_resources"]["listeners"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["health"]);
     }
 }

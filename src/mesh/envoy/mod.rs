@@ -102,7 +102,11 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
             format!("{:?} has no tag: pin the Envoy version, e.g. {DEFAULT_IMAGE} (the version meshctl is tested with)", s.image),
         ));
     }
-    let sidecar = [("mesh.envoy.inbound_port", s.ports.inbound), ("mesh.envoy.admin_port", s.ports.admin), ("mesh.envoy.health_port", s.ports.health)];
+    let sidecar = [
+        ("mesh.envoy.inbound_port", s.ports.inbound),
+        ("mesh.envoy.admin_port", s.ports.admin),
+        ("mesh.envoy.health_port", s.ports.health),
+    ];
     for (i, (k, p)) in sidecar.iter().enumerate() {
         if *p == 0 {
             return Err(ConfigError::new(*k, "0 is not a port: use 1-65535"));
@@ -164,11 +168,17 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
             if let Some(first) = seen.insert(callee.port, b) {
                 return Err(ConfigError::new(
                     key("backends"),
-                    format!("backends {first} and {b} both listen on {}: one pod cannot have two egress listeners on 127.0.0.1:{}", callee.port, callee.port),
+                    format!(
+                        "backends {first} and {b} both listen on {}: one pod cannot have two egress listeners on 127.0.0.1:{}",
+                        callee.port, callee.port
+                    ),
                 ));
             }
             if let Some((k, _)) = sidecar.iter().find(|(_, p)| *p == callee.port) {
-                return Err(ConfigError::new(key("backends"), format!("backend {b} listens on {}, which is {k} in {}'s pod", callee.port, svc.name)));
+                return Err(ConfigError::new(
+                    key("backends"),
+                    format!("backend {b} listens on {}, which is {k} in {}'s pod", callee.port, svc.name),
+                ));
             }
         }
     }
@@ -219,7 +229,13 @@ impl EnvoyMesh {
 
     /// Where each backend of `w` is reached from its pod; the names of backends whose
     /// address is not known yet.
-    async fn upstreams(&self, session: &Session, w: &Workload, wait: Wait, progress: &dyn Progress) -> Result<(Vec<Upstream>, Vec<String>), Error> {
+    async fn upstreams(
+        &self,
+        session: &Session,
+        w: &Workload,
+        wait: Wait,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<Upstream>, Vec<String>), Error> {
         let ns = &session.topology.namespace;
         let mut out = Vec::new();
         let mut pending = Vec::new();
@@ -273,10 +289,13 @@ impl EnvoyMesh {
         cm.metadata.namespace = Some(namespace.to_string());
         cm.data = Some([(BOOTSTRAP_KEY.to_string(), bootstrap_text.to_string())].into());
 
-        let socket_dir = std::path::Path::new(socket).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/run/spire/sockets".into());
-        let mut container_ports = vec![ContainerPort { name: Some("envoy-health".into()), container_port: ports.health.into(), ..Default::default() }];
+        let socket_dir =
+            std::path::Path::new(socket).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/run/spire/sockets".into());
+        let mut container_ports =
+            vec![ContainerPort { name: Some("envoy-health".into()), container_port: ports.health.into(), ..Default::default() }];
         if !w.callers.is_empty() {
-            container_ports.insert(0, ContainerPort { name: Some("mesh".into()), container_port: ports.inbound.into(), ..Default::default() });
+            container_ports
+                .insert(0, ContainerPort { name: Some("mesh".into()), container_port: ports.inbound.into(), ..Default::default() });
         }
         let sidecar = Container {
             name: CONTAINER.into(),
@@ -285,20 +304,39 @@ impl EnvoyMesh {
             args: Some(vec!["-c".into(), format!("{BOOTSTRAP_DIR}/{BOOTSTRAP_KEY}"), "--log-level".into(), "info".into()]),
             ports: Some(container_ports),
             readiness_probe: Some(Probe {
-                http_get: Some(HTTPGetAction { path: Some("/ready".into()), port: IntOrString::String("envoy-health".into()), ..Default::default() }),
+                http_get: Some(HTTPGetAction {
+                    path: Some("/ready".into()),
+                    port: IntOrString::String("envoy-health".into()),
+                    ..Default::default()
+                }),
                 period_seconds: Some(5),
                 failure_threshold: Some(3),
                 ..Default::default()
             }),
             volume_mounts: Some(vec![
-                VolumeMount { name: "envoy-bootstrap".into(), mount_path: BOOTSTRAP_DIR.into(), read_only: Some(true), ..Default::default() },
-                VolumeMount { name: "spire-agent-socket".into(), mount_path: socket_dir.clone(), read_only: Some(true), ..Default::default() },
+                VolumeMount {
+                    name: "envoy-bootstrap".into(),
+                    mount_path: BOOTSTRAP_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "spire-agent-socket".into(),
+                    mount_path: socket_dir.clone(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
             ]),
             ..Default::default()
         };
         let template = wo.deployment.spec.get_or_insert_with(Default::default).template.clone();
         let mut template = template;
-        template.metadata.get_or_insert_with(Default::default).annotations.get_or_insert_with(Default::default).insert(BOOTSTRAP_ANNOTATION.into(), digest(bootstrap_text));
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(BOOTSTRAP_ANNOTATION.into(), digest(bootstrap_text));
         let pod = template.spec.get_or_insert_with(Default::default);
         pod.containers.push(sidecar);
         let volumes = pod.volumes.get_or_insert_with(Vec::new);
@@ -313,7 +351,8 @@ impl EnvoyMesh {
             ..Default::default()
         });
         if !w.backends.is_empty() {
-            pod.host_aliases = Some(vec![HostAlias { ip: "127.0.0.1".into(), hostnames: Some(w.backends.iter().map(|b| b.name.clone()).collect()) }]);
+            pod.host_aliases =
+                Some(vec![HostAlias { ip: "127.0.0.1".into(), hostnames: Some(w.backends.iter().map(|b| b.name.clone()).collect()) }]);
         }
         wo.deployment.spec.get_or_insert_with(Default::default).template = template;
 
@@ -380,7 +419,13 @@ impl MeshProvider for EnvoyMesh {
         super::k8s_selectors(w, namespace, CONTAINER)
     }
 
-    async fn decorate(&self, session: &Session, objects: &mut AppObjects, wait: Wait, progress: &dyn Progress) -> Result<Vec<String>, Error> {
+    async fn decorate(
+        &self,
+        session: &Session,
+        objects: &mut AppObjects,
+        wait: Wait,
+        progress: &dyn Progress,
+    ) -> Result<Vec<String>, Error> {
         let topo = &session.topology;
         let wait = match wait {
             Wait::Up(_) => Wait::Up(self.settings.load_balancer_timeout),

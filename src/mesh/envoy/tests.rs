@@ -53,8 +53,15 @@ fn decorated(config: Config, account: &str) -> AppObjects {
     let pending = rt.block_on(async {
         let mut out = Vec::new();
         for wo in objs.workloads.iter_mut() {
-            let ups: Vec<Upstream> = wo.workload.backends.iter().filter_map(|b| upstream(b, &wo.workload.account, "yelb", Some("10.2.255.10".into()))).collect();
-            let b = bootstrap::bootstrap(&wo.workload, "spiffe://am-multi-account-mesh", "/run/spire/sockets/agent.sock", mesh.settings.ports, &ups);
+            let ups: Vec<Upstream> =
+                wo.workload.backends.iter().filter_map(|b| upstream(b, &wo.workload.account, "yelb", Some("10.2.255.10".into()))).collect();
+            let b = bootstrap::bootstrap(
+                &wo.workload,
+                "spiffe://am-multi-account-mesh",
+                "/run/spire/sockets/agent.sock",
+                mesh.settings.ports,
+                &ups,
+            );
             let text = serde_yaml_ng::to_string(&b).unwrap();
             let cm = mesh.decorate_workload(wo, "yelb", "/run/spire/sockets/agent.sock", &text);
             out.push(cm);
@@ -156,14 +163,21 @@ fn workload_entries_select_the_rendered_pods() {
 
 #[test]
 fn what_the_sidecar_adds_cannot_collide_with_the_configuration() {
-    let svc = |name: &str, account: &str, extra: &str| format!("[[services]]\nname = \"{name}\"\naccount = \"{account}\"\nimage = \"x/a:1\"\n{extra}");
+    let svc = |name: &str, account: &str, extra: &str| {
+        format!("[[services]]\nname = \"{name}\"\naccount = \"{account}\"\nimage = \"x/a:1\"\n{extra}")
+    };
     // the app container is named after its service, beside the sidecar `envoy`
     let e = load(&svc("envoy", "frontend", "port = 8000\n")).unwrap_err();
     assert_eq!(e.key, "services[0].name");
     assert!(e.message.contains("sidecar container"), "{e}");
     // a service with callers and a public port gets a second Service, <name>-public
     let long = "a".repeat(57);
-    let e = load(&format!("{}{}", svc(&long, "backend", "port = 8000\nload_balancer_port = 80\n"), svc("b", "frontend", &format!("backends = [\"{long}\"]\nport = 9000\n")))).unwrap_err();
+    let e = load(&format!(
+        "{}{}",
+        svc(&long, "backend", "port = 8000\nload_balancer_port = 80\n"),
+        svc("b", "frontend", &format!("backends = [\"{long}\"]\nport = 9000\n"))
+    ))
+    .unwrap_err();
     assert_eq!(e.key, "services[0].name");
     assert!(e.message.contains("at most 56"), "{e}");
     let e = load(&format!(

@@ -79,9 +79,7 @@ fn env_or(key: &str, default: &str) -> String {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| env_or("HOSTNAME", "unknown"))
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| env_or("HOSTNAME", "unknown"))
 }
 
 fn main() {
@@ -453,10 +451,9 @@ fn http_get(addr: &str, host: &str, path: &str) -> io::Result<(u16, String, Stri
     s.flush()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP reply from {addr}: {:?}", String::from_utf8_lossy(&raw))))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP reply from {addr}: {:?}", String::from_utf8_lossy(&raw)))
+    })?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = raw[split + 4..].to_vec();
     let code: u16 = head

@@ -205,7 +205,9 @@ fn exec_api_version(exec_info: Option<&str>) -> String {
         .and_then(|rest| rest.split_once('"'))
         .map(|(v, _)| v.to_string());
     match v.as_deref() {
-        Some(v @ ("client.authentication.k8s.io/v1" | "client.authentication.k8s.io/v1beta1" | "client.authentication.k8s.io/v1alpha1")) => v.into(),
+        Some(
+            v @ ("client.authentication.k8s.io/v1" | "client.authentication.k8s.io/v1beta1" | "client.authentication.k8s.io/v1alpha1"),
+        ) => v.into(),
         _ => BETA_API.into(),
     }
 }
@@ -276,7 +278,9 @@ fn main() {
         Ok(_) => fail(FAILED, &format!("Unable to locate credentials: {path} is empty")),
         Err(e) => fail(
             FAILED,
-            &format!("Unable to locate credentials: no service-account token at {path} ({e}); the test bed's EKS Pod Identity stands on it"),
+            &format!(
+                "Unable to locate credentials: no service-account token at {path} ({e}); the test bed's EKS Pod Identity stands on it"
+            ),
         ),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -298,7 +302,10 @@ mod tests {
 
     #[test]
     fn the_refreshers_command_line_parses() {
-        let c = parse(&args("eks get-token --region us-east-2 --cluster-name c1 --role-arn arn:aws:iam::1:role/r --query status.token --output text")).unwrap();
+        let c = parse(&args(
+            "eks get-token --region us-east-2 --cluster-name c1 --role-arn arn:aws:iam::1:role/r --query status.token --output text",
+        ))
+        .unwrap();
         let Cmd::GetToken(g) = c else { panic!("{c:?}") };
         assert_eq!(g.cluster, "c1");
         assert_eq!(g.role_arn.as_deref(), Some("arn:aws:iam::1:role/r"));
@@ -354,7 +361,9 @@ mod tests {
         assert!(ec.contains("\"kind\": \"ExecCredential\""), "{ec}");
         assert!(ec.contains("\"apiVersion\": \"client.authentication.k8s.io/v1beta1\""), "{ec}");
         assert!(ec.contains(&format!("\"token\": \"{t}\"")), "{ec}");
-        let v1 = exec_api_version(Some(r#"{"kind":"ExecCredential","apiVersion": "client.authentication.k8s.io/v1","spec":{"interactive":false}}"#));
+        let v1 = exec_api_version(Some(
+            r#"{"kind":"ExecCredential","apiVersion": "client.authentication.k8s.io/v1","spec":{"interactive":false}}"#,
+        ));
         assert_eq!(v1, "client.authentication.k8s.io/v1");
         assert_eq!(exec_api_version(Some("garbage")), BETA_API);
         let text = GetToken { query: Some("status.token".into()), output: Some("text".into()), ..g };
