@@ -76,6 +76,12 @@ pub fn decode_policy(doc: &str) -> Option<serde_json::Value> {
 }
 
 /// What the step wants in the account, derived from the live cluster.
+/// A role as IAM has it.
+struct LiveRole {
+    trust: Option<serde_json::Value>,
+    ours: bool,
+}
+
 struct Want {
     provider_arn: String,
     issuer_url: String,
@@ -168,10 +174,36 @@ impl IrsaStep {
     }
 
     async fn live_trust(&self, iam: &aws_sdk_iam::Client) -> Result<Option<Option<serde_json::Value>>, Error> {
+        Ok(self.live_role(iam).await?.map(|r| r.trust))
+    }
+
+    /// The role as it is: its trust policy and whether meshctl created it (its
+    /// `meshctl:managed-by` tag); `None` when it does not exist.
+    async fn live_role(&self, iam: &aws_sdk_iam::Client) -> Result<Option<LiveRole>, Error> {
         match iam.get_role().role_name(&self.role.role).send().await {
-            Ok(r) => Ok(Some(r.role.and_then(|r| r.assume_role_policy_document).and_then(|d| decode_policy(&d)))),
+            Ok(r) => Ok(r.role.map(|r| LiveRole {
+                ours: r.tags().iter().any(|t| t.key() == TAG_MANAGED_BY && t.value() == MANAGED_BY),
+                trust: r.assume_role_policy_document.as_deref().and_then(decode_policy),
+            })),
             Err(e) => not_found_is_none(e.into()).context(format!("{}: GetRole {}", self.who(), self.role.role)),
         }
+    }
+
+    /// Refuses to `what` (update, delete) a role of the wanted name that meshctl did not
+    /// create, unless adopting it: it may be someone else's, with their permissions.
+    fn ensure_ours(&self, live: &LiveRole, adopt: bool, what: &str) -> Result<(), Error> {
+        if live.ours || adopt {
+            return Ok(());
+        }
+        let role = &self.role.role;
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!("{}: IAM role {role} exists but was not created by meshctl (no {TAG_MANAGED_BY} tag), so meshctl will not {what} it", self.who()),
+        )
+        .hint(format!(
+            "if it is meant to be meshctl's, rerun with --adopt (`up --adopt` sets meshctl's trust policy and tag on it, `down --adopt` deletes it); else delete or rename role {role} in account {}",
+            self.role.account
+        )))
     }
 
     /// Differences between live IAM and `want`: `None` when nothing exists, else the
@@ -237,6 +269,12 @@ impl Step for IrsaStep {
                 None => Status::Missing,
             });
         }
+        if self.live_role(&iam).await?.is_some_and(|r| !r.ours) {
+            return Ok(Status::Drifted(format!(
+                "role {} was not created by meshctl (no {TAG_MANAGED_BY} tag); `meshctl up --adopt` takes it over",
+                self.role.role
+            )));
+        }
         let want = self.want().await?;
         Ok(match self.differences(&iam, &want).await? {
             None => Status::Missing,
@@ -245,7 +283,7 @@ impl Step for IrsaStep {
         })
     }
 
-    async fn apply(&self, _run: &StepRun) -> Result<(), Error> {
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
         let w = self.who();
         let want = self.want().await?;
         let iam = self.iam().await?;
@@ -273,7 +311,20 @@ impl Step for IrsaStep {
             }
         }
         let trust = want.trust.to_string();
-        match self.live_trust(&iam).await? {
+        let live = self.live_role(&iam).await?;
+        if let Some(live) = &live {
+            self.ensure_ours(live, run.adopt, "update")?;
+            if !live.ours {
+                iam.tag_role()
+                    .role_name(role)
+                    .tags(tag(TAG_MANAGED_BY, MANAGED_BY))
+                    .tags(tag(TAG_CLUSTER, self.cluster()))
+                    .send()
+                    .await
+                    .context(format!("{w}: TagRole {role} (adopting it)"))?;
+            }
+        }
+        match live.map(|l| l.trust) {
             Some(live) if live.as_ref() == Some(&want.trust) => {}
             Some(_) => {
                 iam.update_assume_role_policy()
@@ -302,12 +353,13 @@ impl Step for IrsaStep {
         Ok(())
     }
 
-    async fn destroy(&self, _run: &StepRun) -> Result<(), Error> {
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let w = self.who();
         let iam = self.iam().await?;
         let role = &self.role.role;
         // Role: detach every managed policy, drop inline ones, delete.
-        if self.live_trust(&iam).await?.is_some() {
+        if let Some(live) = self.live_role(&iam).await? {
+            self.ensure_ours(&live, run.adopt, "delete")?;
             for p in self.attached_policies(&iam).await? {
                 gone_is_done(iam.detach_role_policy().role_name(role).policy_arn(&p).send().await.map(|_| ()).map_err(Error::from))
                     .context(format!("{w}: DetachRolePolicy {p} from {role}"))?;
@@ -366,6 +418,115 @@ mod tests {
         assert_eq!(cond["oidc.eks.us-east-2.amazonaws.com/id/ABC:sub"], "system:serviceaccount:appmesh-system:appmesh-controller");
         assert_eq!(cond["oidc.eks.us-east-2.amazonaws.com/id/ABC:aud"], "sts.amazonaws.com");
         assert_eq!(t["Statement"][0]["Action"], "sts:AssumeRoleWithWebIdentity");
+    }
+
+    mod foreign {
+        use aws_sdk_eks::operation::describe_cluster::DescribeClusterOutput;
+        use aws_sdk_eks::types::{Cluster, Identity, Oidc};
+        use aws_sdk_iam::operation::get_open_id_connect_provider::GetOpenIdConnectProviderOutput;
+        use aws_sdk_iam::operation::get_role::GetRoleOutput;
+        use aws_sdk_iam::operation::tag_role::TagRoleOutput;
+        use aws_sdk_iam::operation::update_assume_role_policy::UpdateAssumeRolePolicyOutput;
+        use aws_sdk_iam::types::Role;
+        use aws_smithy_mocks::{mock, Rule, RuleMode};
+        use aws_smithy_types::DateTime;
+
+        use super::*;
+        use crate::aws::testing;
+        use crate::engine::StepId;
+
+        const ROLE: &str = "eks-cluster-frontend-appmesh-controller";
+        const ISSUER: &str = "https://oidc.eks.us-east-2.amazonaws.com/id/ABC";
+
+        fn irsa(ctx: &Arc<Session>) -> Arc<dyn Step> {
+            let role = IrsaRole {
+                account: "frontend".into(),
+                role: ROLE.into(),
+                namespace: "appmesh-system".into(),
+                service_account: "appmesh-controller".into(),
+                policies: vec![],
+                purpose: "the appmesh-controller".into(),
+            };
+            IrsaStep::step(StepMeta::new(StepId::new("mesh", "irsa-frontend"), "frontend", "IRSA"), ctx, role)
+        }
+
+        fn cluster_rule() -> Rule {
+            mock!(aws_sdk_eks::Client::describe_cluster).then_output(|| {
+                let oidc = Oidc::builder().issuer(ISSUER).build();
+                DescribeClusterOutput::builder()
+                    .cluster(Cluster::builder().identity(Identity::builder().oidc(oidc).build()).build())
+                    .build()
+            })
+        }
+
+        /// A role of the wanted name whose trust policy is someone else's and that has no
+        /// meshctl tag.
+        fn someone_elses_role() -> Rule {
+            mock!(aws_sdk_iam::Client::get_role).match_requests(|r| r.role_name() == Some(ROLE)).then_output(|| {
+                let role = Role::builder()
+                    .path("/")
+                    .role_name(ROLE)
+                    .role_id("AROAEXAMPLE")
+                    .arn(format!("arn:aws:iam::{}:role/{ROLE}", testing::FRONTEND))
+                    .create_date(DateTime::from_secs(0))
+                    .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+                    .tags(tag("team", "payments"))
+                    .build()
+                    .unwrap();
+                GetRoleOutput::builder().role(role).build()
+            })
+        }
+
+        fn provider_rule() -> Rule {
+            mock!(aws_sdk_iam::Client::get_open_id_connect_provider)
+                .then_output(|| GetOpenIdConnectProviderOutput::builder().client_id_list(STS_AUDIENCE).build())
+        }
+
+        #[tokio::test]
+        async fn a_role_meshctl_did_not_create_is_drift_and_neither_updated_nor_deleted() {
+            let (cluster, role, provider) = (cluster_rule(), someone_elses_role(), provider_rule());
+            let update =
+                mock!(aws_sdk_iam::Client::update_assume_role_policy).then_output(|| UpdateAssumeRolePolicyOutput::builder().build());
+            let rules: &[&Rule] = &[&cluster, &role, &provider, &update];
+            let ctx = testing::ctx(&[("frontend", RuleMode::MatchAny, rules)]);
+            let step = irsa(&ctx);
+            let run = StepRun::detached("mesh/irsa-frontend");
+            match step.check(&run).await.unwrap() {
+                Status::Drifted(why) => assert!(why.contains(ROLE) && why.contains("--adopt"), "{why}"),
+                other => panic!("a foreign role is drift, not {other:?}"),
+            }
+            let err = step.apply(&run).await.unwrap_err();
+            assert!(err.is(ErrorKind::Conflict), "{err:?}");
+            let text = err.chain();
+            assert!(text.contains(ROLE) && text.contains("not created by meshctl") && text.contains("--adopt"), "{text}");
+            let err = step.destroy(&run).await.unwrap_err().chain();
+            assert!(err.contains("will not delete"), "{err}");
+            assert_eq!(update.num_calls(), 0, "the role's trust policy is left as it is");
+            assert_eq!(ctx.aws.writes().count(), 0, "nothing written");
+        }
+
+        #[tokio::test]
+        async fn adopting_a_role_tags_it_and_sets_meshctls_trust_policy() {
+            let (cluster, role, provider) = (cluster_rule(), someone_elses_role(), provider_rule());
+            let tagged = mock!(aws_sdk_iam::Client::tag_role)
+                .match_requests(|r| {
+                    r.role_name() == Some(ROLE) && r.tags().iter().any(|t| t.key() == TAG_MANAGED_BY && t.value() == MANAGED_BY)
+                })
+                .then_output(|| TagRoleOutput::builder().build());
+            let update = mock!(aws_sdk_iam::Client::update_assume_role_policy)
+                .match_requests(|r| {
+                    r.policy_document().is_some_and(|d| d.contains("system:serviceaccount:appmesh-system:appmesh-controller"))
+                })
+                .then_output(|| UpdateAssumeRolePolicyOutput::builder().build());
+            let attached = mock!(aws_sdk_iam::Client::list_attached_role_policies)
+                .then_output(|| aws_sdk_iam::operation::list_attached_role_policies::ListAttachedRolePoliciesOutput::builder().build());
+            let rules: &[&Rule] = &[&cluster, &role, &provider, &tagged, &update, &attached];
+            let ctx = testing::ctx(&[("frontend", RuleMode::MatchAny, rules)]);
+            let mut run = StepRun::detached("mesh/irsa-frontend");
+            run.adopt = true;
+            irsa(&ctx).apply(&run).await.unwrap();
+            assert_eq!((tagged.num_calls(), update.num_calls()), (1, 1));
+        }
     }
 
     #[test]
