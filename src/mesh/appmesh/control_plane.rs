@@ -185,8 +185,27 @@ pub struct MeshShare {
 #[derive(Debug, Default)]
 struct ShareView {
     arn: Option<String>,
+    /// Tagged `meshctl:managed-by` (created or adopted by meshctl).
+    ours: bool,
     resources: Vec<String>,
     principals: Vec<String>,
+}
+
+fn share_is_ours(share: &aws_sdk_ram::types::ResourceShare) -> bool {
+    share.tags().iter().any(|t| t.key() == Some(TAG_MANAGED_BY) && t.value() == Some(MANAGED_BY))
+}
+
+/// Refuses to `what` (update, delete) a share of the wanted name that meshctl did not
+/// create, unless adopting it.
+fn ensure_share_ours(ours: bool, adopt: bool, hub: &str, name: &str, what: &str) -> Result<(), Error> {
+    if ours || adopt {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Conflict,
+        format!("{hub}: RAM share {name} exists but was not created by meshctl (no {TAG_MANAGED_BY} tag), so meshctl will not {what} it"),
+    )
+    .hint("if it is meant to be meshctl's, rerun with --adopt (`up --adopt` tags it and shares the mesh through it, `down --adopt` deletes it); else set another [mesh.appmesh] mesh_share name"))
 }
 
 async fn own_share(client: &aws_sdk_ram::Client, name: &str) -> Result<ShareView, Error> {
@@ -196,8 +215,9 @@ async fn own_share(client: &aws_sdk_ram::Client, name: &str) -> Result<ShareView
     }) else {
         return Ok(ShareView::default());
     };
+    let ours = share_is_ours(&share);
     let arn = share.resource_share_arn.unwrap_or_default();
-    let mut view = ShareView { arn: Some(arn.clone()), ..Default::default() };
+    let mut view = ShareView { arn: Some(arn.clone()), ours, ..Default::default() };
     for (kind, list) in
         [(ResourceShareAssociationType::Resource, &mut view.resources), (ResourceShareAssociationType::Principal, &mut view.principals)]
     {
@@ -249,6 +269,11 @@ impl Step for MeshShare {
         if view.arn.is_none() {
             return Ok(Status::Missing);
         }
+        if !view.ours {
+            return Ok(Status::Drifted(format!(
+                "RAM share {share} was not created by meshctl (no {TAG_MANAGED_BY} tag); `meshctl up --adopt` takes it over"
+            )));
+        }
         // A share whose mesh is gone (deleted, or App Mesh past its end of support) still
         // exists: drifted, so that `down` deletes it.
         let Some(mesh) = live_mesh(&self.session, run).await? else {
@@ -283,6 +308,16 @@ impl Step for MeshShare {
                     .context(format!("{hub}: CreateResourceShare {name} failed"))?;
             }
             Some(arn) => {
+                ensure_share_ours(view.ours, run.adopt, &hub, name, "update")?;
+                if !view.ours {
+                    let tag = aws_sdk_ram::types::Tag::builder().key(TAG_MANAGED_BY).value(MANAGED_BY).build();
+                    ram.tag_resource()
+                        .resource_share_arn(&arn)
+                        .tags(tag)
+                        .send()
+                        .await
+                        .context(format!("{hub}: TagResource {name} (adopting it)"))?;
+                }
                 let resources: Vec<String> = if view.resources.contains(&mesh) { vec![] } else { vec![mesh] };
                 let principals: Vec<String> = ids.into_iter().filter(|id| !view.principals.contains(id)).collect();
                 if !resources.is_empty() || !principals.is_empty() {
@@ -298,7 +333,7 @@ impl Step for MeshShare {
         }
         Ok(())
     }
-    async fn destroy(&self, _run: &StepRun) -> Result<(), Error> {
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let c = &self.session.config;
         let name = &self.settings.mesh_share;
         let hub = who(&self.session.aws, &c.hub.name);
@@ -318,6 +353,7 @@ impl Step for MeshShare {
             {
                 continue;
             }
+            ensure_share_ours(share_is_ours(&s), run.adopt, &hub, name, "delete")?;
             let arn = s.resource_share_arn.unwrap_or_default();
             if let Err(e) = ram.delete_resource_share().resource_share_arn(&arn).send().await.map_err(Error::from) {
                 if !e.is(ErrorKind::NotFound) {

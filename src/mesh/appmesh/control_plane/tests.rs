@@ -386,7 +386,32 @@ fn share(arn: &str, status: ResourceShareStatus) -> ResourceShare {
         .creation_time(DateTime::from_secs(1_764_304_700))
         .last_updated_time(DateTime::from_secs(1_764_304_700))
         .feature_set(aws_sdk_ram::types::ResourceShareFeatureSet::Standard)
+        .tags(aws_sdk_ram::types::Tag::builder().key(TAG_MANAGED_BY).value(MANAGED_BY).build())
         .build()
+}
+
+/// A share of the same name someone else made (no meshctl tag).
+fn foreign_share() -> ResourceShare {
+    let mut s = share(SHARE_ARN, ResourceShareStatus::Active);
+    s.tags = None;
+    s
+}
+
+#[tokio::test]
+async fn a_share_meshctl_did_not_create_is_drift_and_neither_updated_nor_deleted() {
+    let listed = shares(vec![foreign_share()]);
+    let assoc =
+        mock!(aws_sdk_ram::Client::get_resource_share_associations).then_output(|| GetResourceShareAssociationsOutput::builder().build());
+    let ctx = testing::ctx(&[("shared", RuleMode::MatchAny, &[&listed, &assoc])]);
+    let s = step(&ctx, "mesh/share");
+    match s.check(&cx("mesh/share")).await.unwrap() {
+        Status::Drifted(why) => assert!(why.contains(SHARE) && why.contains("--adopt"), "{why}"),
+        other => panic!("a foreign share is drift, not {other:?}"),
+    }
+    let err = s.destroy(&cx("mesh/share")).await.unwrap_err();
+    assert!(err.is(ErrorKind::Conflict), "{err:?}");
+    assert!(err.chain().contains("will not delete it") && err.chain().contains("--adopt"), "{}", err.chain());
+    assert_eq!(ctx.aws.writes().count(), 0, "nothing written");
 }
 
 /// GetResourceShares of the hub, as the step asks for it (owner SELF, by name).
