@@ -49,8 +49,19 @@ impl Rollout for Deployment {
         // As `kubectl rollout status`: no old replica left and every updated one available
         // (availableReplicas alone counts the old pods still serving during a rollout).
         let (updated, total, avail) = (st.updated_replicas.unwrap_or(0), st.replicas.unwrap_or(0), st.available_replicas.unwrap_or(0));
-        let done = fresh && available && total <= updated && avail >= updated;
-        progress_text(done, avail.min(updated), updated, want, "replicas available and")
+        let (shown, old) = (avail.min(updated), total - updated);
+        let why = if !fresh {
+            "rollout not observed yet".to_string()
+        } else if old > 0 {
+            format!("{old} old replica(s) still running")
+        } else if !available {
+            "not Available yet".to_string()
+        } else if avail < updated || updated < want {
+            "waiting for its new pods".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(format!("{shown}/{want} replicas available and ready, {updated}/{want} updated, {why}"))
     }
     fn pod_selector(&self) -> Option<&LabelSelector> {
         self.spec.as_ref().map(|s| &s.selector)
@@ -248,7 +259,7 @@ mod tests {
             3,
             serde_json::json!({ "observedGeneration": 3, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1, "conditions": available }),
         );
-        assert!(mid.rollout().is_err(), "an old replica is still there");
+        assert!(mid.rollout().unwrap_err().contains("1 old replica(s) still running"), "an old replica is still there");
         let old_gone_new_unready = deployment(
             3,
             serde_json::json!({ "observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0, "conditions": available }),
