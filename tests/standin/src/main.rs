@@ -82,7 +82,25 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| env_or("HOSTNAME", "unknown"))
 }
 
+/// PID 1 in a container has no default action for SIGTERM: without a handler the kubelet
+/// waits out the whole grace period (30 s) and then kills. Yelb's real images stop on
+/// SIGTERM; so does the stand-in.
+fn exit_on_sigterm() {
+    extern "C" {
+        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+        fn _exit(status: i32) -> !;
+    }
+    extern "C" fn on_term(_: i32) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { _exit(0) }
+    }
+    const SIGTERM: i32 = 15;
+    // SAFETY: installs a handler that only calls _exit.
+    unsafe { signal(SIGTERM, on_term) };
+}
+
 fn main() {
+    exit_on_sigterm();
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     let (mode, rest) = if let Some(m) = Mode::parse(&argv0) {
