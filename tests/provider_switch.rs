@@ -58,8 +58,55 @@ impl EventSink for Sink {
     }
 }
 
+/// While a test runs, new pods go to each cluster's kwok node: the real nodes are cordoned
+/// and the kwok node's taint is lifted; both are put back on drop. These tests are about the
+/// control plane a provider switch leaves (objects, AWS resources, writes); without SPIRE,
+/// outside their selection, the envoy provider's sidecars could never get their SVIDs on a
+/// real node, so its Deployments would never be ready. The data plane on real nodes is
+/// tests/system.rs's.
+struct PodsOnKwok {
+    tb: Testbed,
+    nodes: Vec<(String, String, bool)>,
+}
+
+impl PodsOnKwok {
+    fn new(tb: &Testbed) -> PodsOnKwok {
+        let mut nodes = Vec::new();
+        for ctx in WALKTHROUGH {
+            for n in tb.kubectl_json(ctx, &["get", "nodes"])["items"].as_array().into_iter().flatten() {
+                let name = n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let kwok = n["metadata"]["labels"][KWOK_NODE_LABEL.0].as_str() == Some(KWOK_NODE_LABEL.1);
+                nodes.push((ctx.to_string(), name, kwok));
+            }
+        }
+        let on = PodsOnKwok { tb: tb.clone(), nodes };
+        for (ctx, name, kwok) in &on.nodes {
+            if *kwok {
+                on.tb.kubectl(ctx, &["taint", "nodes", name, &format!("{}:{}-", KWOK_TAINT.0, KWOK_TAINT.2)]);
+            } else {
+                on.tb.kubectl(ctx, &["cordon", name]);
+            }
+        }
+        on
+    }
+}
+
+impl Drop for PodsOnKwok {
+    fn drop(&mut self) {
+        for (ctx, name, kwok) in &self.nodes {
+            let taint = format!("{}={}:{}", KWOK_TAINT.0, KWOK_TAINT.1, KWOK_TAINT.2);
+            let args: Vec<&str> = if *kwok { vec!["taint", "nodes", name, &taint, "--overwrite"] } else { vec!["uncordon", name] };
+            let out = self.tb.kubectl_output(ctx, &args, None);
+            if !out.status.success() {
+                eprintln!("{ctx}: kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+}
+
 /// One test's names: unique, so nothing collides with another run's leftovers.
 struct Bed {
+    _kwok: PodsOnKwok,
     tb: Testbed,
     _dir: TempDir,
     prefix: String,
@@ -124,7 +171,7 @@ cluster_name = "{prefix}-backend"
             Config::load(Some(&path), &[], &[]).unwrap_or_else(|e| panic!("config: {e}"))
         };
         let (appmesh, envoy) = (config("appmesh"), config("envoy"));
-        let bed = Bed { tb, _dir: dir, prefix, app_ns, ctl_ns, mesh, share, cloudmap, appmesh, envoy };
+        let bed = Bed { _kwok: PodsOnKwok::new(&tb), tb, _dir: dir, prefix, app_ns, ctl_ns, mesh, share, cloudmap, appmesh, envoy };
         // The EKS clusters whose OIDC issuers the IRSA roles trust (the stacks phase would make them).
         for a in bed.appmesh.accounts() {
             let eks = aws_sdk_eks::Client::new(&bed.sdk(&a.profile).await);
