@@ -26,6 +26,10 @@ pub enum ErrorKind {
     Denied,
     /// The request or the configuration is wrong (HTTP 400/422, `ValidationError`).
     InvalidInput,
+    /// A resource of the wanted name exists and meshctl did not create it (no ownership tag,
+    /// label or value): refused without `--adopt`. A command whose only failures are these
+    /// exits 2, like any other usage error.
+    NotOurs,
     /// Anything else: a connection refused, a timeout, an unexpected answer.
     Other,
 }
@@ -38,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::Denied => "denied",
             ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::NotOurs => "not-ours",
             ErrorKind::Other => "other",
         }
     }

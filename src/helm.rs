@@ -46,7 +46,8 @@ impl From<HelmError> for crate::error::Error {
     fn from(e: HelmError) -> crate::error::Error {
         use crate::error::ErrorKind;
         let kind = match &e {
-            HelmError::Spawn { .. } | HelmError::Foreign { .. } => ErrorKind::InvalidInput,
+            HelmError::Spawn { .. } => ErrorKind::InvalidInput,
+            HelmError::Foreign { .. } => ErrorKind::NotOurs,
             HelmError::Failed { stderr, .. } if stderr.contains("forbidden") || stderr.contains("Unauthorized") => ErrorKind::Denied,
             HelmError::Failed { stderr, .. } if stderr.contains("another operation") || stderr.contains("in progress") => {
                 ErrorKind::Conflict
@@ -463,7 +464,7 @@ mod tests {
         };
         let text = e.to_string();
         assert!(text.contains("spire-server") && text.contains("shared") && text.contains("--adopt"), "{text}");
-        assert_eq!(crate::error::Error::from(e).kind(), crate::error::ErrorKind::InvalidInput);
+        assert_eq!(crate::error::Error::from(e).kind(), crate::error::ErrorKind::NotOurs);
     }
 
     #[test]

@@ -460,8 +460,8 @@ async fn adding_a_third_spoke_touches_no_existing_base_stack_on_moto() {
 }
 
 /// Issue 14.4 on moto: a stack of the configured name that meshctl did not create is drift
-/// ("not created by meshctl") in `plan`, refused by `up` and `down` (InvalidInput, nothing
-/// changed), and taken over by `up --adopt` (meshctl's template, parameters and tag); after
+/// ("not created by meshctl") in `plan`, refused by `up` and `down` (NotOurs: the CLI exits 2;
+/// nothing changed), and taken over by `up --adopt` (meshctl's template, parameters and tag); after
 /// that it is meshctl's like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_foreign_stack_is_refused_and_adopted_on_moto() {
@@ -488,7 +488,8 @@ async fn a_foreign_stack_is_refused_and_adopted_on_moto() {
     for mode in [Mode::Up, Mode::Down] {
         let (session, refused) = run_only(&c, mode, only.clone(), false).await;
         let f = refused.failure(&id).unwrap_or_else(|| panic!("{mode:?} must refuse {id}: {refused:?}"));
-        assert_eq!(f.kind, engine::ErrorKind::InvalidInput, "{mode:?}: {f:?}");
+        assert_eq!(f.kind, engine::ErrorKind::NotOurs, "{mode:?}: {f:?}");
+        assert_eq!(meshctl::commands::exit_code(&refused), meshctl::commands::exit::USAGE, "the CLI exits 2");
         assert!(
             f.message.starts_with(
                 "account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"

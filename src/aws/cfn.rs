@@ -135,7 +135,7 @@ pub fn ensure_ours(spec: &StackSpec, live: &LiveStack, adopt: bool, what: &str) 
         return Ok(());
     }
     Err(Error::new(
-        ErrorKind::InvalidInput,
+        ErrorKind::NotOurs,
         format!("{}: exists but was not created by meshctl (it has no {TAG_MANAGED_BY} tag), so meshctl will not {what} it", spec.who()),
     )
     .hint(format!("if it is meant to be meshctl's, rerun with --adopt to take it over (`up --adopt` updates it to meshctl's template and tags it, `down --adopt` deletes it); else set another stack_name for account {}", spec.account)))

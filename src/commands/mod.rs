@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::cli::{Cli, Command, ConfigCommand, Global, OutputFormat, Phase};
 use crate::config::{Config, ConfigError};
-use crate::engine::{self, Graph, Mode, Outcome, RunOptions, RunSummary, Status, StepId, StepMeta};
+use crate::engine::{self, ErrorKind, Graph, Mode, Outcome, RunOptions, RunSummary, Status, StepId, StepMeta};
 use crate::phases::{self, PREFLIGHT};
 use crate::render::{self, Style};
 use crate::session::Session;
@@ -344,13 +344,22 @@ async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeS
             print!("{}", leftovers(graph, &summary, force));
         }
     }
-    Ok(if summary.interrupted {
+    Ok(exit_code(&summary))
+}
+
+/// 130 when interrupted, 0 when every step is done, 2 when the only failures are refusals
+/// of resources meshctl did not create (a usage error: rerun with `--adopt` or choose
+/// another name), else 1.
+pub fn exit_code(summary: &RunSummary) -> u8 {
+    if summary.interrupted {
         exit::INTERRUPTED
     } else if summary.ok() {
         exit::OK
+    } else if !summary.failed.is_empty() && summary.failed.iter().all(|f| f.kind == ErrorKind::NotOurs) {
+        exit::USAGE
     } else {
         exit::FAILED
-    })
+    }
 }
 
 /// After a `down` that did not finish: what is left, which stacks were therefore not

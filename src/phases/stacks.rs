@@ -686,7 +686,7 @@ mod tests {
         let mut run = StepRun::detached("stacks/frontend");
         assert_eq!(step.check(&run).await.unwrap(), Status::Drifted(cfn::foreign_reason()));
         let err = step.destroy(&run).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(err.kind(), ErrorKind::NotOurs);
         assert!(
             err.chain()
                 .contains("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"),

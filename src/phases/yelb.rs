@@ -340,7 +340,7 @@ impl Step for AppStep {
                 .collect();
             if !missing.is_empty() {
                 return Err(Error::new(
-                    ErrorKind::Conflict,
+                    ErrorKind::NotOurs,
                     format!(
                         "namespace {ns} exists (not created by meshctl) without the labels the {} provider needs: {}",
                         self.session.mesh.name(),

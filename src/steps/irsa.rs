@@ -197,7 +197,7 @@ impl IrsaStep {
         }
         let role = &self.role.role;
         Err(Error::new(
-            ErrorKind::Conflict,
+            ErrorKind::NotOurs,
             format!("{}: IAM role {role} exists but was not created by meshctl (no {TAG_MANAGED_BY} tag), so meshctl will not {what} it", self.who()),
         )
         .hint(format!(
@@ -496,7 +496,7 @@ mod tests {
                 other => panic!("a foreign role is drift, not {other:?}"),
             }
             let err = step.apply(&run).await.unwrap_err();
-            assert!(err.is(ErrorKind::Conflict), "{err:?}");
+            assert!(err.is(ErrorKind::NotOurs), "{err:?}");
             let text = err.chain();
             assert!(text.contains(ROLE) && text.contains("not created by meshctl") && text.contains("--adopt"), "{text}");
             let err = step.destroy(&run).await.unwrap_err().chain();

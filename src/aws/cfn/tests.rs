@@ -293,7 +293,7 @@ async fn update_of_a_foreign_stack_is_refused_without_adopt() {
     let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::UpdateComplete));
     let c = client(&[&describe]);
     let err = deploy(&c, &spec(), Allowed { recreate_failed: true, adopt: false }, &Silent).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), ErrorKind::NotOurs);
     assert_eq!(
         err.chain(),
         "account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl (it has no \
@@ -308,7 +308,7 @@ async fn delete_of_a_foreign_stack_is_refused_without_adopt() {
     let describe = mock!(Client::describe_stacks).then_output(|| foreign(StackStatus::CreateComplete));
     let c = client(&[&describe]);
     let err = delete(&c, &spec(), false, &Silent).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), ErrorKind::NotOurs);
     let text = err.chain();
     assert!(
         text.starts_with("account frontend (profile frontend): stack eks-cluster-frontend-stack: exists but was not created by meshctl"),

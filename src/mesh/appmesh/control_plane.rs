@@ -202,7 +202,7 @@ fn ensure_share_ours(ours: bool, adopt: bool, hub: &str, name: &str, what: &str)
         return Ok(());
     }
     Err(Error::new(
-        ErrorKind::Conflict,
+        ErrorKind::NotOurs,
         format!("{hub}: RAM share {name} exists but was not created by meshctl (no {TAG_MANAGED_BY} tag), so meshctl will not {what} it"),
     )
     .hint("if it is meant to be meshctl's, rerun with --adopt (`up --adopt` tags it and shares the mesh through it, `down --adopt` deletes it); else set another [mesh.appmesh] mesh_share name"))

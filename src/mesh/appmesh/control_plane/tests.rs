@@ -409,7 +409,7 @@ async fn a_share_meshctl_did_not_create_is_drift_and_neither_updated_nor_deleted
         other => panic!("a foreign share is drift, not {other:?}"),
     }
     let err = s.destroy(&cx("mesh/share")).await.unwrap_err();
-    assert!(err.is(ErrorKind::Conflict), "{err:?}");
+    assert!(err.is(ErrorKind::NotOurs), "{err:?}");
     assert!(err.chain().contains("will not delete it") && err.chain().contains("--adopt"), "{}", err.chain());
     assert_eq!(ctx.aws.writes().count(), 0, "nothing written");
 }
