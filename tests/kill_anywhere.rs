@@ -443,7 +443,12 @@ fn generated(id: &str) -> bool {
         let run: String = part.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
         run.len() >= 8 && run.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     });
+    // CloudFormation's suffix for names it makes up: `<stack>-<logical id>-<12 of A-Z0-9>`,
+    // sometimes letters only (`…-ClusterRole-OFCSJWODNCKX`).
+    let cfn_suffix =
+        id.rsplit_once('-').is_some_and(|(_, last)| last.len() >= 8 && last.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
     hex_after_dash
+        || cfn_suffix
         || id
             .split(|c: char| !c.is_ascii_alphanumeric())
             .any(|run| run.len() >= 8 && run.chars().any(|c| c.is_ascii_digit()) && run.chars().any(|c| c.is_ascii_alphabetic()))
@@ -699,6 +704,14 @@ fn kube_object(kind: &str, item: &Value) -> Value {
             json!({"meta": meta(item), "spec": spec, "load_balancer_addresses": lbs})
         }
         _ => {
+            // A chart's `checksum/config` hashes its ConfigMap, which holds addresses that
+            // change from run to run (the server's load balancer); the ConfigMap itself is
+            // compared, with its addresses as symbols.
+            if let Some(a) = spec["template"]["metadata"]["annotations"].as_object_mut() {
+                for (k, v) in a.iter_mut().filter(|(k, _)| k.starts_with("checksum/")) {
+                    *v = json!(format!("<hash of the {}>", k.trim_start_matches("checksum/")));
+                }
+            }
             let st = &item["status"];
             let ready = match kind {
                 "DaemonSet" => st["desiredNumberScheduled"].as_i64().is_some_and(|d| d > 0 && st["numberReady"].as_i64() == Some(d)),
@@ -1016,32 +1029,7 @@ fn short(v: &Value) -> String {
 async fn leftovers(tb: &Testbed) -> Vec<String> {
     let mut left = common::aws_leftovers(tb).await;
     for ctx in common::WALKTHROUGH {
-        let ns = tb.kubectl_json(ctx, &["get", "namespaces"]);
-        for n in ns["items"].as_array().into_iter().flatten() {
-            let name = n["metadata"]["name"].as_str().unwrap_or("");
-            if NAMESPACES.contains(&name) {
-                left.push(format!("{ctx}: namespace {name} ({})", n["status"]["phase"].as_str().unwrap_or("")));
-            }
-        }
-        let managed = tb.kubectl_json(
-            ctx,
-            &[
-                "get",
-                "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets",
-                "-A",
-                "-l",
-                "app.kubernetes.io/managed-by",
-            ],
-        );
-        for i in managed["items"].as_array().into_iter().flatten() {
-            if matches!(i["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("meshctl") | Some("Helm")) {
-                left.push(format!("{ctx}: {} {}", i["kind"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap_or("")));
-            }
-        }
-        let pvs = tb.kubectl_json(ctx, &["get", "persistentvolumes"]);
-        for pv in pvs["items"].as_array().into_iter().flatten() {
-            left.push(format!("{ctx}: PersistentVolume {}", pv["metadata"]["name"].as_str().unwrap_or("")));
-        }
+        left.extend(common::cluster_leftovers(tb, ctx, &NAMESPACES));
         let auth = tb.kubectl_json(ctx, &["-n", "kube-system", "get", "configmaps", "--field-selector=metadata.name=aws-auth"]);
         for cm in auth["items"].as_array().into_iter().flatten() {
             let roles = cm["data"]["mapRoles"].as_str().unwrap_or("");
@@ -1208,6 +1196,7 @@ fn symbols_replace_whole_ids_and_addresses_only() {
     assert_eq!(replace_symbols("10.0.1.50 and 110.0.1.5", &symbols), "10.0.1.50 and 110.0.1.5");
     assert_eq!(replace_symbols("vpc-0a1b2c3d4e,vpc-0a1b2c3d4ef", &symbols), "<s.Vpc>,vpc-0a1b2c3d4ef");
     assert!(generated("subnet-88318318805621058") && generated("eks-cluster-backend-stack-ClusterRole-259MU6MRVNVS"));
+    assert!(generated("eks-cluster-shared-services-stack-ClusterRole-OFCSJWODNCKX"));
     assert!(
         generated("vpc-0a1b2c3d4e5f60718")
             && generated("arn:aws:ram:us-east-2:111111111111:resource-share/6f1c2d3e-aaaa-bbbb-cccc-0123456789ab")

@@ -202,35 +202,11 @@ fn plant_wrong_svid(tb: &Testbed) -> String {
     id
 }
 
-/// Nothing of ours in the clusters: namespaces, Helm releases, cluster-scoped RBAC and the
-/// StorageClass, volumes.
+/// Nothing of ours in the clusters: namespaces, Helm-managed or meshctl-managed objects
+/// (RBAC, the StorageClass), volumes.
 fn assert_clusters_empty(tb: &Testbed, contexts: &[&str]) {
-    for ctx in contexts {
-        for ns in [NS, "spire"] {
-            let out = tb.kubectl_output(ctx, &["get", "namespace", ns, "--ignore-not-found", "-o", "name"], None);
-            assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{ctx}: namespace {ns} left");
-        }
-        let managed = tb.kubectl_json(
-            ctx,
-            &[
-                "get",
-                "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets",
-                "-A",
-                "-l",
-                "app.kubernetes.io/managed-by",
-            ],
-        );
-        let ours: Vec<String> = managed["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| matches!(i["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("meshctl") | Some("Helm")))
-            .map(|i| format!("{} {}", i["kind"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap_or("")))
-            .collect();
-        assert!(ours.is_empty(), "{ctx}: objects of ours left: {ours:?}");
-        let pvs = tb.kubectl_json(ctx, &["get", "persistentvolumes"]);
-        assert!(pvs["items"].as_array().is_none_or(|a| a.is_empty()), "{ctx}: volumes left: {pvs}");
-    }
+    let left: Vec<String> = contexts.iter().flat_map(|ctx| common::cluster_leftovers(tb, ctx, &[NS, "spire"])).collect();
+    assert!(left.is_empty(), "objects of ours left: {left:#?}");
 }
 
 /// Starts from nothing, whatever an earlier run left: `down` with every spoke the test bed

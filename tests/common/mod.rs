@@ -461,3 +461,29 @@ pub async fn aws_leftovers(tb: &Testbed) -> Vec<String> {
     }
     left
 }
+
+/// What is left of meshctl's in one test bed cluster: the namespaces it creates (`namespaces`,
+/// with their phase), the cluster-scoped and labelled objects meshctl or Helm manage (RBAC, the
+/// StorageClass, ConfigMaps, Secrets), every PersistentVolume. Empty after a `down`.
+pub fn cluster_leftovers(tb: &Testbed, ctx: &str, namespaces: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    let ns = tb.kubectl_json(ctx, &["get", "namespaces"]);
+    for n in ns["items"].as_array().into_iter().flatten() {
+        let name = n["metadata"]["name"].as_str().unwrap_or("");
+        if namespaces.contains(&name) {
+            left.push(format!("{ctx}: namespace {name} ({})", n["status"]["phase"].as_str().unwrap_or("")));
+        }
+    }
+    let kinds = "clusterroles,clusterrolebindings,storageclasses,persistentvolumes,configmaps,secrets";
+    let managed = tb.kubectl_json(ctx, &["get", kinds, "-A", "-l", "app.kubernetes.io/managed-by"]);
+    for i in managed["items"].as_array().into_iter().flatten() {
+        if matches!(i["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("meshctl") | Some("Helm")) {
+            left.push(format!("{ctx}: {} {}", i["kind"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap_or("")));
+        }
+    }
+    let pvs = tb.kubectl_json(ctx, &["get", "persistentvolumes"]);
+    for pv in pvs["items"].as_array().into_iter().flatten() {
+        left.push(format!("{ctx}: PersistentVolume {}", pv["metadata"]["name"].as_str().unwrap_or("")));
+    }
+    left
+}
