@@ -247,15 +247,21 @@ async fn system(example: &str, three_spokes: bool) {
 
     // 4. the planted fault: the appserver presents yelb-db's identity
     let planted = plant_wrong_svid(&tb);
-    // The fault is live once the UI's requests to the appserver fail in the TLS handshake:
-    // until kube-proxy (the load balancer's stand-in) follows the new pod, as an NLB takes a
-    // moment to register a target, they fail to connect instead and no handshake is counted.
-    let (ui, ui_url) = &entries[0];
-    wait_for(&format!("{ui} failing in TLS on the planted SVID"), Duration::from_secs(120), Duration::from_secs(2), || {
-        Some(get(ui_url)).filter(|(c, body)| *c != 200 && body.contains("TLS"))
-    });
-    let out = verify(&config, &entries);
-    let results = checks(&out);
+    // The fault is live once the UI's egress refuses the appserver's certificate: until
+    // kube-proxy (the load balancer's stand-in) follows the new pod, as an NLB takes a moment
+    // to register a target, requests fail to connect instead and no handshake is counted.
+    // `verify --traffic` sends its own requests each time it runs.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (out, results) = loop {
+        let out = verify(&config, &entries);
+        let results = checks(&out);
+        let refused = results.iter().any(|r| r["workload"] == "yelb-ui" && r["check"] == "tls-failures" && r["status"] == "fail");
+        if refused {
+            break (out, results);
+        }
+        assert!(Instant::now() < deadline, "the UI's egress never refused the planted SVID in 180 s; the last verify:\n{}", text(&out));
+        std::thread::sleep(Duration::from_secs(3));
+    };
     assert_eq!(out.status.code(), Some(1), "verify fails on a wrong SVID:\n{}", text(&out));
     let failed = not_passing(&results);
     let get_check = |w: &str, c: &str| results.iter().find(|r| r["workload"] == w && r["check"] == c).cloned().unwrap_or_default();

@@ -19,11 +19,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use meshctl::verify::envoy::{parse_certs, parse_clusters, parse_stats};
 use meshctl::verify::{self, AdminTransport, Backend, CheckId, CheckStatus, GenericHints, HttpTarget, Proxy, Report, VerifyArgs};
 
@@ -51,10 +51,6 @@ fn bin(name: &str) -> PathBuf {
         );
     }
     p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Fills `@KEY@` placeholders; a line that is exactly `@SDS_CLUSTER@` becomes the SDS cluster.

@@ -260,9 +260,19 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{}{t}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
-/// A free TCP port on 127.0.0.1 (bind to port 0, then release it).
+/// A free TCP port on 127.0.0.1 (bind to port 0, then release it), never one this test
+/// process was given before: the kernel may hand a released port out again, and two parts of
+/// one test (a SPIRE server, an Envoy listener) would then race for it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh empty directory under the system temp dir (short path: unix sockets fit).
