@@ -598,16 +598,16 @@ async fn meshctls_bootstraps_carry_mtls_between_real_envoys() {
     // 5. Every Envoy ready with its SVID (the health listener answers /ready from the admin).
     for (name, p) in &pods {
         let health = Forward::new(&p.pod.ns, settings.ports.health);
-        let t0 = Instant::now();
-        loop {
+        let ready_with_svid = || {
             let ready = get(health.port, "/ready").map(|(c, _)| c == 200).unwrap_or(false);
             let certs = get(p.admin.port, "/certs").map(|(_, b)| b.contains(&topo.workload(name).unwrap().spiffe_id)).unwrap_or(false);
             if ready && certs {
-                break;
+                Ok(())
+            } else {
+                Err(logs(&pods))
             }
-            assert!(t0.elapsed() < Duration::from_secs(90), "{name}: Envoy not ready with its SVID\n{}", logs(&pods));
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        };
+        poll(&format!("{name}: Envoy ready with its SVID"), Duration::from_secs(90), Duration::from_millis(500), ready_with_svid);
     }
 
     // 6. Real requests: the UI proxies /api to the appserver, which calls the db and redis,

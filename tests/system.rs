@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{http_get, run_with_timeout, testbed, wait_for, Testbed};
+use common::{clean_start, http_get, poll, run_with_timeout, testbed, wait_for, Testbed};
 use serde_json::Value;
 
 /// One system run at a time: both use every account and cluster of the test bed.
@@ -209,12 +209,6 @@ fn assert_clusters_empty(tb: &Testbed, contexts: &[&str]) {
     assert!(left.is_empty(), "objects of ours left: {left:#?}");
 }
 
-/// Starts from nothing, whatever an earlier run left: `down` with every spoke the test bed
-/// has (what a two-spoke configuration does not name, it cannot remove).
-fn clean_start() {
-    run_ok(&root().join("examples/testbed-three-spokes.toml"), &["--yes", "down"]);
-}
-
 async fn system(example: &str, three_spokes: bool) {
     let _turn = BED.lock().await;
     let tb = testbed();
@@ -251,17 +245,16 @@ async fn system(example: &str, three_spokes: bool) {
     // kube-proxy (the load balancer's stand-in) follows the new pod, as an NLB takes a moment
     // to register a target, requests fail to connect instead and no handshake is counted.
     // `verify --traffic` sends its own requests each time it runs.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let (out, results) = loop {
+    let (out, results) = poll("the UI's egress refusing the planted SVID", Duration::from_secs(180), Duration::from_secs(3), || {
         let out = verify(&config, &entries);
         let results = checks(&out);
         let refused = results.iter().any(|r| r["workload"] == "yelb-ui" && r["check"] == "tls-failures" && r["status"] == "fail");
         if refused {
-            break (out, results);
+            Ok((out, results))
+        } else {
+            Err(text(&out))
         }
-        assert!(Instant::now() < deadline, "the UI's egress never refused the planted SVID in 180 s; the last verify:\n{}", text(&out));
-        std::thread::sleep(Duration::from_secs(3));
-    };
+    });
     assert_eq!(out.status.code(), Some(1), "verify fails on a wrong SVID:\n{}", text(&out));
     let failed = not_passing(&results);
     let get_check = |w: &str, c: &str| results.iter().find(|r| r["workload"] == w && r["check"] == c).cloned().unwrap_or_default();

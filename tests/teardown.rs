@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{run_with_timeout, temp_dir, testbed, Testbed};
+use common::{clean_start, run_with_timeout, temp_dir, testbed, Testbed};
 use serde_json::Value;
 
 static BED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -44,15 +44,6 @@ fn steps(list: &Value) -> Vec<String> {
 
 fn testbed_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/testbed.toml")
-}
-
-/// Starts from nothing, whatever an earlier run left: `down` with every spoke the test bed has
-/// (a spoke the two-spoke configuration does not name keeps its Transit Gateway attachment,
-/// and the hub stack cannot be deleted while it is there).
-fn clean_start() {
-    let all = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/testbed-three-spokes.toml");
-    let clean = meshctl(&all, &["down"]);
-    assert!(clean.status.success(), "initial down:\n{}", text(&clean));
 }
 
 /// The stacks left in an account of the test bed's moto.

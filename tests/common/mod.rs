@@ -373,16 +373,36 @@ pub fn assert_success(out: &Output, what: &str) {
 
 /// Polls `f` every `every` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    poll(what, timeout, every, || f().ok_or_else(String::new))
+}
+
+/// Like [`wait_for`], `f` saying what it saw instead (`Err`): the panic after `timeout` shows
+/// the last of it.
+pub fn poll<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = f() {
-            return v;
-        }
+        let last = match f() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                if last.is_empty() { String::new() } else { format!("; last seen:\n{last}") }
+            );
         }
         thread::sleep(every);
     }
+}
+
+/// Starts from nothing, whatever an earlier run left: `meshctl down` with every spoke the test
+/// bed has (a spoke a two-spoke configuration does not name keeps its Transit Gateway
+/// attachment, and the hub stack cannot be deleted while it is there).
+pub fn clean_start() {
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/testbed-three-spokes.toml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.arg("--config").arg(&all).args(["--yes", "down"]);
+    assert_success(&run_with_timeout(&mut cmd, Duration::from_secs(1800)), "initial meshctl down (every spoke)");
 }
 
 /// Minimal HTTP/1.1 GET (Connection: close) on 127.0.0.1:port; returns (status code, body).
