@@ -32,11 +32,26 @@ pub trait Rollout:
     fn pod_selector(&self) -> Option<&LabelSelector>;
 }
 
-fn progress_text(fresh: bool, ready: i32, updated: i32, want: i32, noun: &str) -> Result<(), String> {
-    if fresh && ready >= want && updated >= want {
-        Ok(())
+/// `Ok` when nothing is `pending`, else "1/2 replicas ready, 2/2 updated[, <pending>]".
+fn progress_text(pending: Option<&str>, ready: i32, updated: i32, want: i32, noun: &str) -> Result<(), String> {
+    match pending {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{ready}/{want} {noun} ready, {updated}/{want} updated{}",
+            if why.is_empty() { String::new() } else { format!(", {why}") }
+        )),
+    }
+}
+
+/// What a StatefulSet or a DaemonSet still waits for: its controller to see the new
+/// generation, then its pods.
+fn sets_pending(fresh: bool, ready: i32, updated: i32, want: i32) -> Option<&'static str> {
+    if !fresh {
+        Some("rollout not observed yet")
+    } else if ready < want || updated < want {
+        Some("")
     } else {
-        Err(format!("{ready}/{want} {noun} ready, {updated}/{want} updated{}", if fresh { "" } else { ", rollout not observed yet" }))
+        None
     }
 }
 
@@ -49,19 +64,19 @@ impl Rollout for Deployment {
         // As `kubectl rollout status`: no old replica left and every updated one available
         // (availableReplicas alone counts the old pods still serving during a rollout).
         let (updated, total, avail) = (st.updated_replicas.unwrap_or(0), st.replicas.unwrap_or(0), st.available_replicas.unwrap_or(0));
-        let (shown, old) = (avail.min(updated), total - updated);
+        let old = total - updated;
         let why = if !fresh {
-            "rollout not observed yet".to_string()
+            Some("rollout not observed yet".to_string())
         } else if old > 0 {
-            format!("{old} old replica(s) still running")
+            Some(format!("{old} old replica(s) still running"))
         } else if !available {
-            "not Available yet".to_string()
+            Some("not Available yet".to_string())
         } else if avail < updated || updated < want {
-            "waiting for its new pods".to_string()
+            Some("waiting for its new pods".to_string())
         } else {
-            return Ok(());
+            None
         };
-        Err(format!("{shown}/{want} replicas available and ready, {updated}/{want} updated, {why}"))
+        progress_text(why.as_deref(), avail.min(updated), updated, want, "replicas available and")
     }
     fn pod_selector(&self) -> Option<&LabelSelector> {
         self.spec.as_ref().map(|s| &s.selector)
@@ -73,7 +88,8 @@ impl Rollout for StatefulSet {
         let want = self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let st = self.status.clone().unwrap_or_default();
         let fresh = st.observed_generation.unwrap_or(0) >= self.metadata.generation.unwrap_or(0);
-        progress_text(fresh, st.ready_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0), want, "replicas")
+        let (ready, updated) = (st.ready_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0));
+        progress_text(sets_pending(fresh, ready, updated, want), ready, updated, want, "replicas")
     }
     fn pod_selector(&self) -> Option<&LabelSelector> {
         self.spec.as_ref().map(|s| &s.selector)
@@ -84,7 +100,8 @@ impl Rollout for DaemonSet {
     fn rollout(&self) -> Result<(), String> {
         let st = self.status.clone().unwrap_or_default();
         let fresh = st.observed_generation.unwrap_or(0) >= self.metadata.generation.unwrap_or(0);
-        progress_text(fresh, st.number_ready, st.updated_number_scheduled.unwrap_or(0), st.desired_number_scheduled, "pods")
+        let (ready, updated, want) = (st.number_ready, st.updated_number_scheduled.unwrap_or(0), st.desired_number_scheduled);
+        progress_text(sets_pending(fresh, ready, updated, want), ready, updated, want, "pods")
     }
     fn pod_selector(&self) -> Option<&LabelSelector> {
         self.spec.as_ref().map(|s| &s.selector)
