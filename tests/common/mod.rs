@@ -495,9 +495,28 @@ pub async fn aws_leftovers(tb: &Testbed) -> Vec<String> {
 /// What is left of meshctl's in one test bed cluster: the namespaces it creates (`namespaces`,
 /// with their phase), the cluster-scoped and labelled objects meshctl or Helm manage (RBAC, the
 /// StorageClass, ConfigMaps, Secrets), every PersistentVolume. Empty after a `down`.
+///
+/// Another test's namespace that is still being deleted (tests delete theirs without waiting)
+/// is waited out first, for up to two minutes: what it holds is not meshctl's leftover.
 pub fn cluster_leftovers(tb: &Testbed, ctx: &str, namespaces: &[&str]) -> Vec<String> {
     let mut left = Vec::new();
-    let ns = tb.kubectl_json(ctx, &["get", "namespaces"]);
+    let terminating = |ns: &serde_json::Value| -> Vec<String> {
+        ns["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["status"]["phase"] == "Terminating")
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .filter(|n| !namespaces.contains(n))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut ns = tb.kubectl_json(ctx, &["get", "namespaces"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !terminating(&ns).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        ns = tb.kubectl_json(ctx, &["get", "namespaces"]);
+    }
     for n in ns["items"].as_array().into_iter().flatten() {
         let name = n["metadata"]["name"].as_str().unwrap_or("");
         if namespaces.contains(&name) {
