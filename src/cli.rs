@@ -119,6 +119,11 @@ pub enum Command {
         /// Run only these phases (repeatable; their needs must already be done)
         #[arg(long, value_enum, value_name = "PHASE")]
         only: Vec<Phase>,
+        /// Also delete what meshctl created for this mesh that the configuration no longer
+        /// names (`plan` lists it as orphaned): a removed spoke's stacks, EKS cluster
+        /// included, and the SPIRE entries of removed spokes and services
+        #[arg(long)]
+        prune: bool,
     },
     /// Destroy everything meshctl created, in reverse dependency order, stacks last
     Down {

@@ -55,12 +55,16 @@ pub fn outcome_text(mode: Mode, o: &Outcome) -> String {
         Outcome::Updated(why) => format!("updated ({why})"),
         Outcome::Destroyed => "destroyed".into(),
         Outcome::AlreadyGone => "already gone".into(),
+        Outcome::Kept(what) => format!("orphaned, kept: {what} (`meshctl up --prune` removes it)"),
+        Outcome::Pruned(what) => format!("pruned: {what}"),
         Outcome::Checked(s) => match (mode, s) {
             (Mode::PlanDown, Status::Missing) => "nothing to destroy".into(),
             (Mode::PlanDown, _) => "would destroy".into(),
             (Mode::Status, Status::UpToDate) => "done".into(),
             (Mode::Status, Status::Missing) => "missing".into(),
             (Mode::Status, Status::Drifted(why)) => format!("drifted: {why}"),
+            (Mode::Status, Status::Orphaned(what)) => format!("orphaned: {what}"),
+            (_, Status::Orphaned(what)) => format!("orphaned: {what} (`meshctl up --prune` or `down` removes it)"),
             (_, Status::UpToDate) => "up to date".into(),
             (_, Status::Missing) => "would create".into(),
             (_, Status::Drifted(why)) => format!("would change: {why}"),
@@ -100,7 +104,7 @@ fn summary_text(mode: Mode, s: &RunSummary) -> String {
     let mut unchanged = 0;
     for (_, o) in &s.done {
         match o {
-            Outcome::UpToDate | Outcome::AlreadyGone | Outcome::Checked(Status::UpToDate) => unchanged += 1,
+            Outcome::UpToDate | Outcome::AlreadyGone | Outcome::Checked(Status::UpToDate) | Outcome::Kept(_) => unchanged += 1,
             _ => changed += 1,
         }
     }

@@ -15,6 +15,10 @@ pub enum Status {
     Missing,
     /// Exists but differs; the reason says how.
     Drifted(String),
+    /// Exists, made by meshctl for this mesh, but the configuration no longer names it (a
+    /// removed spoke's stacks, a removed service's entry); the reason lists what. `up` keeps
+    /// it unless asked to prune; `down` removes it.
+    Orphaned(String),
 }
 
 impl Status {
@@ -30,6 +34,7 @@ impl Status {
                 Status::UpToDate => {}
                 Status::Missing => missing.push(what),
                 Status::Drifted(why) => drifted.push(format!("{what}: {why}")),
+                Status::Orphaned(why) => drifted.push(format!("{what}: orphaned: {why}")),
             }
         }
         if total > 0 && missing.len() == total {

@@ -98,7 +98,7 @@ pub async fn ensure(eks: &Client, cluster: &str, principal: &str, grant: &Grant)
                 .await
                 .context(format!("EKS CreateAccessEntry {principal} in {cluster}"))?;
         }
-        Status::Drifted(_) => {
+        Status::Drifted(_) | Status::Orphaned(_) => {
             eks.update_access_entry()
                 .cluster_name(cluster)
                 .principal_arn(principal)

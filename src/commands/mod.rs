@@ -111,34 +111,40 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         }
         Command::Plan { offline: false, down } => {
             let mode = if *down { Mode::PlanDown } else { Mode::Plan };
-            run_graph(g, mode, None).await
+            run_graph(g, mode, Flags::default()).await
         }
-        Command::Status => run_graph(g, Mode::Status, None).await,
-        Command::Up { from, only } => match (from, only.is_empty()) {
-            // Earlier phases are the caller's word: done by an earlier run, or made
-            // elsewhere (clusters of one's own, reached through kube_context).
-            (Some(f), _) => run_phases(g, &f.and_later(), Mode::Up, Deps::Trust).await,
-            (None, false) => run_phases(g, only, Mode::Up, Deps::Require).await,
-            (None, true) => run_graph(g, Mode::Up, None).await,
-        },
+        Command::Status => run_graph(g, Mode::Status, Flags::default()).await,
+        Command::Up { from, only, prune } => {
+            if *prune {
+                confirm(g, "delete what meshctl created for this mesh that the configuration no longer names (a removed spoke's stacks and EKS cluster included)")?;
+            }
+            let flags = Flags { prune: *prune, ..Flags::default() };
+            match (from, only.is_empty()) {
+                // Earlier phases are the caller's word: done by an earlier run, or made
+                // elsewhere (clusters of one's own, reached through kube_context).
+                (Some(f), _) => run_phases(g, &f.and_later(), Mode::Up, Deps::Trust, flags).await,
+                (None, false) => run_phases(g, only, Mode::Up, Deps::Require, flags).await,
+                (None, true) => run_graph(g, Mode::Up, flags).await,
+            }
+        }
         Command::Down { force } => {
             confirm(g, "destroy every resource meshctl created, including the EKS clusters and their stacks")?;
             let session = load_session(g)?;
             let graph = build_graph(&session)?;
-            execute(g, &graph, Mode::Down, None, *force).await
+            execute(g, &graph, Mode::Down, None, Flags { force: *force, ..Flags::default() }).await
         }
         Command::Cleanup => {
             confirm(g, "remove everything above the stacks (workloads, SPIRE, mesh control plane, access mappings, kubeconfig entries)")?;
-            run_phases(g, &Phase::CLEANUP, Mode::Down, Deps::Require).await
+            run_phases(g, &Phase::CLEANUP, Mode::Down, Deps::Require, Flags::default()).await
         }
         Command::Verify(args) => verify::run(g, args).await,
         Command::Phase(p) => {
             let (phase, args) = p.split();
             if args.destroy {
                 confirm(g, &format!("destroy the resources of phase {}", phase.name()))?;
-                run_phases(g, &[phase], Mode::Down, Deps::Require).await
+                run_phases(g, &[phase], Mode::Down, Deps::Require, Flags::default()).await
             } else {
-                run_phases(g, &[phase], Mode::Up, if args.with_deps { Deps::Run } else { Deps::Require }).await
+                run_phases(g, &[phase], Mode::Up, if args.with_deps { Deps::Run } else { Deps::Require }, Flags::default()).await
             }
         }
     }
@@ -210,7 +216,7 @@ enum Deps {
 
 /// Runs the phases' steps (plus the read-only preflight), with `deps` deciding about the
 /// steps they need outside them.
-async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, deps: Deps) -> Result<u8, AppError> {
+async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, deps: Deps, flags: Flags) -> Result<u8, AppError> {
     let session = load_session(g)?;
     let graph = build_graph(&session)?;
     let mut names: Vec<&str> = phases.iter().map(|p| p.name()).collect();
@@ -233,7 +239,7 @@ async fn run_phases(g: &Global, phases: &[Phase], mode: Mode, deps: Deps) -> Res
     } else {
         require_gone(g, &graph, &selection).await?;
     }
-    execute(g, &graph, mode, Some(selection), false).await
+    execute(g, &graph, mode, Some(selection), flags).await
 }
 
 /// Exit 2 unless every step in `ids` checks up to date, naming each missing phase and the
@@ -304,17 +310,32 @@ async fn require_gone(g: &Global, graph: &Graph, selection: &BTreeSet<StepId>) -
     )))
 }
 
-async fn run_graph(g: &Global, mode: Mode, selection: Option<BTreeSet<StepId>>) -> Result<u8, AppError> {
+async fn run_graph(g: &Global, mode: Mode, flags: Flags) -> Result<u8, AppError> {
     let session = load_session(g)?;
     let graph = build_graph(&session)?;
-    execute(g, &graph, mode, selection, false).await
+    execute(g, &graph, mode, None, flags).await
 }
 
-async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<StepId>>, force: bool) -> Result<u8, AppError> {
+/// What one command adds to the global flags: `down --force`, `up --prune`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    force: bool,
+    prune: bool,
+}
+
+async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeSet<StepId>>, flags: Flags) -> Result<u8, AppError> {
     let style = Style::detect(g.output == OutputFormat::Json);
     let renderer: Arc<dyn render::Renderer> = Arc::from(render::renderer(style));
-    let opts =
-        RunOptions { mode, concurrency: g.concurrency as usize, yes: g.yes, adopt: g.adopt, force, selection, ..RunOptions::new(mode) };
+    let opts = RunOptions {
+        mode,
+        concurrency: g.concurrency as usize,
+        yes: g.yes,
+        adopt: g.adopt,
+        force: flags.force,
+        prune: flags.prune,
+        selection,
+        ..RunOptions::new(mode)
+    };
     // First Ctrl-C: no new step starts, running ones finish. Second: running waits stop.
     let (stop, abort) = (opts.stop.clone(), opts.abort.clone());
     let signals = tokio::spawn(async move {
@@ -341,7 +362,7 @@ async fn execute(g: &Global, graph: &Graph, mode: Mode, selection: Option<BTreeS
             println!("next: `meshctl verify` proves mTLS from every Envoy's admin interface");
         }
         if mode == Mode::Down && !summary.ok() && !summary.interrupted {
-            print!("{}", leftovers(graph, &summary, force));
+            print!("{}", leftovers(graph, &summary, flags.force));
         }
     }
     Ok(exit_code(&summary))

@@ -88,7 +88,7 @@ impl Step for Absent {
         }
         Ok(match status {
             Status::Missing => Status::UpToDate,
-            Status::UpToDate | Status::Drifted(_) => Status::Drifted("exists; would remove".into()),
+            Status::UpToDate | Status::Drifted(_) | Status::Orphaned(_) => Status::Drifted("exists; would remove".into()),
         })
     }
 

@@ -154,6 +154,8 @@ pub struct StepRun {
     /// The user allowed taking over (updating, deleting) resources of the configured names that
     /// meshctl did not create.
     pub adopt: bool,
+    /// The user asked `up` to remove what the configuration no longer names (`--prune`).
+    pub prune: bool,
     /// The walk this run is part of (`up`, `down`, a plan): a read-only check may be stricter
     /// on the way up than on the way down.
     pub mode: Mode,
@@ -179,6 +181,7 @@ impl StepRun {
             sink: Arc::new(NullSink),
             yes: false,
             adopt: false,
+            prune: false,
             mode: Mode::Up,
             abort: CancellationToken::new(),
         }
@@ -265,6 +268,10 @@ pub enum Outcome {
     Checked(Status),
     /// Plan: not checked because these needs are not up to date yet.
     Pending(Vec<StepId>),
+    /// Orphans found and left in place (`up` without `--prune`); the reason lists them.
+    Kept(String),
+    /// Orphans removed (`up --prune`); the reason lists them.
+    Pruned(String),
 }
 
 /// What the renderer is told.

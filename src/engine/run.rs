@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub yes: bool,
     /// Steps may take over resources meshctl did not create (`--adopt`).
     pub adopt: bool,
+    /// `up` removes what the configuration no longer names (`--prune`).
+    pub prune: bool,
     /// `down` only: a step that failed does not stop the steps under it from being destroyed
     /// (`meshctl down --force`); the failure is still reported.
     pub force: bool,
@@ -38,6 +40,7 @@ impl RunOptions {
             concurrency: 8,
             yes: false,
             adopt: false,
+            prune: false,
             force: false,
             selection: None,
             stop: CancellationToken::new(),
@@ -196,6 +199,7 @@ pub async fn run(graph: &Graph, opts: &RunOptions, sink: Arc<dyn EventSink>) -> 
                     sink: sink.clone(),
                     yes: opts.yes,
                     adopt: opts.adopt,
+                    prune: opts.prune,
                     mode: opts.mode,
                     abort: opts.abort.clone(),
                 };
@@ -271,6 +275,11 @@ async fn perform(mode: Mode, step: &dyn Step, run: &StepRun) -> Result<Outcome, 
                 step.apply(run).await?;
                 Ok(Outcome::Updated(why))
             }
+            Status::Orphaned(what) if run.prune => {
+                step.apply(run).await?;
+                Ok(Outcome::Pruned(what))
+            }
+            Status::Orphaned(what) => Ok(Outcome::Kept(what)),
         },
         Mode::Down => match status {
             Status::Missing => Ok(Outcome::AlreadyGone),
