@@ -12,6 +12,13 @@ pub const MANAGED_BY: &str = "meshctl";
 pub const TAG_ACCOUNT: &str = "meshctl:account";
 /// AWS tag naming the EKS cluster a resource belongs to.
 pub const TAG_CLUSTER: &str = "meshctl:cluster";
+/// AWS tag on every stack naming the mesh it belongs to, by its hub's stack name (one hub per
+/// mesh): orphans are looked for among the stacks of the same mesh only.
+pub const TAG_MESH: &str = "meshctl:mesh";
+/// AWS tags on the hub's stack for one spoke: the spoke's profile and base stack, so that once
+/// the spoke is gone from the configuration its stacks can still be found and deleted.
+pub const TAG_SPOKE_PROFILE: &str = "meshctl:spoke-profile";
+pub const TAG_SPOKE_STACK: &str = "meshctl:spoke-stack";
 
 /// Kubernetes label on every object meshctl creates, so teardown touches only its own.
 pub const LABEL_MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGED_BY);

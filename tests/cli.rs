@@ -96,15 +96,15 @@ fn plan_offline_json_schema() {
             assert!(pos(n.as_str().unwrap()) < pos(s["id"].as_str().unwrap()));
         }
     }
-    // Only the per-spoke stacks (the hub's for each spoke, each spoke's TGW attachment) wait
-    // on the hub stack.
+    // Only the per-spoke stacks (the hub's for each spoke, each spoke's TGW attachment) and
+    // the search for orphaned stacks (deleted before the hub's on `down`) wait on the hub stack.
     let mut on_hub: Vec<&str> = steps
         .iter()
         .filter(|s| s["phase"] == "stacks" && s["needs"].as_array().unwrap().iter().any(|n| n == "stacks/shared"))
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     on_hub.sort();
-    assert_eq!(on_hub, ["stacks/backend-tgw", "stacks/frontend-tgw", "stacks/hub-backend", "stacks/hub-frontend"]);
+    assert_eq!(on_hub, ["stacks/backend-tgw", "stacks/frontend-tgw", "stacks/hub-backend", "stacks/hub-frontend", "stacks/orphans"]);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use aws_sdk_cloudformation::Client;
 
 use super::Backoff;
 use crate::error::{Error, ErrorKind, ResultExt};
-use crate::names::{MANAGED_BY, TAG_MANAGED_BY};
+use crate::names::{MANAGED_BY, TAG_MANAGED_BY, TAG_MESH};
 use crate::state::{Progress, Status};
 
 /// First interval between two polls of a stack or change set, and the longest one.
@@ -97,6 +97,7 @@ pub fn classify(status: &StackStatus) -> StackPhase {
 #[derive(Debug, Clone, Default)]
 pub struct LiveStack {
     pub id: String,
+    pub name: String,
     pub status: Option<StackStatus>,
     pub reason: Option<String>,
     pub params: BTreeMap<String, String>,
@@ -158,9 +159,28 @@ pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, 
             return Err(e);
         }
     };
-    let Some(s) = out.stacks.unwrap_or_default().into_iter().next() else { return Ok(None) };
-    let live = LiveStack {
+    Ok(out.stacks.unwrap_or_default().into_iter().next().map(live))
+}
+
+/// Every stack in the client's account that meshctl made for the mesh `mesh` (its
+/// [`TAG_MESH`] tag), deleted ones left out.
+pub async fn list_mesh(client: &Client, mesh: &str) -> Result<Vec<LiveStack>, Error> {
+    let mut out = Vec::new();
+    let mut pages = client.describe_stacks().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for s in page?.stacks.unwrap_or_default().into_iter().map(live) {
+            if is_ours(&s) && s.tags.get(TAG_MESH).map(String::as_str) == Some(mesh) && s.phase() != StackPhase::Gone {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn live(s: aws_sdk_cloudformation::types::Stack) -> LiveStack {
+    LiveStack {
         id: s.stack_id.unwrap_or_default(),
+        name: s.stack_name.unwrap_or_default(),
         status: s.stack_status,
         reason: s.stack_status_reason,
         params: s
@@ -176,8 +196,7 @@ pub async fn describe(client: &Client, name: &str) -> Result<Option<LiveStack>, 
             .into_iter()
             .filter_map(|o| Some((o.output_key?, o.output_value.unwrap_or_default())))
             .collect(),
-    };
-    Ok(Some(live))
+    }
 }
 
 /// How the live stack differs from the spec; `None` when it matches. Reads the template

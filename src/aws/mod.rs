@@ -142,22 +142,35 @@ macro_rules! client_fn {
     };
 }
 
+impl AccountAws {
+    fn new(profile: &str) -> AccountAws {
+        AccountAws {
+            profile: profile.to_string(),
+            sdk: OnceCell::new(),
+            id: OnceCell::new(),
+            #[cfg(test)]
+            mock: None,
+        }
+    }
+}
+
 impl Aws {
     pub fn new(config: &Config) -> Aws {
-        let accounts = config
-            .accounts()
-            .map(|a| {
-                let acct = AccountAws {
-                    profile: a.profile.clone(),
-                    sdk: OnceCell::new(),
-                    id: OnceCell::new(),
-                    #[cfg(test)]
-                    mock: None,
-                };
-                (a.name.clone(), acct)
-            })
-            .collect();
+        let accounts = config.accounts().map(|a| (a.name.clone(), AccountAws::new(&a.profile))).collect();
         Aws { region: config.region.clone(), accounts, writes: WriteCounter::default() }
+    }
+
+    /// Clients for one account the configuration does not name (a removed spoke, known from
+    /// the tags of what meshctl left for it): same region, same write counter. In unit tests
+    /// it answers from the mock of the configured account that uses the same profile.
+    pub fn other(&self, name: &str, profile: &str) -> Aws {
+        #[allow(unused_mut)]
+        let mut acct = AccountAws::new(profile);
+        #[cfg(test)]
+        {
+            acct.mock = self.accounts.values().find(|a| a.profile == profile).and_then(|a| a.mock.clone());
+        }
+        Aws { region: self.region.clone(), accounts: BTreeMap::from([(name.to_string(), acct)]), writes: self.writes.clone() }
     }
 
     /// The region every account works in.

@@ -119,7 +119,7 @@ mod tests {
             .filter(|m| m.phase == "stacks" && g.ancestors(m.id.as_str()).iter().any(|a| a == &"stacks/shared"))
             .map(|m| m.id.as_str())
             .collect();
-        assert_eq!(waiting, ["stacks/hub-frontend", "stacks/frontend-tgw", "stacks/hub-backend", "stacks/backend-tgw"]);
+        assert_eq!(waiting, ["stacks/hub-frontend", "stacks/frontend-tgw", "stacks/hub-backend", "stacks/backend-tgw", "stacks/orphans"]);
         for spoke in ["frontend", "backend"] {
             let tgw = g.get(ids::tgw_stack(spoke).as_str()).unwrap().meta();
             assert!(tgw.needs.contains(&ids::ram(spoke)), "the attachment needs the accepted share");

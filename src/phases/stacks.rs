@@ -23,12 +23,18 @@ use std::sync::Arc;
 
 use super::ids;
 use crate::aws::cfn::{self, StackSpec};
+use crate::aws::Aws;
 use crate::config::{Account, Config};
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
-use crate::names::{access_role_arn, hub_peer_stack_name, spire_server_role_name, tgw_stack_name, MANAGED_BY, TAG_ACCOUNT, TAG_MANAGED_BY};
+use crate::names::{
+    access_role_arn, hub_peer_stack_name, spire_server_role_name, tgw_stack_name, MANAGED_BY, TAG_ACCOUNT, TAG_MANAGED_BY, TAG_MESH,
+    TAG_SPOKE_PROFILE, TAG_SPOKE_STACK,
+};
 use crate::session::Session;
 use crate::spire::charts::SERVER_SERVICE_ACCOUNT;
+
+mod orphans;
 
 pub const HUB_TEMPLATE: &str = include_str!("../../templates/hub.yaml");
 pub const SPOKE_TEMPLATE: &str = include_str!("../../templates/spoke.yaml");
@@ -81,6 +87,7 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
             kind: Kind::Tgw,
         }));
     }
+    out.push(orphans::step(session));
     out
 }
 
@@ -141,8 +148,12 @@ pub fn spoke_tgw_body(config: &Config, spoke: &Account) -> String {
     SPOKE_TGW_TEMPLATE.replacen(PEERS_MARKER, &format!("{PEERS_MARKER}{}", peer_resources(&peers)), 1)
 }
 
-fn tags(account: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(TAG_MANAGED_BY.to_string(), MANAGED_BY.to_string()), (TAG_ACCOUNT.to_string(), account.to_string())])
+fn tags(c: &Config, account: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (TAG_ACCOUNT.to_string(), account.to_string()),
+        (TAG_MESH.to_string(), c.hub.stack_name.clone()),
+    ])
 }
 
 fn params<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
@@ -171,8 +182,8 @@ fn account_params(a: &Account) -> Result<BTreeMap<String, String>, Error> {
     ]))
 }
 
-fn spec(a: &Account, name: String, body: String, params: BTreeMap<String, String>) -> StackSpec {
-    StackSpec { account: a.name.clone(), profile: a.profile.clone(), name, body, params, tags: tags(&a.name) }
+fn spec(c: &Config, a: &Account, name: String, body: String, params: BTreeMap<String, String>) -> StackSpec {
+    StackSpec { account: a.name.clone(), profile: a.profile.clone(), name, body, params, tags: tags(c, &a.name) }
 }
 
 /// The base stack of `account` as the configuration wants it. It depends on nothing per
@@ -197,7 +208,7 @@ pub fn base_spec(c: &Config, account: &Account, hub_account_id: &str) -> Result<
         ]));
         SPOKE_TEMPLATE
     };
-    Ok(spec(account, account.stack_name.clone(), body.to_string(), p))
+    Ok(spec(c, account, account.stack_name.clone(), body.to_string(), p))
 }
 
 /// One Output of a stack, or an error naming the stack and the key.
@@ -225,7 +236,10 @@ pub fn hub_peer_spec(
         ("PrivateRouteTableIds", output(hub_outputs, hub, "PrivateRouteTableIds")?),
         ("ClusterSecurityGroupId", output(hub_outputs, hub, "ClusterSecurityGroupId")?),
     ]);
-    Ok(spec(hub, hub_peer_stack_name(hub, spoke), HUB_PEER_TEMPLATE.to_string(), p))
+    let mut s = spec(c, hub, hub_peer_stack_name(hub, spoke), HUB_PEER_TEMPLATE.to_string(), p);
+    s.tags.insert(TAG_SPOKE_PROFILE.to_string(), spoke.profile.clone());
+    s.tags.insert(TAG_SPOKE_STACK.to_string(), spoke.stack_name.clone());
+    Ok(s)
 }
 
 /// A spoke's TGW stack, from the hub's Transit Gateway and the spoke base stack's Outputs.
@@ -243,7 +257,7 @@ pub fn tgw_spec(
         ("PrivateRouteTableIds", output(own, spoke, "PrivateRouteTableIds")?),
         ("ClusterSecurityGroupId", output(own, spoke, "ClusterSecurityGroupId")?),
     ]);
-    Ok(spec(spoke, tgw_stack_name(spoke), spoke_tgw_body(c, spoke), p))
+    Ok(spec(c, spoke, tgw_stack_name(spoke), spoke_tgw_body(c, spoke), p))
 }
 
 impl StackStep {
@@ -294,65 +308,68 @@ impl StackStep {
             }
         }
     }
+}
 
-    /// Before a base stack goes: what Kubernetes left in its VPC. Listed, and deleted only
-    /// with `--yes`; nothing is touched in the VPC of a stack meshctl did not create unless
-    /// adopting it.
-    async fn clear_vpc(&self, client: &aws_sdk_cloudformation::Client, spec: &StackSpec, cx: &StepRun) -> Result<(), Error> {
-        let a = self.acct();
-        let stack = &a.stack_name;
-        let Some(live) = cfn::describe(client, stack)
+/// Before a base stack goes: what Kubernetes left in its VPC (load balancers of Services,
+/// their interfaces and security groups), which blocks deleting it. Listed, and deleted only
+/// with `--yes`; nothing is touched in the VPC of a stack meshctl did not create unless
+/// adopting it. `aws` holds the stack's account under `spec.account`; `cluster` is the EKS
+/// cluster whose leftovers these would be.
+pub(crate) async fn clear_vpc(
+    aws: &Aws,
+    client: &aws_sdk_cloudformation::Client,
+    spec: &StackSpec,
+    cluster: &str,
+    cx: &StepRun,
+) -> Result<(), Error> {
+    let (name, profile, stack) = (&spec.account, &spec.profile, &spec.name);
+    let Some(live) =
+        cfn::describe(client, stack).await.context(format!("account {name} (profile {profile}): stack {stack}: cannot read it"))?
+    else {
+        return Ok(());
+    };
+    if live.phase() == cfn::StackPhase::Gone {
+        return Ok(());
+    }
+    cfn::ensure_ours(spec, &live, cx.adopt, "delete")?;
+    let mut vpc = live.outputs.get("VpcId").cloned();
+    let mut own_groups: Vec<String> = live.outputs.get("ClusterSecurityGroupId").cloned().into_iter().collect();
+    if vpc.is_none() || own_groups.is_empty() {
+        // A stack whose outputs are not available (failed update, older template): ask
+        // for the resources by their logical ids.
+        let res = client
+            .describe_stack_resources()
+            .stack_name(stack)
+            .send()
             .await
-            .context(format!("account {} (profile {}): stack {stack}: cannot read it", a.name, a.profile))?
-        else {
-            return Ok(());
-        };
-        if live.phase() == cfn::StackPhase::Gone {
-            return Ok(());
-        }
-        cfn::ensure_ours(spec, &live, cx.adopt, "delete")?;
-        let mut vpc = live.outputs.get("VpcId").cloned();
-        let mut own_groups: Vec<String> = live.outputs.get("ClusterSecurityGroupId").cloned().into_iter().collect();
-        if vpc.is_none() || own_groups.is_empty() {
-            // A stack whose outputs are not available (failed update, older template): ask
-            // for the resources by their logical ids.
-            let res = client
-                .describe_stack_resources()
-                .stack_name(stack)
-                .send()
-                .await
-                .context(format!("account {} (profile {}): stack {stack}: DescribeStackResources", a.name, a.profile))?;
-            {
-                for r in res.stack_resources.unwrap_or_default() {
-                    match (r.logical_resource_id.as_deref(), r.physical_resource_id) {
-                        (Some("Vpc"), Some(id)) if vpc.is_none() => vpc = Some(id),
-                        (Some("ClusterSecurityGroup"), Some(id)) => own_groups.push(id),
-                        _ => {}
-                    }
-                }
+            .context(format!("account {name} (profile {profile}): stack {stack}: DescribeStackResources"))?;
+        for r in res.stack_resources.unwrap_or_default() {
+            match (r.logical_resource_id.as_deref(), r.physical_resource_id) {
+                (Some("Vpc"), Some(id)) if vpc.is_none() => vpc = Some(id),
+                (Some("ClusterSecurityGroup"), Some(id)) => own_groups.push(id),
+                _ => {}
             }
         }
-        let Some(vpc) = vpc.filter(|v| !v.is_empty()) else { return Ok(()) };
-        let ec2 = self.session.aws.ec2(&a.name).await?;
-        let (v2, classic) = (self.session.aws.elbv2(&a.name).await?, self.session.aws.elb(&a.name).await?);
-        let lbs = crate::aws::vpc::LoadBalancers { v2: &v2, classic: &classic };
-        cx.progress(format!("looking for what blocks deleting {vpc}"));
-        let found = crate::aws::vpc::blockers(&ec2, &lbs, &vpc, &a.cluster_name, &own_groups)
-            .await
-            .context(format!("account {} (profile {}): cannot list what is left in {vpc}", a.name, a.profile))?;
-        if found.is_empty() {
-            return Ok(());
-        }
-        let list = found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        if !cx.yes {
-            return Err(Error::new(ErrorKind::Conflict, format!(
-                "account {} (profile {}): VPC {vpc} of stack {stack} still holds resources Kubernetes created, which block its deletion: {list}; delete the Services of type LoadBalancer first (`meshctl down` of the app phases), or rerun with --yes to let meshctl delete these",
-                a.name, a.profile
-            )));
-        }
-        cx.progress(format!("deleting {} leftover resource(s) in {vpc}", found.len()));
-        crate::aws::vpc::delete_blockers(&ec2, &lbs, &found).await.context(format!("account {} (profile {}): VPC {vpc}", a.name, a.profile))
     }
+    let Some(vpc) = vpc.filter(|v| !v.is_empty()) else { return Ok(()) };
+    let ec2 = aws.ec2(name).await?;
+    let (v2, classic) = (aws.elbv2(name).await?, aws.elb(name).await?);
+    let lbs = crate::aws::vpc::LoadBalancers { v2: &v2, classic: &classic };
+    cx.progress(format!("looking for what blocks deleting {vpc}"));
+    let found = crate::aws::vpc::blockers(&ec2, &lbs, &vpc, cluster, &own_groups)
+        .await
+        .context(format!("account {name} (profile {profile}): cannot list what is left in {vpc}"))?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list = found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    if !cx.yes {
+        return Err(Error::new(ErrorKind::Conflict, format!(
+            "account {name} (profile {profile}): VPC {vpc} of stack {stack} still holds resources Kubernetes created, which block its deletion: {list}; delete the Services of type LoadBalancer first (`meshctl down` of the app phases), or rerun with --yes to let meshctl delete these"
+        )));
+    }
+    cx.progress(format!("deleting {} leftover resource(s) in {vpc}", found.len()));
+    crate::aws::vpc::delete_blockers(&ec2, &lbs, &found).await.context(format!("account {name} (profile {profile}): VPC {vpc}"))
 }
 
 #[async_trait::async_trait]
@@ -394,9 +411,9 @@ impl Step for StackStep {
     async fn destroy(&self, cx: &StepRun) -> Result<(), Error> {
         let client = self.client().await?;
         let a = self.acct();
-        let spec = spec(a, self.stack_name(), String::new(), BTreeMap::new());
+        let spec = spec(&self.session.config, a, self.stack_name(), String::new(), BTreeMap::new());
         if self.kind == Kind::Base {
-            self.clear_vpc(&client, &spec, cx).await?;
+            clear_vpc(&self.session.aws, &client, &spec, &a.cluster_name, cx).await?;
         }
         cfn::delete(&client, &spec, cx.adopt, cx).await
     }
@@ -525,7 +542,7 @@ mod tests {
                 ("SpireServiceAccount", "spire-server"),
             ])
         );
-        assert_eq!(hub.tags, owned(&[(TAG_MANAGED_BY, "meshctl"), (TAG_ACCOUNT, "shared")]));
+        assert_eq!(hub.tags, owned(&[(TAG_MANAGED_BY, "meshctl"), (TAG_ACCOUNT, "shared"), (TAG_MESH, HUB_STACK)]));
         let front = base_spec(&c, &c.spokes[0], HUB_ID).unwrap();
         assert_eq!(
             (front.name.as_str(), front.body.as_str(), front.account.as_str()),
@@ -632,7 +649,15 @@ mod tests {
             ("PrivateRouteTableIds", "rtb-0hub000000000001,rtb-0hub000000000002,rtb-0hub000000000003"),
             ("ClusterSecurityGroupId", "sg-0hub000000000001"),
         ]);
-        let want_tags = owned(&[(TAG_MANAGED_BY, "meshctl"), (TAG_ACCOUNT, "shared")]);
+        // The hub's stack for a spoke names the spoke's profile and stack: a spoke removed from
+        // the configuration is still found, and reached, from them (stacks/orphans).
+        let want_tags = owned(&[
+            (TAG_MANAGED_BY, "meshctl"),
+            (TAG_ACCOUNT, "shared"),
+            (TAG_MESH, HUB_STACK),
+            (TAG_SPOKE_PROFILE, "frontend"),
+            (TAG_SPOKE_STACK, "eks-cluster-frontend-stack"),
+        ]);
         let create = mock!(Client::create_change_set)
             .match_requests(move |r| {
                 let params: BTreeMap<String, String> = r
@@ -754,7 +779,8 @@ mod tests {
             .stack_status(status)
             .creation_time(aws_smithy_types::DateTime::from_secs(1_764_300_000))
             .tags(Tag::builder().key(TAG_MANAGED_BY).value("meshctl").build())
-            .tags(Tag::builder().key(TAG_ACCOUNT).value(if account == testing::SHARED { "shared" } else { "frontend" }).build());
+            .tags(Tag::builder().key(TAG_ACCOUNT).value(if account == testing::SHARED { "shared" } else { "frontend" }).build())
+            .tags(Tag::builder().key(TAG_MESH).value(HUB_STACK).build());
         for (k, v) in params {
             stack = stack.parameters(Parameter::builder().parameter_key(*k).parameter_value(*v).build());
         }
@@ -836,8 +862,7 @@ mod tests {
             describe_rule(HUB_STACK, described(testing::SHARED, HUB_STACK, StackStatus::UpdateComplete, &[], &hub_outputs(Some(TGW))));
         let spoke = describe_rule(SPOKE_STACK, described(testing::FRONTEND, SPOKE_STACK, StackStatus::CreateComplete, &[], &SPOKE_OUTPUTS));
         let absent = not_found(TGW_STACK);
-        let want_tags =
-            BTreeMap::from([(TAG_MANAGED_BY.to_string(), "meshctl".to_string()), (TAG_ACCOUNT.to_string(), "frontend".to_string())]);
+        let want_tags = owned(&[(TAG_MANAGED_BY, "meshctl"), (TAG_ACCOUNT, "frontend"), (TAG_MESH, HUB_STACK)]);
         let create = mock!(Client::create_change_set)
             .match_requests(move |r| {
                 let params: BTreeMap<String, String> = r
@@ -948,5 +973,106 @@ mod tests {
             "account shared (profile shared): stack eks-cluster-shared-services-stack does not exist; run `meshctl up --only stacks` first"
         );
         assert_eq!(ctx.aws.writes().count(), 0);
+    }
+
+    /// A stack of `mesh` in `account` (its `meshctl:account` tag `role`), with parameters
+    /// (which tell its kind) and extra tags.
+    fn mesh_stack(account: &str, role: &str, name: &str, mesh: &str, params: &[&str], extra: &[(&str, &str)]) -> Stack {
+        let mut b = Stack::builder()
+            .stack_id(stack_id(account, name))
+            .stack_name(name)
+            .stack_status(StackStatus::CreateComplete)
+            .creation_time(aws_smithy_types::DateTime::from_secs(1_764_300_000))
+            .tags(Tag::builder().key(TAG_MANAGED_BY).value("meshctl").build())
+            .tags(Tag::builder().key(TAG_ACCOUNT).value(role).build())
+            .tags(Tag::builder().key(TAG_MESH).value(mesh).build());
+        for (k, v) in extra {
+            b = b.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        for p in params {
+            b = b.parameters(Parameter::builder().parameter_key(*p).parameter_value("x").build());
+        }
+        b.build()
+    }
+
+    fn listing(stacks: Vec<Stack>) -> Rule {
+        let out = DescribeStacksOutput::builder().set_stacks(Some(stacks)).build();
+        mock!(Client::describe_stacks).match_requests(|r| r.stack_name().is_none()).then_output(move || out.clone())
+    }
+
+    /// The hub account holds its stack for `analytics`, a spoke the configuration no longer
+    /// names; that stack's tags lead to the spoke's own stacks (here behind the `backend`
+    /// profile, the one mocked account they can be reached through), which no listing of a
+    /// configured account shows. Another mesh's stack and a stack without meshctl's tag are no
+    /// orphans. They are reported in deletion order, with no write.
+    #[tokio::test]
+    async fn orphaned_stacks_are_found_by_tag_in_every_account_and_through_a_removed_spokes_tags() {
+        let base = ["ClusterName", "VpcCidr"];
+        let peer = ["ClusterName", "SpokeName", "TransitGatewayId"];
+        let tgw = ["ClusterName", "TransitGatewayId", "VpcId"];
+        let removed_peer = "eks-cluster-shared-services-stack-analytics";
+        let mut foreign = mesh_stack(testing::SHARED, "shared", "their-stack", HUB_STACK, &base, &[]);
+        foreign.tags = None;
+        let mut analytics_peer = mesh_stack(
+            testing::SHARED,
+            "shared",
+            removed_peer,
+            HUB_STACK,
+            &peer,
+            &[(TAG_SPOKE_PROFILE, "backend"), (TAG_SPOKE_STACK, "eks-cluster-analytics-stack")],
+        );
+        analytics_peer.parameters = Some(vec![
+            Parameter::builder().parameter_key("SpokeName").parameter_value("analytics").build(),
+            Parameter::builder().parameter_key("ClusterName").parameter_value("eks-cluster-shared").build(),
+        ]);
+        let shared = listing(vec![
+            mesh_stack(testing::SHARED, "shared", HUB_STACK, HUB_STACK, &base, &[]),
+            mesh_stack(testing::SHARED, "shared", "eks-cluster-shared-services-stack-frontend", HUB_STACK, &peer, &[]),
+            mesh_stack(testing::SHARED, "shared", "eks-cluster-shared-services-stack-backend", HUB_STACK, &peer, &[]),
+            analytics_peer,
+            mesh_stack(testing::SHARED, "shared", "other-mesh-stack", "another-hub-stack", &base, &[]),
+            foreign,
+        ]);
+        let frontend = listing(vec![
+            mesh_stack(testing::FRONTEND, "frontend", SPOKE_STACK, HUB_STACK, &base, &[]),
+            mesh_stack(testing::FRONTEND, "frontend", TGW_STACK, HUB_STACK, &tgw, &[]),
+        ]);
+        let backend = listing(vec![mesh_stack(testing::BACKEND, "backend", "eks-cluster-backend-stack", HUB_STACK, &base, &[])]);
+        let by_name = |name: &'static str, params: &[&str]| {
+            describe_rule(
+                name,
+                DescribeStacksOutput::builder().stacks(mesh_stack(testing::BACKEND, "analytics", name, HUB_STACK, params, &[])).build(),
+            )
+        };
+        let (a_tgw, a_base) = (by_name("eks-cluster-analytics-stack-tgw", &tgw), by_name("eks-cluster-analytics-stack", &base));
+        let ctx = testing::ctx(&[
+            ("shared", RuleMode::MatchAny, &[&shared]),
+            ("frontend", RuleMode::MatchAny, &[&frontend]),
+            ("backend", RuleMode::MatchAny, &[&backend, &a_tgw, &a_base]),
+        ]);
+        let step = steps(&ctx).into_iter().find(|s| s.meta().id == "stacks/orphans").unwrap();
+        let status = step.check(&StepRun::detached("stacks/orphans")).await.unwrap();
+        assert_eq!(
+            status,
+            Status::Orphaned(
+                "stack eks-cluster-analytics-stack-tgw (account analytics, profile backend), \
+                 stack eks-cluster-shared-services-stack-analytics (account shared, profile shared), \
+                 stack eks-cluster-analytics-stack (account analytics, profile backend)"
+                    .into()
+            )
+        );
+        assert_eq!(ctx.aws.writes().count(), 0);
+
+        // Nothing orphaned: up to date on the way up, missing (already gone) on the way down.
+        let (shared, frontend, backend) = (listing(vec![]), listing(vec![]), listing(vec![]));
+        let ctx = testing::ctx(&[
+            ("shared", RuleMode::MatchAny, &[&shared]),
+            ("frontend", RuleMode::MatchAny, &[&frontend]),
+            ("backend", RuleMode::MatchAny, &[&backend]),
+        ]);
+        let step = steps(&ctx).into_iter().find(|s| s.meta().id == "stacks/orphans").unwrap();
+        assert_eq!(step.check(&StepRun::detached("stacks/orphans")).await.unwrap(), Status::UpToDate);
+        let down = StepRun::detached("stacks/orphans").with_mode(crate::engine::Mode::Down);
+        assert_eq!(step.check(&down).await.unwrap(), Status::Missing);
     }
 }
