@@ -11,14 +11,20 @@
 //! Entries live in the server's datastore: a server pod that does not run holds none that a
 //! command could reach, and its volume goes with `spire/server`. So when the pod is not
 //! running, `check` says missing and `down` has nothing to do here.
+//!
+//! Every entry meshctl creates carries the hint `meshctl`. `register/orphans` finds those whose
+//! SPIFFE ID the configuration no longer names (a removed service's, a removed spoke's
+//! agents'): orphaned in `plan` and `status`, deleted by `up --prune`, gone with the server on
+//! `down`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use super::ids;
-use crate::engine::{Error, Status, Step, StepMeta, StepRun};
+use crate::engine::{Error, Status, Step, StepId, StepMeta, StepRun, Teardown};
 use crate::error::ResultExt;
 use crate::session::Session;
 use crate::spire::charts::{SERVER_CONTAINER, SERVER_POD};
@@ -45,6 +51,15 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
                 .needs([ids::register_node(&w.account)]),
         }));
     }
+    out.push(Arc::new(OrphanEntries {
+        session: session.clone(),
+        meta: StepMeta::new(
+            StepId::new("register", "orphans"),
+            &c.hub.name,
+            "find meshctl's entries whose SPIFFE ID the configuration no longer names (deleted by `up --prune`)",
+        )
+        .needs([ids::spire_server()]),
+    }));
     out
 }
 
@@ -79,21 +94,21 @@ impl EntryStep {
             where_: format!("namespace {}, cluster {}, context {context}", c.spire.namespace, c.hub.cluster_name),
         })
     }
+}
 
-    /// Whether the server container runs, so its admin socket can answer.
-    async fn server_running(&self, cli: &PodExec) -> Result<bool, Error> {
-        let c = &self.session.config;
-        let pod = cli
-            .pods
-            .get_opt(SERVER_POD)
-            .await
-            .map_err(crate::kube::api_error)
-            .context(format!("reading pod {}/{SERVER_POD} in cluster {} ({})", c.spire.namespace, c.hub.cluster_name, cli.where_))?;
-        Ok(pod
-            .and_then(|p| p.status)
-            .and_then(|s| s.container_statuses)
-            .is_some_and(|cs| cs.iter().any(|c| c.name == SERVER_CONTAINER && c.state.as_ref().is_some_and(|s| s.running.is_some()))))
-    }
+/// Whether the server container runs, so its admin socket can answer.
+async fn server_running(session: &Session, cli: &PodExec) -> Result<bool, Error> {
+    let c = &session.config;
+    let pod = cli
+        .pods
+        .get_opt(SERVER_POD)
+        .await
+        .map_err(crate::kube::api_error)
+        .context(format!("reading pod {}/{SERVER_POD} in cluster {} ({})", c.spire.namespace, c.hub.cluster_name, cli.where_))?;
+    Ok(pod
+        .and_then(|p| p.status)
+        .and_then(|s| s.container_statuses)
+        .is_some_and(|cs| cs.iter().any(|c| c.name == SERVER_CONTAINER && c.state.as_ref().is_some_and(|s| s.running.is_some()))))
 }
 
 #[async_trait::async_trait]
@@ -105,10 +120,10 @@ impl Step for EntryStep {
     async fn check(&self, _: &StepRun) -> Result<Status, Error> {
         let wanted = self.wanted()?;
         let cli = Self::cli(&self.session).await?;
-        if !self.server_running(&cli).await? {
+        if !server_running(&self.session, &cli).await? {
             return Ok(Status::Missing);
         }
-        let live = entries::show(&cli, &wanted.spiffe_id).await.context("reading registration entries")?;
+        let live = entries::show(&cli, Some(&wanted.spiffe_id)).await.context("reading registration entries")?;
         Ok(match entries::plan(wanted, &live) {
             Plan::UpToDate { .. } => Status::UpToDate,
             Plan::Create => Status::Missing,
@@ -135,5 +150,64 @@ impl Step for EntryStep {
         let n = entries::remove(&cli, wanted).await.context(format!("deleting entries of {}", wanted.spiffe_id))?;
         run.progress(format!("deleted {n} entr{} of {}", if n == 1 { "y" } else { "ies" }, wanted.spiffe_id));
         Ok(())
+    }
+}
+
+/// `register/orphans`: meshctl's entries (hint `meshctl`) of SPIFFE IDs no longer configured.
+pub struct OrphanEntries {
+    session: Arc<Session>,
+    meta: StepMeta,
+}
+
+impl OrphanEntries {
+    /// The SPIFFE IDs the configuration registers: every spoke's agents, every workload.
+    fn wanted(&self) -> BTreeSet<String> {
+        let c = &self.session.config;
+        let nodes = c.spokes.iter().map(|s| entries::node_entry(c, s).spiffe_id);
+        nodes.chain(self.session.topology.workloads.iter().map(|w| w.spiffe_id.clone())).collect()
+    }
+
+    /// The orphaned entries; none while the server does not run.
+    async fn find(&self) -> Result<(PodExec, Vec<entries::LiveEntry>), Error> {
+        let cli = EntryStep::cli(&self.session).await?;
+        if !server_running(&self.session, &cli).await? {
+            return Ok((cli, Vec::new()));
+        }
+        let live = entries::show(&cli, None).await.context("reading registration entries")?;
+        let orphans = entries::orphans(&self.wanted(), &live).into_iter().cloned().collect();
+        Ok((cli, orphans))
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for OrphanEntries {
+    fn meta(&self) -> &StepMeta {
+        &self.meta
+    }
+
+    /// The server's datastore goes with `spire/server` on `down`.
+    fn teardown(&self) -> Teardown {
+        Teardown::WithParent
+    }
+
+    async fn check(&self, _: &StepRun) -> Result<Status, Error> {
+        let (_, orphans) = self.find().await?;
+        if orphans.is_empty() {
+            return Ok(Status::UpToDate);
+        }
+        Ok(Status::Orphaned(orphans.iter().map(|e| format!("entry {} ({})", e.id, e.spiffe_id)).collect::<Vec<_>>().join(", ")))
+    }
+
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
+        let (cli, orphans) = self.find().await?;
+        for e in &orphans {
+            run.progress(format!("deleting orphaned entry {} ({})", e.id, e.spiffe_id));
+            cli.run(entries::delete_args(&e.id)).await.context(format!("deleting orphaned entry {} ({})", e.id, e.spiffe_id))?;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
+        self.apply(run).await
     }
 }

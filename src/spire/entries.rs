@@ -29,7 +29,13 @@ pub struct LiveEntry {
     pub spiffe_id: String,
     pub parent_id: String,
     pub selectors: BTreeSet<String>,
+    /// The entry's hint: [`HINT`] on every entry meshctl creates.
+    pub hint: String,
 }
+
+/// The hint meshctl puts on its entries (`-hint`): how it tells its own entries from others'
+/// when it looks for the ones the configuration no longer names.
+pub const HINT: &str = "meshctl";
 
 /// The SPIFFE ID of the SPIRE server itself: the parent of node entries.
 pub fn server_id(c: &Config) -> String {
@@ -73,6 +79,8 @@ struct EntryJson {
     parent_id: Option<IdJson>,
     #[serde(default)]
     selectors: Vec<SelectorJson>,
+    #[serde(default)]
+    hint: String,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +116,7 @@ pub fn parse_show(json: &str) -> Result<Vec<LiveEntry>, Error> {
             spiffe_id: e.spiffe_id.map(|i| i.to_id()).unwrap_or_default(),
             parent_id: e.parent_id.map(|i| i.to_id()).unwrap_or_default(),
             selectors: e.selectors.into_iter().map(|s| format!("{}:{}", s.kind, s.value)).collect(),
+            hint: e.hint,
         })
         .collect())
 }
@@ -140,7 +149,7 @@ pub enum Plan {
 /// entries and none under our parent, a new one is created beside them (never touching theirs).
 pub fn plan(wanted: &WantedEntry, live: &[LiveEntry]) -> Plan {
     let same_id: Vec<&LiveEntry> = live.iter().filter(|e| e.spiffe_id == wanted.spiffe_id).collect();
-    if let Some(e) = same_id.iter().find(|e| e.parent_id == wanted.parent_id && e.selectors == wanted.selectors) {
+    if let Some(e) = same_id.iter().find(|e| e.parent_id == wanted.parent_id && e.selectors == wanted.selectors && e.hint == HINT) {
         return Plan::UpToDate { id: e.id.clone() };
     }
     let candidate =
@@ -160,6 +169,9 @@ pub fn plan(wanted: &WantedEntry, live: &[LiveEntry]) -> Plan {
             if !extra.is_empty() {
                 why.push(format!("extra selectors {}", join(&extra)));
             }
+            if e.hint != HINT {
+                why.push(format!("hint {:?} (want {HINT:?})", e.hint));
+            }
             Plan::Update { id: e.id.clone(), reason: format!("entry {}: {}", e.id, why.join("; ")) }
         }
     }
@@ -174,13 +186,25 @@ pub fn owned<'a>(wanted: &WantedEntry, live: &'a [LiveEntry]) -> Vec<&'a LiveEnt
     live.iter().filter(|e| e.spiffe_id == wanted.spiffe_id && e.parent_id == wanted.parent_id).collect()
 }
 
-/// `entry show -spiffeID <id> -output json`.
-pub fn show_args(spiffe_id: &str) -> Vec<String> {
-    ["entry", "show", "-spiffeID", spiffe_id, "-output", "json"].map(String::from).to_vec()
+/// Entries meshctl made (its hint) whose SPIFFE ID the configuration no longer wants: a
+/// removed service's, a removed spoke's agents'.
+pub fn orphans<'a>(wanted: &BTreeSet<String>, live: &'a [LiveEntry]) -> Vec<&'a LiveEntry> {
+    live.iter().filter(|e| e.hint == HINT && !wanted.contains(&e.spiffe_id)).collect()
+}
+
+/// `entry show -spiffeID <id> -output json`; every entry without an id.
+pub fn show_args(spiffe_id: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = vec!["entry".into(), "show".into()];
+    if let Some(id) = spiffe_id {
+        args.extend(["-spiffeID".into(), id.into()]);
+    }
+    args.extend(["-output".into(), "json".into()]);
+    args
 }
 
 fn with_entry(mut args: Vec<String>, e: &WantedEntry) -> Vec<String> {
     args.extend(["-spiffeID".to_string(), e.spiffe_id.clone(), "-parentID".to_string(), e.parent_id.clone()]);
+    args.extend(["-hint".to_string(), HINT.to_string()]);
     for s in &e.selectors {
         args.extend(["-selector".to_string(), s.clone()]);
     }
@@ -257,15 +281,15 @@ impl EntryCli for PodExec {
     }
 }
 
-/// The live entries of one SPIFFE ID.
-pub async fn show(cli: &dyn EntryCli, spiffe_id: &str) -> Result<Vec<LiveEntry>, Error> {
+/// The live entries of one SPIFFE ID, or all of them.
+pub async fn show(cli: &dyn EntryCli, spiffe_id: Option<&str>) -> Result<Vec<LiveEntry>, Error> {
     let out = cli.run(show_args(spiffe_id)).await?;
     parse_show(&out)
 }
 
 /// Makes the server's entry match `wanted`; returns what was done.
 pub async fn ensure(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<Plan, Error> {
-    let live = show(cli, &wanted.spiffe_id).await?;
+    let live = show(cli, Some(&wanted.spiffe_id)).await?;
     let p = plan(wanted, &live);
     match &p {
         Plan::UpToDate { .. } => {}
@@ -281,7 +305,7 @@ pub async fn ensure(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<Plan, Er
 
 /// Deletes the entries meshctl owns for `wanted`; returns how many were deleted.
 pub async fn remove(cli: &dyn EntryCli, wanted: &WantedEntry) -> Result<usize, Error> {
-    let live = show(cli, &wanted.spiffe_id).await?;
+    let live = show(cli, Some(&wanted.spiffe_id)).await?;
     let mine = owned(wanted, &live);
     for e in &mine {
         cli.run(delete_args(&e.id)).await?;
@@ -306,7 +330,7 @@ mod tests {
           ],
           "x509_svid_ttl": 3600, "federates_with": [], "admin": false, "downstream": false,
           "expires_at": "0", "dns_names": [], "revision_number": "0", "store_svid": false,
-          "jwt_svid_ttl": 300, "hint": "", "created_at": "1700000000"
+          "jwt_svid_ttl": 300, "hint": "meshctl", "created_at": "1700000000"
         }
       ],
       "next_page_token": ""
@@ -342,6 +366,7 @@ mod tests {
             spiffe_id: want.spiffe_id.clone(),
             parent_id: want.parent_id.clone(),
             selectors: want.selectors.clone(),
+            hint: HINT.into(),
         };
         live.selectors.remove("k8s:sa:default");
         live.selectors.insert("k8s:sa:other".into());
@@ -357,8 +382,29 @@ mod tests {
         let b = LiveEntry { id: "b".into(), parent_id: "spiffe://x/p2".into(), ..live.clone() };
         assert_eq!(plan(&want, &[a.clone(), b]), Plan::Create);
         // Only our parent's entries are ours to delete.
-        assert!(owned(&want, &[a]).is_empty());
-        assert_eq!(owned(&want, &[live]).len(), 1);
+        assert!(owned(&want, std::slice::from_ref(&a)).is_empty());
+        assert_eq!(owned(&want, std::slice::from_ref(&live)).len(), 1);
+        // An entry of ours from before hints were set is updated to carry one.
+        let unhinted = LiveEntry { selectors: want.selectors.clone(), hint: String::new(), ..live.clone() };
+        match plan(&want, &[unhinted]) {
+            Plan::Update { reason, .. } => assert!(reason.contains("hint"), "{reason}"),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn orphans_are_our_entries_of_ids_no_longer_wanted() {
+        let e = |id: &str, spiffe: &str, hint: &str| LiveEntry {
+            id: id.into(),
+            spiffe_id: spiffe.into(),
+            parent_id: "spiffe://td/p".into(),
+            selectors: BTreeSet::new(),
+            hint: hint.into(),
+        };
+        let live = [e("1", "spiffe://td/kept", HINT), e("2", "spiffe://td/removed", HINT), e("3", "spiffe://td/theirs", "")];
+        let wanted: BTreeSet<String> = ["spiffe://td/kept".to_string()].into();
+        let ids: Vec<&str> = orphans(&wanted, &live).iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["2"], "ours and unwanted only; an entry without our hint is someone else's");
     }
 
     #[test]
@@ -368,6 +414,8 @@ mod tests {
         let args = create_args(&want);
         assert_eq!(&args[..4], ["entry", "create", "-spiffeID", "spiffe://am-multi-account-mesh/ns/spire/sa/spire-agent-front"]);
         assert!(args.windows(2).any(|w| w == ["-selector", "k8s_psat:cluster:frontend-k8s-cluster"]));
+        assert!(args.windows(2).any(|w| w == ["-hint", HINT]));
         assert_eq!(&update_args("id1", &want)[..4], ["entry", "update", "-entryID", "id1"]);
+        assert_eq!(show_args(None), ["entry", "show", "-output", "json"]);
     }
 }
