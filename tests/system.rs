@@ -18,10 +18,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{clean_start, http_get, poll, run_with_timeout, testbed, wait_for, Testbed};
+use common::{clean_start, http_get, json_lines, meshctl, poll, run_ok, testbed, text, wait_for, Testbed};
 use serde_json::Value;
 
 /// One system run at a time: both use every account and cluster of the test bed.
@@ -32,37 +32,6 @@ const NS: &str = "yelb";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs the meshctl binary with `--output json` against `config`.
-fn meshctl(config: &Path, args: &[&str], timeout: Duration) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
-    cmd.arg("--config").arg(config).args(["--output", "json"]).args(args);
-    let t0 = Instant::now();
-    let out = run_with_timeout(&mut cmd, timeout);
-    eprintln!("meshctl {}: exit {:?} after {:.1}s", args.join(" "), out.status.code(), t0.elapsed().as_secs_f64());
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// The summary line of an engine run.
-fn summary(out: &Output) -> Value {
-    json_lines(out).into_iter().rev().find_map(|v| v.get("summary").cloned()).unwrap_or_else(|| panic!("no summary line:\n{}", text(out)))
-}
-
-/// `meshctl <args>` must exit 0 with an ok summary.
-fn run_ok(config: &Path, args: &[&str]) -> Value {
-    let out = meshctl(config, args, Duration::from_secs(1800));
-    let s = summary(&out);
-    assert!(out.status.success() && s["ok"] == true, "meshctl {}: exit {:?}\n{}", args.join(" "), out.status.code(), text(&out));
-    s
 }
 
 /// The verify results (one per check) of a run.

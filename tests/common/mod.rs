@@ -405,6 +405,39 @@ pub fn clean_start() {
     assert_success(&run_with_timeout(&mut cmd, Duration::from_secs(1800)), "initial meshctl down (every spoke)");
 }
 
+// ---------------------------------------------------------------- the meshctl binary, JSON output
+
+/// Runs the meshctl binary with `--output json` against `config`.
+pub fn meshctl(config: &Path, args: &[&str], timeout: Duration) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.arg("--config").arg(config).args(["--output", "json"]).args(args);
+    let t0 = Instant::now();
+    let out = run_with_timeout(&mut cmd, timeout);
+    eprintln!("meshctl {}: exit {:?} after {:.1}s", args.join(" "), out.status.code(), t0.elapsed().as_secs_f64());
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The summary line of an engine run.
+pub fn summary(out: &Output) -> serde_json::Value {
+    json_lines(out).into_iter().rev().find_map(|v| v.get("summary").cloned()).unwrap_or_else(|| panic!("no summary line:\n{}", text(out)))
+}
+
+/// `meshctl <args>` must exit 0 with an ok summary.
+pub fn run_ok(config: &Path, args: &[&str]) -> serde_json::Value {
+    let out = meshctl(config, args, Duration::from_secs(1800));
+    let s = summary(&out);
+    assert!(out.status.success() && s["ok"] == true, "meshctl {}: exit {:?}\n{}", args.join(" "), out.status.code(), text(&out));
+    s
+}
+
 /// Minimal HTTP/1.1 GET (Connection: close) on 127.0.0.1:port; returns (status code, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
