@@ -133,7 +133,7 @@ async fn a_removed_spoke_and_service_are_orphaned_then_pruned_and_down_finds_the
     for name in REMOVED_STACKS {
         assert!(!left.iter().any(|l| l.ends_with(&format!("stack {name}"))), "prune deleted {name}: {left:?}");
     }
-    assert_eq!(left.len(), 5, "the two-spoke mesh's five stacks stay: {left:?}");
+    assert_eq!(left.len(), 7, "the two-spoke mesh's seven stacks stay: {left:?}");
     let ids = entry_ids(&tb);
     for id in removed_ids() {
         assert!(!ids.contains(&id), "prune deleted the entry of {id}: {ids:?}");

@@ -58,7 +58,9 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
             &c.hub.name,
             "find meshctl's entries whose SPIFFE ID the configuration no longer names (deleted by `up --prune`)",
         )
-        .needs([ids::spire_server()]),
+        // After, not needs: the entries of a running server can be read (and `plan` shows
+        // them) while its configuration is about to change for the removed spoke.
+        .after([ids::spire_server()]),
     }));
     out
 }
