@@ -213,7 +213,12 @@ async fn kubeconfig_spire_configmaps(spokes: Spokes) {
     let ns = unique_name("kp-spire");
     let (c, _dir) = config(&tb, spokes, &format!("[spire]\nnamespace = \"{ns}\"\n"));
     let before = std::fs::read(&tb.kubeconfig).unwrap();
-    let ids: Vec<StepId> = c.accounts().map(|a| phases::ids::kubeconfig(&a.name)).chain([phases::ids::spire_configmaps()]).collect();
+    let ids: Vec<StepId> = c
+        .accounts()
+        .map(|a| phases::ids::kubeconfig(&a.name))
+        .chain([phases::ids::spire_namespace()])
+        .chain(c.spokes.iter().map(|s| phases::ids::spire_kubeconfig(&s.name)))
+        .collect();
     assert_ok("up", &run(&c, Mode::Up, &ids).await);
     assert_eq!(std::fs::read(&tb.kubeconfig).unwrap(), before, "kube_context accounts: the kubeconfig is not written");
 
@@ -256,7 +261,12 @@ async fn kubeconfig_spire_configmaps(spokes: Spokes) {
         ],
     );
     let s = run(&c, Mode::Plan, &ids).await;
-    assert!(matches!(s.outcome(phases::ids::spire_configmaps().as_str()), Some(Outcome::Checked(Status::Drifted(_)))), "{:?}", s.done);
+    let edited = phases::ids::spire_kubeconfig(&c.spokes[0].name);
+    assert!(matches!(s.outcome(edited.as_str()), Some(Outcome::Checked(Status::Drifted(_)))), "{:?}", s.done);
+    for other in &c.spokes[1..] {
+        let id = phases::ids::spire_kubeconfig(&other.name);
+        assert_eq!(s.outcome(id.as_str()), Some(&Outcome::Checked(Status::UpToDate)), "only the edited spoke's step drifts");
+    }
     assert_ok("repair", &run(&c, Mode::Up, &ids).await);
     assert_planned_up_to_date(&c, &ids).await;
 

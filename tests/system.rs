@@ -274,3 +274,64 @@ async fn walkthrough_up_verify_rerun_down_on_real_nodes() {
 async fn three_spokes_up_verify_rerun_down_on_real_nodes() {
     system("testbed-three-spokes.toml", true).await;
 }
+
+/// A failing third spoke leaves the other two fully served: `analytics`' base stack name is
+/// taken by a stack meshctl did not create, so `stacks/analytics` is refused. Every step that
+/// fails or is skipped is the third spoke's; the SPIRE server runs, the two walkthrough spokes'
+/// agents attest, real requests cross every hop of theirs and every `verify --traffic` check
+/// of their four workloads passes (the third spoke's `report-worker`, never deployed, fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_third_spoke_leaves_the_other_two_fully_served() {
+    let _turn = BED.lock().await;
+    let tb = testbed();
+    tb.real_node_clusters();
+    let three = root().join("examples/testbed-three-spokes.toml");
+    let conf = meshctl::aws::sdk_loader().profile_name("analytics").region(aws_config::Region::new(tb.region.clone())).load().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&conf);
+    // A foreign stack an earlier failed run left would make the clean start refuse it.
+    let foreign = |s: &aws_sdk_cloudformation::types::Stack| !s.tags().iter().any(|t| t.key() == Some("meshctl:managed-by"));
+    if let Ok(d) = cfn.describe_stacks().stack_name("eks-cluster-analytics-stack").send().await {
+        if d.stacks().iter().any(foreign) {
+            cfn.delete_stack().stack_name("eks-cluster-analytics-stack").send().await.expect("DeleteStack (an earlier run's)");
+        }
+    }
+    clean_start();
+    let theirs = r#"{"Resources": {"TheirVpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.93.0.0/16"}}}}"#;
+    cfn.create_stack().stack_name("eks-cluster-analytics-stack").template_body(theirs).send().await.expect("CreateStack (theirs)");
+
+    let out = meshctl(&three, &["--yes", "up"], Duration::from_secs(1800));
+    let s = common::summary(&out);
+    let failed: Vec<&str> = s["failed"].as_array().unwrap().iter().map(|f| f["step"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["stacks/analytics"], "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "refused as not meshctl's: exit 2\n{}", text(&out));
+    let skipped: Vec<&str> = s["skipped"].as_array().unwrap().iter().map(|f| f["step"].as_str().unwrap()).collect();
+    assert!(
+        !skipped.is_empty() && skipped.iter().all(|id| id.contains("analytics")),
+        "only the third spoke's steps are skipped: {skipped:?}"
+    );
+    let done: Vec<&str> = s["done"].as_array().unwrap().iter().map(|d| d["step"].as_str().unwrap()).collect();
+    for id in ["spire/server", "spire/agent-frontend", "spire/agent-backend", "yelb/frontend", "yelb/backend"] {
+        assert!(done.contains(&id), "{id} done: {done:?}");
+    }
+
+    let entries = entry_points(&tb, false);
+    for (name, url) in &entries {
+        let (code, body) = wait_for(&format!("{name}: {url}"), Duration::from_secs(120), Duration::from_secs(2), || {
+            Some(get(url)).filter(|(c, _)| *c == 200)
+        });
+        assert!(code == 200 && body.contains("\"db\":\"VOTES") && body.contains("PONG"), "{name}: {body}");
+    }
+    // verify checks every configured workload: only the third spoke's (never deployed) fails.
+    let out = verify(&three, &entries);
+    let results = checks(&out);
+    let served: Vec<&Value> = results.iter().filter(|r| r["workload"] != "report-worker").collect();
+    assert_eq!(served.len(), 4 * 6, "six checks for each of the four walkthrough workloads:\n{}", text(&out));
+    let failing: Vec<_> = not_passing(&results).into_iter().filter(|(w, _, _)| w != "report-worker").collect();
+    assert!(failing.is_empty(), "the two spokes are fully served: {failing:?}\n{}", text(&out));
+
+    cfn.delete_stack().stack_name("eks-cluster-analytics-stack").send().await.expect("DeleteStack (theirs)");
+    clean_start();
+    assert_clusters_empty(&tb, &common::CLUSTERS);
+    let left = common::aws_leftovers(&tb).await;
+    assert!(left.is_empty(), "left in moto after down: {left:#?}");
+}

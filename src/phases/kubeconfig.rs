@@ -41,15 +41,32 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
             }) as Arc<dyn Step>
         })
         .collect();
-    out.push(Arc::new(SpireConfigMaps {
+    out.push(Arc::new(SpireNamespace {
         meta: StepMeta::new(
-            ids::spire_configmaps(),
+            ids::spire_namespace(),
             &c.hub.name,
-            format!("write spoke kubeconfig ConfigMaps in {}/{}", c.hub.cluster_name, c.spire.namespace),
+            format!("create namespace {} in {}", c.spire.namespace, c.hub.cluster_name),
         )
-        .needs(std::iter::once(ids::kubeconfig(&c.hub.name)).chain(c.spokes.iter().map(|s| ids::stack(&s.name)))),
+        .needs([ids::kubeconfig(&c.hub.name)]),
         session: session.clone(),
     }));
+    for spoke in &c.spokes {
+        out.push(Arc::new(SpireKubeconfig {
+            meta: StepMeta::new(
+                ids::spire_kubeconfig(&spoke.name),
+                &c.hub.name,
+                format!(
+                    "write ConfigMap {}/{} (the SPIRE server's kubeconfig for {})",
+                    c.spire.namespace,
+                    spoke.kubeconfig_configmap(),
+                    spoke.cluster_name
+                ),
+            )
+            .needs([ids::spire_namespace(), ids::stack(&spoke.name)]),
+            session: session.clone(),
+            spoke: spoke.clone(),
+        }));
+    }
     out
 }
 
@@ -166,84 +183,110 @@ impl Step for ContextStep {
     }
 }
 
-/// `kubeconfig/spire-configmaps`.
-pub struct SpireConfigMaps {
+fn labels() -> std::collections::BTreeMap<String, String> {
+    [(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()
+}
+
+/// `kubeconfig/spire-namespace`: the hub's SPIRE namespace, home of the spokes' kubeconfig
+/// ConfigMaps and of the server. On the way down it goes last (everything in it needs this
+/// step), and only when meshctl created it.
+pub struct SpireNamespace {
     meta: StepMeta,
     session: Arc<Session>,
 }
 
-impl SpireConfigMaps {
-    fn labels() -> std::collections::BTreeMap<String, String> {
-        [(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()
-    }
-
-    async fn config_maps(&self) -> Result<Vec<ConfigMap>, Error> {
-        let c = &self.session.config;
-        let mut out = Vec::new();
-        for spoke in &c.spokes {
-            let ep = endpoint(&self.session, spoke).await?;
-            let text = spire_entry(c, spoke, &ep).standalone();
-            let mut cm = ConfigMap::default();
-            cm.metadata.name = Some(spoke.kubeconfig_configmap().to_string());
-            cm.metadata.namespace = Some(c.spire.namespace.clone());
-            cm.data = Some([(spoke.kubeconfig_key().to_string(), text)].into());
-            out.push(cm);
-        }
-        Ok(out)
-    }
-}
-
 #[async_trait::async_trait]
-impl Step for SpireConfigMaps {
+impl Step for SpireNamespace {
     fn meta(&self) -> &StepMeta {
         &self.meta
     }
 
-    async fn check(&self, _: &StepRun) -> Result<Status, Error> {
-        let ns = &self.session.config.spire.namespace;
-        let kc = self.session.kube.cluster_client(&self.session.config.hub.name).await?;
-        let mut targets = Vec::new();
-        for cm in self.config_maps().await? {
-            targets.push(crate::kube::typed(&cm)?);
-        }
-        let status = kc.check_all(&targets).await?;
-        // A `down` interrupted after deleting the ConfigMaps leaves the namespace this step
-        // created: not missing yet, so the next `down` removes it.
-        if status == Status::Missing && kc.namespace_is_ours(ns).await? {
-            return Ok(Status::Drifted(format!("namespace {ns} (meshctl's) is there without the spoke kubeconfig ConfigMaps")));
-        }
-        Ok(status)
-    }
-
-    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
         let c = &self.session.config;
         let kc = self.session.kube.cluster_client(&c.hub.name).await?;
-        kc.ensure_namespace(&c.spire.namespace, &Self::labels()).await?;
-        for cm in self.config_maps().await? {
-            kc.apply(&crate::kube::typed(&cm)?).await?;
-            run.progress(format!("ConfigMap {}/{} applied", c.spire.namespace, cm.metadata.name.unwrap_or_default()));
+        if run.mode.reversed() {
+            // Only meshctl's own namespace is there to delete.
+            return Ok(if kc.namespace_is_ours(&c.spire.namespace).await? { Status::UpToDate } else { Status::Missing });
         }
+        Ok(kc.namespace_status(&c.spire.namespace, &labels()).await?)
+    }
+
+    async fn apply(&self, _: &StepRun) -> Result<(), Error> {
+        let c = &self.session.config;
+        let kc = self.session.kube.cluster_client(&c.hub.name).await?;
+        kc.ensure_namespace(&c.spire.namespace, &labels()).await?;
         Ok(())
     }
 
     async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
         let c = &self.session.config;
         let kc = self.session.kube.cluster_client(&c.hub.name).await?;
-        for spoke in &c.spokes {
-            let mut cm = ConfigMap::default();
-            cm.metadata.name = Some(spoke.kubeconfig_configmap().to_string());
-            cm.metadata.namespace = Some(c.spire.namespace.clone());
-            kc.delete(&crate::kube::typed(&cm)?).await.context(format!(
-                "delete ConfigMap {}/{}",
-                c.spire.namespace,
-                spoke.kubeconfig_configmap()
-            ))?;
-        }
-        // Last user of the hub's spire namespace on the way down (the SPIRE server needs
-        // this step): remove it when meshctl created it.
         if kc.delete_namespace_if_ours(&c.spire.namespace, NAMESPACE_TIMEOUT).await? {
             run.progress(format!("namespace {} deleted", c.spire.namespace));
         }
+        Ok(())
+    }
+}
+
+/// `kubeconfig/spire-<spoke>`: the ConfigMap holding the kubeconfig the SPIRE server's
+/// k8s_psat attestor reaches one spoke with. One step per spoke, so a spoke whose cluster
+/// is not there yet (or failed) holds back only its own agent, not the server.
+pub struct SpireKubeconfig {
+    meta: StepMeta,
+    session: Arc<Session>,
+    spoke: Account,
+}
+
+impl SpireKubeconfig {
+    fn named(&self) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(self.spoke.kubeconfig_configmap().to_string());
+        cm.metadata.namespace = Some(self.session.config.spire.namespace.clone());
+        cm
+    }
+
+    async fn wanted(&self) -> Result<ConfigMap, Error> {
+        let ep = endpoint(&self.session, &self.spoke).await?;
+        let mut cm = self.named();
+        cm.data =
+            Some([(self.spoke.kubeconfig_key().to_string(), spire_entry(&self.session.config, &self.spoke, &ep).standalone())].into());
+        Ok(cm)
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for SpireKubeconfig {
+    fn meta(&self) -> &StepMeta {
+        &self.meta
+    }
+
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
+        let c = &self.session.config;
+        let kc = self.session.kube.cluster_client(&c.hub.name).await?;
+        if run.mode.reversed() {
+            // Deleting needs only the name: the spoke's cluster may be gone already.
+            let live: Option<ConfigMap> = kc.get_typed(&c.spire.namespace, self.spoke.kubeconfig_configmap()).await?;
+            return Ok(if live.is_some() { Status::UpToDate } else { Status::Missing });
+        }
+        Ok(kc.check_all(&[crate::kube::typed(&self.wanted().await?)?]).await?)
+    }
+
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
+        let c = &self.session.config;
+        let kc = self.session.kube.cluster_client(&c.hub.name).await?;
+        kc.apply(&crate::kube::typed(&self.wanted().await?)?).await?;
+        run.progress(format!("ConfigMap {}/{} applied", c.spire.namespace, self.spoke.kubeconfig_configmap()));
+        Ok(())
+    }
+
+    async fn destroy(&self, _: &StepRun) -> Result<(), Error> {
+        let c = &self.session.config;
+        let kc = self.session.kube.cluster_client(&c.hub.name).await?;
+        kc.delete(&crate::kube::typed(&self.named())?).await.context(format!(
+            "delete ConfigMap {}/{}",
+            c.spire.namespace,
+            self.spoke.kubeconfig_configmap()
+        ))?;
         Ok(())
     }
 }

@@ -58,8 +58,13 @@ pub mod ids {
     pub fn kubeconfig(account: &str) -> StepId {
         StepId::new("kubeconfig", account)
     }
-    pub fn spire_configmaps() -> StepId {
-        StepId::new("kubeconfig", "spire-configmaps")
+    /// The hub's SPIRE namespace.
+    pub fn spire_namespace() -> StepId {
+        StepId::new("kubeconfig", "spire-namespace")
+    }
+    /// The SPIRE server's kubeconfig for one spoke (a ConfigMap in the hub).
+    pub fn spire_kubeconfig(spoke: &str) -> StepId {
+        StepId::new("kubeconfig", &format!("spire-{spoke}"))
     }
     pub fn aws_auth(spoke: &str) -> StepId {
         StepId::new("aws-auth", spoke)
@@ -152,12 +157,8 @@ mod tests {
             assert_eq!(peer.needs, [ids::stack(&c.hub.name)], "{}", peer.id);
             assert_eq!(peer.account, c.hub.name, "made in the hub account");
             assert_eq!(g.get(ids::ram(&s.name).as_str()).unwrap().meta().needs, [ids::hub_peer_stack(&s.name)]);
-            // the SPIRE server's token refresher needs every spoke's grant
-            assert!(
-                g.get(ids::spire_server().as_str()).unwrap().meta().needs.contains(&ids::hub_peer_stack(&s.name)),
-                "spire/server without {}",
-                s.name
-            );
+            // the spoke's agent waits for the grant its token refresher needs, not the server
+            assert!(g.get(ids::spire_agent(&s.name).as_str()).unwrap().meta().needs.contains(&ids::hub_peer_stack(&s.name)));
             // no other spoke's hub stack is on the way to this spoke's attachment
             for other in c.spokes.iter().filter(|o| o.name != s.name) {
                 assert!(
@@ -166,6 +167,50 @@ mod tests {
                     s.name,
                     other.name
                 );
+            }
+        }
+    }
+
+    /// A spoke that fails (its stack refused, its cluster unreachable) holds back only its own
+    /// steps: nothing of it is an ancestor of the SPIRE server, nor of another spoke's agent,
+    /// entries or app.
+    #[test]
+    fn a_failing_spoke_holds_back_only_its_own_steps() {
+        let c =
+            Config::load(Some(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/three-spokes.toml"))), &[], &[]).unwrap();
+        let g = graph(&Arc::new(Session::new(c.clone()).unwrap())).unwrap();
+        for s in &c.spokes {
+            let own = [
+                ids::stack(&s.name),
+                ids::hub_peer_stack(&s.name),
+                ids::tgw_stack(&s.name),
+                ids::ram(&s.name),
+                ids::kubeconfig(&s.name),
+                ids::spire_kubeconfig(&s.name),
+                ids::aws_auth(&s.name),
+                ids::spire_bundle(&s.name),
+                ids::spire_agent(&s.name),
+            ];
+            let server = g.ancestors(ids::spire_server().as_str());
+            for id in &own {
+                assert!(!server.contains(id), "spire/server waits on {id}");
+            }
+            for other in c.spokes.iter().filter(|o| o.name != s.name) {
+                let mut theirs = vec![ids::spire_agent(&other.name), ids::register_node(&other.name)];
+                // the app of a spoke none of whose services calls into `s`
+                let calls_into_s = c
+                    .services
+                    .iter()
+                    .any(|svc| svc.account == other.name && svc.backends.iter().any(|b| c.service(b).is_some_and(|t| t.account == s.name)));
+                if !calls_into_s {
+                    theirs.push(ids::yelb(&other.name));
+                }
+                for t in theirs {
+                    let up = g.ancestors(t.as_str());
+                    for id in &own {
+                        assert!(!up.contains(id), "{t} waits on {id} of spoke {}", s.name);
+                    }
+                }
             }
         }
     }

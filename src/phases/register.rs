@@ -60,6 +60,7 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         )
         // After, not needs: the entries of a running server can be read (and `plan` shows
         // them) while its configuration is about to change for the removed spoke.
+        .needs([ids::preflight()])
         .after([ids::spire_server()]),
     }));
     out

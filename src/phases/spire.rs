@@ -39,10 +39,10 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     let mut out: Vec<Arc<dyn Step>> = vec![Arc::new(ServerStep {
         session: session.clone(),
         meta: StepMeta::new(ids::spire_server(), &c.hub.name, format!("install SPIRE server (trust domain {})", c.mesh.trust_domain))
-            .needs([ids::spire_configmaps(), ids::kubeconfig(&c.hub.name)])
-            // Its token refresher may assume a spoke's access role only once that spoke's hub
-            // stack grants it; the init container fails (and the pod never starts) before.
-            .needs(c.spokes.iter().map(|s| ids::hub_peer_stack(&s.name))),
+            // Nothing per spoke: a spoke's kubeconfig ConfigMap (mounted optional) and its token
+            // (the refresher retries until the spoke's hub stack grants the role) may come
+            // later, and a spoke that fails holds back only its own agent.
+            .needs([ids::spire_namespace(), ids::kubeconfig(&c.hub.name)]),
     })];
     for s in &c.spokes {
         out.push(Arc::new(BundleStep {
@@ -54,10 +54,14 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
         out.push(Arc::new(AgentStep {
             session: session.clone(),
             spoke: s.clone(),
+            // The server attests this spoke's agents once it can reach the spoke: its kubeconfig
+            // there, its token refresher allowed to assume the spoke's access role.
             meta: StepMeta::new(ids::spire_agent(&s.name), &s.name, format!("install SPIRE agent ({})", s.psat_cluster())).needs([
                 ids::spire_bundle(&s.name),
                 ids::aws_auth(&s.name),
                 ids::tgw_stack(&s.name),
+                ids::spire_kubeconfig(&s.name),
+                ids::hub_peer_stack(&s.name),
             ]),
         }));
     }

@@ -70,6 +70,9 @@ pub fn digest(chart: &EmbeddedChart) -> String {
 pub const TOKEN_DIR: &str = "/var/run/meshctl/spoke-tokens";
 /// How often the refresher writes new tokens (EKS tokens are valid for 15 minutes).
 pub const TOKEN_REFRESH_SECONDS: u64 = 300;
+/// How soon the refresher tries again while a spoke has no token (its access role not
+/// assumable yet).
+pub const TOKEN_RETRY_SECONDS: u64 = 10;
 /// The server's service account (its Pod Identity association names it).
 pub const SERVER_SERVICE_ACCOUNT: &str = "spire-server";
 
@@ -126,6 +129,7 @@ pub fn server_values(c: &Config, spokes: &[SpokeAccess]) -> Value {
             "region": c.region,
             "dir": TOKEN_DIR,
             "intervalSeconds": TOKEN_REFRESH_SECONDS,
+            "retrySeconds": TOKEN_RETRY_SECONDS,
             "spokes": tokens,
         },
         DIGEST_KEY: digest(&SERVER_CHART),

@@ -28,8 +28,11 @@ refresh() {
   done
   return $failed
 }
-if [ "${ONCE:-0}" = 1 ]; then refresh; exit $?; fi
-while true; do refresh || true; sleep "$INTERVAL"; done
+# The init container writes every token it can get and never fails: a spoke whose access role
+# is not assumable yet (its stacks still building, or failed) must not keep the server from
+# starting for the others. Until every token is written the loop retries every $RETRY seconds.
+if [ "${ONCE:-0}" = 1 ]; then refresh || echo "not every spoke has a token yet; the refresher retries every ${RETRY}s" >&2; exit 0; fi
+while true; do if refresh; then sleep "$INTERVAL"; else sleep "$RETRY"; fi; done
 {{- end -}}
 
 {{- define "spire-server.refreshEnv" -}}
@@ -39,6 +42,8 @@ while true; do refresh || true; sleep "$INTERVAL"; done
   value: {{ .Values.tokenRefresher.dir | quote }}
 - name: INTERVAL
   value: {{ .Values.tokenRefresher.intervalSeconds | quote }}
+- name: RETRY
+  value: {{ .Values.tokenRefresher.retrySeconds | quote }}
 - name: SPOKES
   value: "{{ range $i, $s := .Values.tokenRefresher.spokes }}{{ if $i }} {{ end }}{{ $s.file }}|{{ $s.cluster }}|{{ $s.roleArn }}{{ end }}"
 {{- end -}}
