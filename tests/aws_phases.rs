@@ -539,7 +539,9 @@ fn base_stacks_are_independent_and_only_per_spoke_stacks_need_the_hub() {
         }
     }
     let hub = ids::stack(&c.hub.name);
-    let per_spoke: BTreeSet<StepId> = c.spokes.iter().flat_map(|s| [ids::hub_peer_stack(&s.name), ids::tgw_stack(&s.name)]).collect();
+    // and the search for orphaned stacks, which `down` runs before deleting the hub's
+    let per_spoke: BTreeSet<StepId> =
+        c.spokes.iter().flat_map(|s| [ids::hub_peer_stack(&s.name), ids::tgw_stack(&s.name)]).chain([ids::orphan_stacks()]).collect();
     for m in g.metas().filter(|m| m.phase == "stacks") {
         let waits = g.ancestors(m.id.as_str()).contains(&hub);
         assert_eq!(waits, per_spoke.contains(&m.id), "{}: waits on the hub stack = {waits}", m.id);

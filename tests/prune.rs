@@ -1,7 +1,11 @@
-//! Inventory and prune, with the `meshctl` binary on the test bed with real nodes: a spoke and
-//! its service removed from the configuration after an `up` (the three-spoke example, then the
-//! walkthrough's two spokes, which drop `analytics` and `report-worker`).
+//! Inventory and prune, with the `meshctl` binary on the test bed with real nodes: a service,
+//! then a spoke with its service, removed from the configuration after an `up` (the
+//! three-spoke example; the same without `report-worker`; the walkthrough's two spokes, which
+//! drop `analytics` and `report-worker`).
 //!
+//! 0. Without `report-worker` (its spoke kept): `plan` names its SPIRE entry as orphaned and
+//!    nothing else; `up --prune` deletes the entry, and the app step deletes the service's
+//!    objects from its cluster (the app inventory: no flag needed); the spoke's agents stay;
 //! 1. `plan` and `status` name what meshctl made for the removed spoke as orphaned: its base
 //!    and Transit Gateway stacks in its account (found from the tags of the hub's stack for
 //!    it), the hub's stack for it, the SPIRE entries of its agents and of its service;
@@ -94,6 +98,28 @@ async fn a_removed_spoke_and_service_are_orphaned_then_pruned_and_down_finds_the
     for id in removed_ids() {
         assert!(ids.contains(&id), "the three-spoke up registered {id}: {ids:?}");
     }
+
+    // 0. a service removed, its spoke kept
+    let dir = common::temp_dir("prune");
+    let no_worker = dir.path().join("no-report-worker.toml");
+    let text3 = std::fs::read_to_string(&three).unwrap();
+    let cut = text3.find("[[services]]\nname = \"report-worker\"").expect("report-worker is the last service of the example");
+    std::fs::write(&no_worker, &text3[..cut]).unwrap();
+    let plan = summary(&meshctl(&no_worker, &["plan"], Duration::from_secs(600)));
+    assert_eq!(outcome(&plan, "stacks/orphans")["detail"]["state"], "up-to-date", "{plan}");
+    let entries_o = outcome(&plan, "register/orphans");
+    assert_eq!(entries_o["detail"]["state"], "orphaned", "{plan}");
+    let [agents, worker] = removed_ids();
+    let reason = entries_o["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("({worker})")) && !reason.contains(&format!("({agents})")), "only the service's entry: {reason}");
+    let pruned = run_ok(&no_worker, &["--yes", "up", "--prune"]);
+    assert_eq!(outcome(&pruned, "register/orphans")["outcome"], "pruned", "{pruned}");
+    let ids = entry_ids(&tb);
+    assert!(!ids.contains(&worker) && ids.contains(&agents), "the service's entry went, its spoke's agents' stayed: {ids:?}");
+    let objects = tb.kubectl_json("analytics", &["-n", "yelb", "get", "deployments,services,configmaps"]);
+    let names: Vec<&str> = objects["items"].as_array().unwrap().iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("report-worker")), "the service's objects went: {names:?}");
+    run_ok(&three, &["--yes", "up"]);
 
     // 1. plan and status name the orphans
     for cmd in ["plan", "status"] {

@@ -52,6 +52,14 @@ pub mod ids {
     pub fn tgw_stack(spoke: &str) -> StepId {
         StepId::new("stacks", &format!("{spoke}-tgw"))
     }
+    /// This mesh's stacks the configuration no longer names.
+    pub fn orphan_stacks() -> StepId {
+        StepId::new("stacks", "orphans")
+    }
+    /// meshctl's SPIRE entries the configuration no longer names.
+    pub fn orphan_entries() -> StepId {
+        StepId::new("register", "orphans")
+    }
     pub fn ram(spoke: &str) -> StepId {
         StepId::new("ram", spoke)
     }

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use super::ids;
-use crate::engine::{Error, Status, Step, StepId, StepMeta, StepRun, Teardown};
+use crate::engine::{Error, Status, Step, StepMeta, StepRun, Teardown};
 use crate::error::ResultExt;
 use crate::session::Session;
 use crate::spire::charts::{SERVER_CONTAINER, SERVER_POD};
@@ -54,7 +54,7 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     out.push(Arc::new(OrphanEntries {
         session: session.clone(),
         meta: StepMeta::new(
-            StepId::new("register", "orphans"),
+            ids::orphan_entries(),
             &c.hub.name,
             "find meshctl's entries whose SPIFFE ID the configuration no longer names (deleted by `up --prune`)",
         )

@@ -59,6 +59,15 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
     for s in &c.spokes {
         let workloads: Vec<&Workload> = topo.in_account(&s.name).collect();
         if workloads.is_empty() {
+            // A spoke that runs none of the configured services: what an earlier
+            // configuration deployed there (its inventory lists it) goes.
+            let meta = StepMeta::new(
+                ids::yelb(&s.name),
+                &s.name,
+                format!("remove the services no longer configured in {} (those its inventory lists)", s.name),
+            )
+            .needs([ids::kubeconfig(&s.name)]);
+            out.push(Arc::new(NoServices(AppStep { meta, session: session.clone(), account: s.name.clone() })));
             continue;
         }
         let mut needs = vec![ids::spire_agent(&s.name), ids::kubeconfig(&s.name)];
@@ -455,6 +464,40 @@ impl Step for AppStep {
             run.progress(format!("namespace {} deleted", self.ns()));
         }
         Ok(())
+    }
+}
+
+/// `yelb/<spoke>` of a spoke without configured services: up to date when its cluster holds
+/// no inventory and no namespace of meshctl's; else `up` (and `down`) delete what the
+/// inventory lists, the inventory and the namespace, as the spoke's app step's teardown does.
+struct NoServices(AppStep);
+
+#[async_trait::async_trait]
+impl Step for NoServices {
+    fn meta(&self) -> &StepMeta {
+        &self.0.meta
+    }
+
+    async fn check(&self, run: &StepRun) -> Result<Status, Error> {
+        let kc = self.0.session.kube.cluster_client(&self.0.account).await?;
+        let listed: Vec<String> = match self.0.live_inventory(&kc).await? {
+            Some(inv) => inv.objects.iter().map(ObjectKey::describe).collect(),
+            None if kc.namespace_is_ours(self.0.ns()).await? => Vec::new(),
+            None => return Ok(if run.mode.reversed() { Status::Missing } else { Status::UpToDate }),
+        };
+        Ok(Status::Drifted(format!(
+            "would delete {}the namespace {} (no configured service runs in this spoke)",
+            listed.iter().map(|o| format!("{o}, ")).collect::<String>(),
+            self.0.ns()
+        )))
+    }
+
+    async fn apply(&self, run: &StepRun) -> Result<(), Error> {
+        self.0.destroy(run).await
+    }
+
+    async fn destroy(&self, run: &StepRun) -> Result<(), Error> {
+        self.0.destroy(run).await
     }
 }
 

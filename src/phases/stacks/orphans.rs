@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{clear_vpc, ids};
 use crate::aws::cfn::{self, LiveStack, StackSpec};
 use crate::aws::Aws;
-use crate::engine::{Error, Status, Step, StepId, StepMeta, StepRun};
+use crate::engine::{Error, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
 use crate::names::{hub_peer_stack_name, tgw_stack_name, TAG_ACCOUNT, TAG_SPOKE_PROFILE, TAG_SPOKE_STACK};
 use crate::session::Session;
@@ -23,7 +23,7 @@ pub fn step(session: &Arc<Session>) -> Arc<dyn Step> {
     let c = &session.config;
     Arc::new(OrphanStacks {
         meta: StepMeta::new(
-            StepId::new("stacks", "orphans"),
+            ids::orphan_stacks(),
             &c.hub.name,
             "find the stacks of this mesh the configuration no longer names (deleted by `up --prune` and `down`)",
         )
