@@ -188,7 +188,7 @@ fn unknown_phase_and_conflicting_flags_exit_2() {
 
 #[test]
 fn destructive_commands_refuse_without_yes_off_terminal() {
-    for args in [&["down"][..], &["cleanup"][..], &["stacks", "--destroy"][..]] {
+    for args in [&["down"][..], &["cleanup"][..], &["stacks", "--destroy"][..], &["up", "--prune"][..]] {
         let o = meshctl(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(stderr(&o).contains("--yes"), "{args:?}: {}", stderr(&o));

@@ -851,23 +851,7 @@ fn spire_state(tb: &Testbed, hub: &str, state: &mut State) -> bool {
     if pod["items"].as_array().is_none_or(|a| a.is_empty()) {
         return false;
     }
-    let out = tb.kubectl(
-        hub,
-        &[
-            "-n",
-            "spire",
-            "exec",
-            "spire-server-0",
-            "-c",
-            "spire-server",
-            "--",
-            "/opt/spire/bin/spire-server",
-            "entry",
-            "show",
-            "-output",
-            "json",
-        ],
-    );
+    let out = tb.spire_server(hub, &["entry", "show", "-output", "json"]);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("entry show: {e}: {out}"));
     let id = |x: &Value| format!("spiffe://{}{}", x["trust_domain"].as_str().unwrap_or(""), x["path"].as_str().unwrap_or(""));
     for e in v["entries"].as_array().into_iter().flatten() {

@@ -52,23 +52,7 @@ async fn stacks(tb: &Testbed) -> Vec<String> {
 
 /// The SPIFFE IDs of the hub server's entries.
 fn entry_ids(tb: &Testbed) -> Vec<String> {
-    let out = tb.kubectl(
-        "shared",
-        &[
-            "-n",
-            "spire",
-            "exec",
-            "spire-server-0",
-            "-c",
-            "spire-server",
-            "--",
-            "/opt/spire/bin/spire-server",
-            "entry",
-            "show",
-            "-output",
-            "json",
-        ],
-    );
+    let out = tb.spire_server("shared", &["entry", "show", "-output", "json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     v["entries"]
         .as_array()

@@ -133,19 +133,13 @@ fn resource_versions(tb: &Testbed, contexts: &[&str]) -> BTreeMap<String, String
     out
 }
 
-/// `spire-server` CLI in the hub's server pod.
-fn spire_server(tb: &Testbed, args: &[&str]) -> String {
-    let mut all = vec!["-n", "spire", "exec", "spire-server-0", "-c", "spire-server", "--", "/opt/spire/bin/spire-server"];
-    all.extend_from_slice(args);
-    tb.kubectl("shared", &all)
-}
-
 /// Plants the fault: the appserver's sidecar asks SPIRE for yelb-db's identity, and an entry
 /// lets its pod have it. Returns the entry id, to remove it again.
 fn plant_wrong_svid(tb: &Testbed) -> String {
-    let entries: Value =
-        serde_json::from_str(&spire_server(tb, &["entry", "show", "-spiffeID", &format!("spiffe://{TD}/yelbapp"), "-output", "json"]))
-            .unwrap();
+    let entries: Value = serde_json::from_str(
+        &tb.spire_server("shared", &["entry", "show", "-spiffeID", &format!("spiffe://{TD}/yelbapp"), "-output", "json"]),
+    )
+    .unwrap();
     let entry = &entries["entries"][0];
     let parent = entry["parent_id"].clone();
     let parent = format!("spiffe://{}{}", parent["trust_domain"].as_str().unwrap(), parent["path"].as_str().unwrap());
@@ -157,7 +151,7 @@ fn plant_wrong_svid(tb: &Testbed) -> String {
     }
     args.extend(["-output".into(), "json".into()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let created: Value = serde_json::from_str(&spire_server(tb, &refs)).unwrap();
+    let created: Value = serde_json::from_str(&tb.spire_server("shared", &refs)).unwrap();
     let id = created["results"][0]["entry"]["id"].as_str().unwrap_or_else(|| panic!("entry create: {created}")).to_string();
     let cm = tb.kubectl_json("backend", &["-n", NS, "get", "configmap", "yelb-appserver-envoy"]);
     let bootstrap = cm["data"]["envoy.yaml"].as_str().unwrap();
@@ -239,7 +233,7 @@ async fn system(example: &str, three_spokes: bool) {
     assert!(caller["observed"].as_str().unwrap_or("").contains("fail_verify_san"), "{caller}");
     assert!(caller["hint"].as_str().is_some_and(|h| h.contains("yelbapp")), "the hint names the expected SPIFFE ID: {caller}");
     // Repair: the entry goes, and `up` puts meshctl's bootstrap back.
-    spire_server(&tb, &["entry", "delete", "-entryID", &planted]);
+    tb.spire_server("shared", &["entry", "delete", "-entryID", &planted]);
     let repair = run_ok(&config, &["--yes", "up"]);
     let changed: Vec<&Value> = repair["done"].as_array().unwrap().iter().filter(|d| d["outcome"]["outcome"] != "up-to-date").collect();
     assert!(changed.iter().any(|d| d["step"] == "yelb/backend"), "up repaired the drifted bootstrap: {changed:?}");

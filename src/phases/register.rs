@@ -58,8 +58,8 @@ pub fn steps(session: &Arc<Session>) -> Vec<Arc<dyn Step>> {
             &c.hub.name,
             "find meshctl's entries whose SPIFFE ID the configuration no longer names (deleted by `up --prune`)",
         )
-        // After, not needs: the entries of a running server can be read (and `plan` shows
-        // them) while its configuration is about to change for the removed spoke.
+        // After the server without needing it: a running server's entries can be read (and
+        // `plan` shows them) while its configuration is about to change for a removed spoke.
         .needs([ids::preflight()])
         .after([ids::spire_server()]),
     }));

@@ -131,6 +131,14 @@ impl Testbed {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `spire-server <args>` in the server pod of the hub cluster `hub` (namespace `spire`);
+    /// panics unless it succeeds; returns stdout.
+    pub fn spire_server(&self, hub: &str, args: &[&str]) -> String {
+        let mut all = vec!["-n", "spire", "exec", "spire-server-0", "-c", "spire-server", "--", "/opt/spire/bin/spire-server"];
+        all.extend_from_slice(args);
+        self.kubectl(hub, &all)
+    }
+
     /// `kubectl ... -o json` parsed.
     pub fn kubectl_json(&self, context: &str, args: &[&str]) -> serde_json::Value {
         let mut a: Vec<&str> = args.to_vec();
