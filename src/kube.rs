@@ -26,6 +26,11 @@ pub use apply::{is_ours, mounted_config_maps, parse_manifests, to_dynamic, to_ty
 use crate::error::{Error, ErrorKind};
 pub use crate::names::LABEL_MANAGED_BY as MANAGED_BY;
 
+/// The labels of a namespace meshctl creates: its ownership label alone.
+pub fn managed_labels() -> std::collections::BTreeMap<String, String> {
+    [(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()
+}
+
 /// Field manager for every server-side apply meshctl does.
 pub const FIELD_MANAGER: &str = "meshctl";
 

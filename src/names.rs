@@ -60,7 +60,12 @@ pub fn hub_peer_stack_name(hub: &Account, spoke: &Account) -> String {
 
 /// The stack holding a spoke's Transit Gateway attachment, routes and ingress.
 pub fn tgw_stack_name(spoke: &Account) -> String {
-    format!("{}-tgw", spoke.stack_name)
+    tgw_stack_of(&spoke.stack_name)
+}
+
+/// [`tgw_stack_name`] from the spoke's base stack name alone (a removed spoke's, read from a tag).
+pub fn tgw_stack_of(base_stack: &str) -> String {
+    format!("{base_stack}-tgw")
 }
 
 #[cfg(test)]

@@ -283,7 +283,7 @@ async fn a_failing_third_spoke_leaves_the_other_two_fully_served() {
     let conf = meshctl::aws::sdk_loader().profile_name("analytics").region(aws_config::Region::new(tb.region.clone())).load().await;
     let cfn = aws_sdk_cloudformation::Client::new(&conf);
     // A foreign stack an earlier failed run left would make the clean start refuse it.
-    let foreign = |s: &aws_sdk_cloudformation::types::Stack| !s.tags().iter().any(|t| t.key() == Some("meshctl:managed-by"));
+    let foreign = |s: &aws_sdk_cloudformation::types::Stack| !s.tags().iter().any(|t| t.key() == Some(meshctl::names::TAG_MANAGED_BY));
     if let Ok(d) = cfn.describe_stacks().stack_name("eks-cluster-analytics-stack").send().await {
         if d.stacks().iter().any(foreign) {
             cfn.delete_stack().stack_name("eks-cluster-analytics-stack").send().await.expect("DeleteStack (an earlier run's)");

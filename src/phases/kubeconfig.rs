@@ -21,7 +21,7 @@ use crate::config::{Account, Config};
 use crate::engine::{Error, ErrorKind, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
 use crate::kube::kubeconfig_file::{endpoint_of_context, entry_status, merge, read_doc, remove, write_doc, Endpoint, Entry};
-use crate::kube::{kubeconfig_path, MANAGED_BY};
+use crate::kube::{kubeconfig_path, managed_labels};
 use crate::session::Session;
 use crate::spire::charts::spoke_token_path;
 
@@ -183,10 +183,6 @@ impl Step for ContextStep {
     }
 }
 
-fn labels() -> std::collections::BTreeMap<String, String> {
-    [(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()
-}
-
 /// `kubeconfig/spire-namespace`: the hub's SPIRE namespace, home of the spokes' kubeconfig
 /// ConfigMaps and of the server. On the way down it goes last (everything in it needs this
 /// step), and only when meshctl created it.
@@ -208,13 +204,13 @@ impl Step for SpireNamespace {
             // Only meshctl's own namespace is there to delete.
             return Ok(if kc.namespace_is_ours(&c.spire.namespace).await? { Status::UpToDate } else { Status::Missing });
         }
-        Ok(kc.namespace_status(&c.spire.namespace, &labels()).await?)
+        Ok(kc.namespace_status(&c.spire.namespace, &managed_labels()).await?)
     }
 
     async fn apply(&self, _: &StepRun) -> Result<(), Error> {
         let c = &self.session.config;
         let kc = self.session.kube.cluster_client(&c.hub.name).await?;
-        kc.ensure_namespace(&c.spire.namespace, &labels()).await?;
+        kc.ensure_namespace(&c.spire.namespace, &managed_labels()).await?;
         Ok(())
     }
 

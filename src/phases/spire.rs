@@ -348,7 +348,7 @@ impl Step for BundleStep {
             tokio::time::sleep(Duration::from_secs(2)).await;
         };
         let kc = self.session.kube.cluster_client(&self.spoke.name).await?;
-        kc.ensure_namespace(self.ns(), &[(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()).await?;
+        kc.ensure_namespace(self.ns(), &crate::kube::managed_labels()).await?;
         run.progress(format!("applying {}", self.spoke_what()));
         kc.apply(&typed(&self.copy(data))?).await.context(format!("applying {}", self.spoke_what()))?;
         Ok(())

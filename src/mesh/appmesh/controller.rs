@@ -20,7 +20,7 @@ use crate::engine::{Error, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
 use crate::helm::Helm;
 use crate::kube::template::{render, Vars};
-use crate::kube::{kubeconfig_path, parse_manifests, KubeClient, MANAGED_BY};
+use crate::kube::{kubeconfig_path, parse_manifests, KubeClient};
 use crate::names::role_arn;
 use crate::phases::ids;
 use crate::session::Session;
@@ -118,7 +118,7 @@ impl Step for ControllerStep {
     async fn apply(&self, run: &StepRun) -> Result<(), Error> {
         let ctl = &self.settings.controller;
         let kc = self.session.kube.cluster_client(&self.account.name).await?;
-        kc.ensure_namespace(&ctl.namespace, &[(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()).await?;
+        kc.ensure_namespace(&ctl.namespace, &crate::kube::managed_labels()).await?;
         let values = self.values().await?;
         let (chart, version, repo) = match &ctl.chart_path {
             Some(p) => (p.clone(), None, None),

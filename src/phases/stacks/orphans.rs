@@ -16,7 +16,7 @@ use crate::aws::cfn::{self, LiveStack, StackSpec};
 use crate::aws::Aws;
 use crate::engine::{Error, Status, Step, StepMeta, StepRun};
 use crate::error::ResultExt;
-use crate::names::{hub_peer_stack_name, tgw_stack_name, TAG_ACCOUNT, TAG_SPOKE_PROFILE, TAG_SPOKE_STACK};
+use crate::names::{hub_peer_stack_name, tgw_stack_name, tgw_stack_of, TAG_ACCOUNT, TAG_SPOKE_PROFILE, TAG_SPOKE_STACK};
 use crate::session::Session;
 
 pub fn step(session: &Arc<Session>) -> Arc<dyn Step> {
@@ -131,7 +131,7 @@ impl OrphanStacks {
         for (spoke, profile, base) in removed {
             let aws = self.session.aws.other(&spoke, &profile);
             let client = aws.cloudformation(&spoke).await?;
-            for name in [format!("{base}-tgw"), base] {
+            for name in [tgw_stack_of(&base), base] {
                 let live = cfn::describe(&client, &name).await.context(format!(
                     "account {spoke} (profile {profile}, removed from the configuration; named by the tags of the hub's stack for it): stack {name}: cannot read it; configure that profile, or add the spoke back and run `meshctl down`"
                 ))?;
@@ -148,8 +148,11 @@ impl OrphanStacks {
     /// its VPC (with `--yes`, as for configured stacks).
     async fn delete(&self, run: &StepRun) -> Result<(), Error> {
         let orphans = self.find().await?;
+        // One SDK configuration per account, however many of its stacks go.
+        let mut accounts: BTreeMap<(String, String), Aws> = BTreeMap::new();
         for o in &orphans {
-            let aws: Aws = self.session.aws.other(&o.account, &o.profile);
+            let aws =
+                accounts.entry((o.account.clone(), o.profile.clone())).or_insert_with(|| self.session.aws.other(&o.account, &o.profile));
             let client = aws.cloudformation(&o.account).await?;
             let spec = StackSpec {
                 account: o.account.clone(),
@@ -162,7 +165,7 @@ impl OrphanStacks {
             run.progress(format!("deleting orphaned {}", o.describe()));
             if o.kind() == Kind::Base {
                 let cluster = o.stack.params.get("ClusterName").cloned().unwrap_or_default();
-                clear_vpc(&aws, &client, &spec, &cluster, run).await?;
+                clear_vpc(aws, &client, &spec, &cluster, run).await?;
             }
             cfn::delete(&client, &spec, false, run).await.context(format!("orphaned {}", o.describe()))?;
         }
